@@ -1,0 +1,99 @@
+"""spartan_query: ask a running spartan node a question from the command line.
+
+spartan_query "the gas station where we turned left" --top-k 3
+spartan_query "a red light" --since 1700000000 --near 10 20 0 --radius 30 --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import rclpy
+from builtin_interfaces.msg import Time
+from rclpy.client import Client
+from spartan_interfaces.srv import QuerySegments
+
+from spartan_ros.node.conversions import ns_to_stamp, stamp_to_ns
+
+
+def build_request(args: argparse.Namespace) -> QuerySegments.Request:
+    req = QuerySegments.Request()
+    req.text = args.text
+    req.top_k = args.top_k
+    req.since = ns_to_stamp(int(args.since * 1e9), Time)
+    req.until = ns_to_stamp(int(args.until * 1e9), Time)
+    if args.near is not None:
+        req.near.x, req.near.y, req.near.z = args.near
+    req.radius = args.radius
+    req.min_score = args.min_score
+    return req
+
+
+def response_to_dict(res: QuerySegments.Response) -> dict:
+    segments = []
+    for s in res.segments:
+        p = s.start_pose.pose.position
+        segments.append({
+            "id": int(s.id), "rank": int(s.rank), "score": float(s.score),
+            "start_ns": stamp_to_ns(s.start), "end_ns": stamp_to_ns(s.end),
+            "frame_count": int(s.frame_count), "frame_id": s.path.header.frame_id,
+            "start_position": [p.x, p.y, p.z], "distance": float(s.distance),
+            "path": [[q.pose.position.x, q.pose.position.y, q.pose.position.z]
+                     for q in s.path.poses],
+        })
+    return {"success": bool(res.success), "message": res.message,
+            "candidates": int(res.candidates), "segments": segments}
+
+
+def format_answer(answer: dict, text: str) -> str:
+    if not answer["success"]:
+        return f"query {text!r} failed: {answer['message']}"
+    lines = [f"query {text!r}: {len(answer['segments'])} segments "
+             f"(of {answer['candidates']} candidates)"]
+    for s in answer["segments"]:
+        x, y, z = s["start_position"]
+        lines.append(f"  #{s['rank'] + 1} id={s['id']} score={s['score']:.3f} "
+                     f"t=[{s['start_ns'] * 1e-9:.2f}, {s['end_ns'] * 1e-9:.2f}] s "
+                     f"start=({x:.1f}, {y:.1f}, {z:.1f}) in {s['frame_id'] or '?'}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("text")
+    parser.add_argument("--service", default="/spartan/query")
+    parser.add_argument("--top-k", type=int, default=0)
+    parser.add_argument("--since", type=float, default=0.0, help="seconds (stamp), 0 = unbounded")
+    parser.add_argument("--until", type=float, default=0.0, help="seconds (stamp), 0 = unbounded")
+    parser.add_argument("--near", type=float, nargs=3, default=None, metavar=("X", "Y", "Z"))
+    parser.add_argument("--radius", type=float, default=0.0)
+    parser.add_argument("--min-score", type=float, default=0.0)
+    parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait")
+    parser.add_argument("--json", action="store_true", help="print the answer as JSON")
+    args = parser.parse_args(argv)
+
+    rclpy.init()
+    node = rclpy.create_node("spartan_query_client")
+    try:
+        client: Client = node.create_client(QuerySegments, args.service)
+        if not client.wait_for_service(timeout_sec=args.timeout):
+            print(f"service {args.service} not available after {args.timeout:.0f} s",
+                  file=sys.stderr)
+            return 2
+        future = client.call_async(build_request(args))
+        rclpy.spin_until_future_complete(node, future, timeout_sec=args.timeout)
+        if not future.done() or future.result() is None:
+            print(f"no answer from {args.service} within {args.timeout:.0f} s", file=sys.stderr)
+            return 3
+        answer = response_to_dict(future.result())
+        print(json.dumps(answer) if args.json else format_answer(answer, args.text))
+        return 0
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

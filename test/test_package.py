@@ -1,0 +1,75 @@
+"""Static checks of the package: parameters file, launch file, package manifests."""
+
+import ast
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import yaml
+
+from spartan_ros.node import parameters
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_yaml_lists_exactly_the_declared_parameters():
+    doc = yaml.safe_load((REPO / "config" / "spartan.yaml").read_text())
+    values = doc["/**"]["ros__parameters"]
+    declared = {p.name for p in parameters.PARAMETERS} | {"use_sim_time"}
+    assert set(values) == declared
+    for spec in parameters.PARAMETERS:
+        assert type(values[spec.name]) is type(spec.default), spec.name
+        assert values[spec.name] == spec.default, f"{spec.name}: yaml and code defaults differ"
+    assert parameters.validate(values) == []
+
+
+def test_every_parameter_has_a_comment_in_yaml():
+    lines = (REPO / "config" / "spartan.yaml").read_text().splitlines()
+    for i, line in enumerate(lines):
+        stripped = line.strip()
+        if ":" in stripped and not stripped.startswith("#") and line.startswith("    "):
+            assert lines[i - 1].strip().startswith("#"), f"no comment above {stripped!r}"
+
+
+def test_parameter_validation_messages():
+    assert parameters.validate({"window_frames": 8, "stride_frames": 12}) == [
+        "stride_frames=12 is larger than window_frames=8: frames between windows would never "
+        "be stored"]
+    assert "sample_rate_hz=0.0 is below its minimum 0.1" in parameters.validate(
+        {"sample_rate_hz": 0.0})
+    assert any("image_transport" in p for p in parameters.validate({"image_transport": "jpeg"}))
+
+
+def test_launch_file_is_valid_python_with_the_documented_arguments():
+    source = (REPO / "launch" / "spartan.launch.py").read_text()
+    tree = ast.parse(source)
+    names = {f.name for f in tree.body if isinstance(f, ast.FunctionDef)}
+    assert "generate_launch_description" in names
+    declared = {c.args[0].value for c in ast.walk(tree) if isinstance(c, ast.Call)
+                and getattr(c.func, "id", "") == "DeclareLaunchArgument"}
+    assert declared == {"params_file", "model_dir", "memory_path", "namespace", "use_sim_time"}
+    compile(source, "spartan.launch.py", "exec")
+
+
+def test_package_manifests():
+    for path, build_type in [(REPO / "package.xml", "ament_python"),
+                             (REPO / "interfaces/spartan_interfaces/package.xml", "ament_cmake")]:
+        root = ET.parse(path).getroot()
+        assert root.get("format") == "3"
+        assert root.find("export/build_type").text == build_type
+    from catkin_pkg.package import parse_package
+    assert parse_package(str(REPO)).name == "spartan_ros"
+    assert parse_package(str(REPO / "interfaces/spartan_interfaces")).name == "spartan_interfaces"
+
+
+def test_interfaces_have_the_fields_planners_need():
+    from spartan_interfaces.msg import Segment
+    from spartan_interfaces.srv import QuerySegments
+
+    seg = Segment()
+    for field in ("id", "start", "end", "score", "frame_count", "path"):
+        assert hasattr(seg, field)
+    req, res = QuerySegments.Request(), QuerySegments.Response()
+    for field in ("text", "top_k", "trajectory", "since", "until", "near", "radius"):
+        assert hasattr(req, field)
+    for field in ("success", "message", "segments"):
+        assert hasattr(res, field)
