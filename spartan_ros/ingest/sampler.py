@@ -1,0 +1,81 @@
+"""Take camera frames at the model's rate, from message stamps only (never the wall clock)."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass
+
+TIME_JUMPED_BACK = "time jumped back"
+GAP = "gap"
+RATE = "rate"
+DUPLICATE = "duplicate stamp"
+
+
+@dataclass(frozen=True)
+class SampleDecision:
+    take: bool
+    # Set when this frame starts a new continuous sequence (time jumped back, or a gap):
+    # windows built so far must be dropped. The frame itself is taken.
+    reset: str | None = None
+    # Why the frame was not taken (RATE: between two sample times; DUPLICATE).
+    dropped: str | None = None
+
+
+class FrameSampler:
+    """Deterministic down-sampling of a camera stream to ``rate_hz``.
+
+    Sample times lie on a grid of period 1/rate anchored at the first frame. A frame is taken
+    when it is the first at or after the next grid time (minus a tenth of a period for stamp
+    jitter), so a 30 Hz camera gives exactly every third frame and a 15 Hz one alternates 67 and
+    133 ms (10 Hz on average, windows keep their 2.4 s span). If a whole grid time passed with no
+    frame (dropped frames), the grid re-anchors at the late frame, so frames are never taken in a
+    catch-up burst. A camera slower than the rate has every frame taken. A stamp going backwards
+    or a gap longer than ``max_gap_s`` between frames restarts the grid and is reported as a reset.
+    """
+
+    def __init__(self, rate_hz: float = 10.0, max_gap_s: float = 0.5) -> None:
+        if not (math.isfinite(rate_hz) and rate_hz > 0):
+            raise ValueError(f"rate_hz must be a positive number, got {rate_hz}")
+        if not (math.isfinite(max_gap_s) and max_gap_s > 0):
+            raise ValueError(f"max_gap_s must be a positive number, got {max_gap_s}")
+        self.period_ns = int(round(1e9 / rate_hz))
+        self.tolerance_ns = self.period_ns // 10
+        self.max_gap_ns = int(max_gap_s * 1e9)
+        self.counts: Counter[str] = Counter()
+        self._last: int | None = None  # stamp of the last frame offered
+        self._next = 0  # next grid time
+
+    def reset(self) -> None:
+        """Forget the stream: the next frame is taken and anchors a new grid."""
+        self._last = None
+
+    def _take(self, stamp: int, reset: str | None) -> SampleDecision:
+        late = stamp + self.tolerance_ns - self._next
+        if reset is not None or self._last is None or late >= self.period_ns:
+            self._next = stamp + self.period_ns  # (re)anchor the grid at this frame
+        else:
+            self._next += self.period_ns
+        self._last = stamp
+        self.counts["taken"] += 1
+        if reset is not None:
+            self.counts[f"reset: {reset}"] += 1
+        return SampleDecision(True, reset=reset)
+
+    def offer(self, stamp_ns: int) -> SampleDecision:
+        """Decide for the frame stamped ``stamp_ns`` (header stamp, nanoseconds)."""
+        stamp = int(stamp_ns)
+        if self._last is None:
+            return self._take(stamp, None)
+        if stamp == self._last:
+            self.counts[f"dropped: {DUPLICATE}"] += 1
+            return SampleDecision(False, dropped=DUPLICATE)
+        if stamp < self._last:
+            return self._take(stamp, TIME_JUMPED_BACK)
+        if stamp - self._last > self.max_gap_ns:
+            return self._take(stamp, GAP)
+        if stamp >= self._next - self.tolerance_ns:
+            return self._take(stamp, None)
+        self._last = stamp
+        self.counts[f"dropped: {RATE}"] += 1
+        return SampleDecision(False, dropped=RATE)

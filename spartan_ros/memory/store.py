@@ -1,0 +1,449 @@
+"""Durable segment memory: one SQLite file (or RAM) plus the in-RAM scoring index.
+
+Each ``add()`` is one transaction in WAL mode with ``synchronous=FULL``: when it returns, the
+segment survives a crash or power cut. The scoring index (``runtime.scoring.ScoreIndex``) is
+rebuilt from the file at open and updated only after a commit, under the store's lock, so query
+threads never see a half-written segment.
+
+Stored terms depend on the model that computed the features, so the file records the model's
+hash and refuses to open with another model (``ModelMismatchError``). Any file that is not a
+valid memory file is reported and left untouched: every check runs on a read-only connection
+before the file is opened for writing.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+import os
+import sqlite3
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from spartan_ros.runtime.scoring import (
+    FusionHead,
+    ScoreIndex,
+    SegmentTerms,
+    TermArrays,
+    segment_terms,
+    unit_rows,
+)
+
+SCHEMA_VERSION = 1
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+_APP = "spartan_ros segment memory"
+# Explicit little-endian blobs so a memory file reads the same on any machine.
+_F32, _F64 = np.dtype("<f4"), np.dtype("<f8")
+
+_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE segments (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,  -- AUTOINCREMENT: ids never reused after eviction
+    start_ns INTEGER NOT NULL,
+    end_ns INTEGER NOT NULL,
+    frame_count INTEGER NOT NULL,
+    frame_id TEXT NOT NULL,
+    poses BLOB NOT NULL,       -- float64 [T, 8] absolute TUM rows in the odometry frame
+    video_feat BLOB NOT NULL,  -- float32 [E], mean of the frame features (unnormalised)
+    pose_feat BLOB NOT NULL,   -- float32 [E]
+    terms BLOB NOT NULL,       -- float32 [2E] = [a | g] of runtime.scoring
+    beta REAL NOT NULL,
+    gamma REAL NOT NULL,
+    cx REAL NOT NULL,          -- centroid of the path (x, y)
+    cy REAL NOT NULL
+);
+CREATE INDEX segments_start ON segments (start_ns);
+"""
+
+
+class MemoryFileError(RuntimeError):
+    """The memory file cannot be used; the message names the file and what to do."""
+
+
+class ModelMismatchError(MemoryFileError):
+    """The memory file was written with another model (hash or embedding size differ)."""
+
+
+@dataclass(eq=False)
+class Segment:
+    """One stored window: stamps, absolute poses, features and the derived scoring terms."""
+
+    id: int | None  # None until stored
+    start_ns: int
+    end_ns: int
+    frame_id: str  # odometry frame of ``poses``
+    poses: np.ndarray  # [T, 8] float64 TUM rows [t, x, y, z, qx, qy, qz, qw]
+    video_feat: np.ndarray  # [E] float32
+    pose_feat: np.ndarray  # [E] float32
+    terms: SegmentTerms
+
+    @classmethod
+    def build(
+        cls,
+        head: FusionHead,
+        start_ns: int,
+        end_ns: int,
+        frame_id: str,
+        poses: npt.ArrayLike,
+        video_feat: npt.ArrayLike,
+        pose_feat: npt.ArrayLike,
+    ) -> Segment:
+        """A new (unstored) segment with its terms computed from ``head``."""
+        # Terms from the float32 features that get stored, so a reload reproduces them exactly.
+        video = np.asarray(video_feat, dtype=np.float32)
+        pose = np.asarray(pose_feat, dtype=np.float32)
+        return cls(
+            id=None,
+            start_ns=int(start_ns),
+            end_ns=int(end_ns),
+            frame_id=frame_id,
+            poses=np.asarray(poses, dtype=np.float64),
+            video_feat=video,
+            pose_feat=pose,
+            terms=segment_terms(head, video, pose),
+        )
+
+    @property
+    def frame_count(self) -> int:
+        return int(self.poses.shape[0])
+
+    @property
+    def path_length(self) -> float:
+        """Sum of the distances between consecutive positions, metres."""
+        return float(np.linalg.norm(np.diff(self.poses[:, 1:4], axis=0), axis=1).sum())
+
+    def validate(self, embed_dim: int) -> None:
+        """Raise ValueError naming the bad field."""
+        poses = np.asarray(self.poses)
+        if poses.ndim != 2 or poses.shape[1] != 8 or poses.shape[0] == 0:
+            raise ValueError(f"segment poses must be [T, 8] with T >= 1, got {list(poses.shape)}")
+        bad = np.flatnonzero(~np.isfinite(poses).all(axis=1))
+        if bad.size:
+            raise ValueError(f"segment pose row {int(bad[0])} is not finite")
+        for name in ("video_feat", "pose_feat"):
+            arr = np.asarray(getattr(self, name))
+            if arr.shape != (embed_dim,):
+                raise ValueError(f"segment {name} must be [{embed_dim}], got {list(arr.shape)}")
+            if not np.isfinite(arr).all():
+                raise ValueError(f"segment {name} has non-finite values")
+        if self.terms.ag.shape != (2 * embed_dim,) or self.terms.embed_dim != embed_dim:
+            raise ValueError(f"segment terms are for embed_dim {self.terms.embed_dim}")
+        if not (math.isfinite(self.terms.beta) and math.isfinite(self.terms.gamma)):
+            raise ValueError("segment terms beta/gamma are not finite")
+        if self.end_ns < self.start_ns:
+            raise ValueError(f"segment end_ns {self.end_ns} is before start_ns {self.start_ns}")
+        if not isinstance(self.frame_id, str):
+            raise ValueError(f"segment frame_id must be a string, got {type(self.frame_id)}")
+
+
+def _blob(arr: np.ndarray, dtype: np.dtype) -> bytes:
+    return np.ascontiguousarray(arr, dtype=dtype).tobytes()
+
+
+def _decode(blob: bytes, dtype: np.dtype, shape: tuple[int, ...], what: str) -> np.ndarray:
+    need = int(np.prod(shape)) * dtype.itemsize
+    if len(blob) != need:
+        raise MemoryFileError(f"{what}: blob has {len(blob)} bytes, expected {need}")
+    return np.frombuffer(blob, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
+
+
+class SegmentStore:
+    """Segments in SQLite (``path``) or RAM (``path`` None / "" / ":memory:"), plus ``index``.
+
+    ``model_hash`` identifies the model whose features are stored; ``head`` (optional) lets
+    ``index.score(t)`` fuse text features. One writer thread and any number of query threads may
+    share a store.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None,
+        model_hash: str,
+        embed_dim: int,
+        *,
+        head: FusionHead | None = None,
+        index_dtype: str = "float32",
+        cell_size: float = 10.0,
+    ) -> None:
+        if not model_hash:
+            raise ValueError("model_hash must be a non-empty string")
+        if embed_dim <= 0:
+            raise ValueError(f"embed_dim must be positive, got {embed_dim}")
+        self.model_hash = str(model_hash)
+        self.embed_dim = int(embed_dim)
+        self.in_memory = path is None or str(path) in ("", ":memory:")
+        self.path = ":memory:" if path is None or self.in_memory else str(Path(path).expanduser())
+        self._head = head
+        self._index_dtype = index_dtype
+        self._cell_size = cell_size
+        self._lock = threading.RLock()
+        if not self.in_memory and os.path.isdir(self.path):
+            raise MemoryFileError(f"{self.path} is a directory; memory_path must name a file")
+        # A missing or zero-byte file is a new memory; anything else is checked before writing.
+        fresh = self.in_memory or not os.path.exists(self.path) or os.path.getsize(self.path) == 0
+        self.index = self._new_index() if fresh else self._open_existing()
+        try:
+            if fresh and not self.in_memory:
+                os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+            self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=FULL")
+            if fresh:
+                self._create_schema()
+        except (sqlite3.Error, OSError) as exc:
+            if hasattr(self, "_conn"):
+                self._conn.close()
+            raise MemoryFileError(f"{self.path}: cannot open for writing: {exc}") from exc
+
+    # -- opening ------------------------------------------------------------------------------
+
+    def _new_index(self) -> ScoreIndex:
+        return ScoreIndex(
+            self.embed_dim, self._head, dtype=self._index_dtype, cell_size=self._cell_size
+        )
+
+    def _create_schema(self) -> None:
+        created = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+        meta = {
+            "app": _APP,
+            "schema_version": str(SCHEMA_VERSION),
+            "model_hash": self.model_hash,
+            "embed_dim": str(self.embed_dim),
+            "created": created,
+        }
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        self._conn.execute(statement)
+                self._conn.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+
+    def _open_existing(self) -> ScoreIndex:
+        """Validate the file and load the index through a read-only connection."""
+        try:
+            with open(self.path, "rb") as f:
+                magic = f.read(len(_SQLITE_MAGIC))
+        except OSError as exc:
+            raise MemoryFileError(f"{self.path}: cannot read: {exc}") from exc
+        hint = "The file was not modified; move it away or point memory_path at a new file."
+        if magic != _SQLITE_MAGIC:
+            raise MemoryFileError(f"{self.path} is not a SQLite database (bad header). {hint}")
+        uri = Path(os.path.abspath(self.path)).as_uri() + "?mode=ro"
+        try:
+            ro = sqlite3.connect(uri, uri=True, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise MemoryFileError(f"{self.path}: cannot open: {exc}. {hint}") from exc
+        try:
+            self._check_meta(ro, hint)
+            return self._read_index(ro)
+        except sqlite3.Error as exc:
+            raise MemoryFileError(f"{self.path} is corrupt or unreadable: {exc}. {hint}") from exc
+        except MemoryFileError as exc:
+            if "not modified" in str(exc):
+                raise
+            raise MemoryFileError(f"{exc}. {hint}") from exc
+        finally:
+            ro.close()
+
+    def _check_meta(self, conn: sqlite3.Connection, hint: str) -> None:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if not {"meta", "segments"} <= tables:
+            raise MemoryFileError(
+                f"{self.path} is a SQLite database but not a {_APP} file "
+                f"(tables: {sorted(tables)}). {hint}"
+            )
+        meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        version = meta.get("schema_version", "?")
+        if version != str(SCHEMA_VERSION):
+            raise MemoryFileError(
+                f"{self.path} has memory schema version {version}; this build reads version "
+                f"{SCHEMA_VERSION}. {hint}"
+            )
+        file_hash, file_dim = meta.get("model_hash"), meta.get("embed_dim")
+        if file_hash != self.model_hash or file_dim != str(self.embed_dim):
+            raise ModelMismatchError(
+                f"{self.path} holds segments encoded by model {file_hash!r} (embed_dim {file_dim}),"
+                f" but the loaded model is {self.model_hash!r} (embed_dim {self.embed_dim}). "
+                "Stored features only match the model that computed them: re-index the drive "
+                "with the new model into a new file, or point memory_path at a new (or empty) "
+                "file, or load the model that wrote this one. The file was not modified."
+            )
+
+    def _read_index(self, conn: sqlite3.Connection) -> ScoreIndex:
+        e = self.embed_dim
+        rows = conn.execute(
+            "SELECT id, start_ns, end_ns, poses, video_feat, terms, beta, gamma "
+            "FROM segments ORDER BY start_ns, id"
+        ).fetchall()
+        n = len(rows)
+        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=n)
+        starts = np.fromiter((r[1] for r in rows), dtype=np.int64, count=n)
+        ends = np.fromiter((r[2] for r in rows), dtype=np.int64, count=n)
+        ag = np.empty((n, 2 * e), dtype=np.float32)
+        video = np.empty((n, e), dtype=np.float64)
+        paths = []
+        for k, r in enumerate(rows):
+            what = f"{self.path} segment id {r[0]}"
+            poses = _decode(r[3], _F64, (len(r[3]) // 64, 8), what + " poses")
+            paths.append(poses[:, 1:4])
+            video[k] = _decode(r[4], _F32, (e,), what + " video_feat")
+            ag[k] = _decode(r[5], _F32, (2 * e,), what + " terms")
+        bg = np.array([(r[6], r[7]) for r in rows], dtype=np.float32).reshape(n, 2)
+        if n and not (np.isfinite(ag).all() and np.isfinite(bg).all() and np.isfinite(video).all()):
+            raise MemoryFileError(f"{self.path}: a stored segment has non-finite features")
+        try:
+            unit = unit_rows(video, "video_feat").astype(np.float32)
+        except ValueError as exc:
+            raise MemoryFileError(f"{self.path}: a stored segment has a zero video_feat") from exc
+        terms = TermArrays(ag=ag, bg=bg, video_unit=unit)
+        index = self._new_index()
+        index.extend(ids, starts, ends, terms, paths)
+        return index
+
+    # -- public API -----------------------------------------------------------------------------
+
+    def load_index(self) -> ScoreIndex:
+        """A fresh scoring index rebuilt from the file (the store keeps its own in ``index``)."""
+        with self._lock:
+            return self._read_index(self._conn)
+
+    def add(self, segment: Segment) -> int:
+        """Store a segment in one durable transaction, then index it; returns its id."""
+        segment.validate(self.embed_dim)
+        poses = np.asarray(segment.poses, dtype=np.float64)
+        cx, cy = (float(v) for v in poses[:, 1:3].mean(axis=0))
+        values = (
+            int(segment.start_ns),
+            int(segment.end_ns),
+            int(poses.shape[0]),
+            segment.frame_id,
+            _blob(poses, _F64),
+            _blob(segment.video_feat, _F32),
+            _blob(segment.pose_feat, _F32),
+            _blob(segment.terms.ag, _F32),
+            float(segment.terms.beta),
+            float(segment.terms.gamma),
+            cx,
+            cy,
+        )
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                cur = self._conn.execute(
+                    "INSERT INTO segments (start_ns, end_ns, frame_count, frame_id, poses, "
+                    "video_feat, pose_feat, terms, beta, gamma, cx, cy) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    values,
+                )
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            seg_id = int(cur.lastrowid or 0)
+            # Only now, after the commit, does the segment become visible to queries.
+            self.index.append(
+                seg_id, segment.start_ns, segment.end_ns, segment.terms, poses[:, 1:4]
+            )
+        return seg_id
+
+    def get(self, seg_id: int) -> Segment | None:
+        """The stored segment with this id, or None (never stored, or evicted)."""
+        found = self.get_many([seg_id])
+        return found[0] if found else None
+
+    def get_many(self, ids: list[int] | np.ndarray) -> list[Segment]:
+        """Stored segments for these ids, in the given order; missing ids are skipped."""
+        want = [int(i) for i in ids]
+        if not want:
+            return []
+        e = self.embed_dim
+        rows: dict[int, tuple] = {}
+        with self._lock:
+            for k in range(0, len(want), 500):  # stay below SQLite's bound-variable limit
+                chunk = want[k : k + 500]
+                marks = ",".join("?" * len(chunk))
+                for r in self._conn.execute(
+                    "SELECT id, start_ns, end_ns, frame_id, poses, video_feat, pose_feat, terms, "
+                    f"beta, gamma FROM segments WHERE id IN ({marks})",
+                    chunk,
+                ):
+                    rows[int(r[0])] = r
+        out = []
+        for i in want:
+            if i not in rows:
+                continue
+            r = rows[i]
+            what = f"{self.path} segment id {i}"
+            video = _decode(r[5], _F32, (e,), what + " video_feat")
+            out.append(
+                Segment(
+                    id=i,
+                    start_ns=int(r[1]),
+                    end_ns=int(r[2]),
+                    frame_id=str(r[3]),
+                    poses=_decode(r[4], _F64, (len(r[4]) // 64, 8), what + " poses"),
+                    video_feat=video,
+                    pose_feat=_decode(r[6], _F32, (e,), what + " pose_feat"),
+                    terms=SegmentTerms(
+                        ag=_decode(r[7], _F32, (2 * e,), what + " terms"),
+                        beta=float(r[8]),
+                        gamma=float(r[9]),
+                        video_unit=unit_rows(video.astype(np.float64)).astype(np.float32),
+                    ),
+                )
+            )
+        return out
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def all_ids(self) -> list[int]:
+        """Ids of all stored segments, ascending."""
+        return sorted(self.index.ids().tolist())
+
+    def evict_oldest(self, max_segments: int) -> list[int]:
+        """Delete the segments with the oldest start stamps beyond ``max_segments``; their ids."""
+        if max_segments < 0:
+            raise ValueError(f"max_segments must be >= 0, got {max_segments}")
+        with self._lock:
+            excess = len(self.index) - max_segments
+            if excess <= 0:
+                return []
+            # Out of the index first, so a query never returns an id whose row is gone.
+            gone = self.index.remove_oldest(excess).tolist()
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._conn.executemany("DELETE FROM segments WHERE id = ?", [(i,) for i in gone])
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            return gone
+
+    def meta(self) -> dict[str, str]:
+        with self._lock:
+            return dict(self._conn.execute("SELECT key, value FROM meta").fetchall())
+
+    def integrity_check(self) -> str:
+        """SQLite's ``PRAGMA integrity_check`` result ("ok" when healthy)."""
+        with self._lock:
+            return "; ".join(r[0] for r in self._conn.execute("PRAGMA integrity_check"))
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> SegmentStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
