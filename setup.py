@@ -29,6 +29,8 @@ setup(
         "console_scripts": [
             "spartan_node = spartan_ros.node.spartan_node:main",
             "spartan_query = spartan_ros.node.query_client:main",
+            "spartan-synth = spartan_ros.data.synth.generate:main",
+            "spartan-bag = spartan_ros.bag.cli:main",
         ],
     },
 )
