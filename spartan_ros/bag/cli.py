@@ -1,0 +1,174 @@
+"""``spartan-bag``: one command line for the bag tools, one subcommand per tool.
+
+```
+spartan-bag write --data ROOT --seq SEQ [--seq ...] --out BAG [--storage sqlite3|mcap] ...
+spartan-bag play BAG [--rate 1.0] [--clock [HZ]] [--loop] [--start-offset S] [--topics T ...] ...
+```
+
+Each subcommand is a pair (``add_<name>_arguments``, ``run_<name>``) registered in ``COMMANDS``;
+a new tool (``eval``) adds its pair there. Errors in the input print one line and exit 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+
+from spartan_ros.bag.play import CLOCK_TOPIC, QOS_CHOICES, PlayConfig, play_bag
+from spartan_ros.bag.write import COMPRESSED_FORMATS, ENCODINGS, STORAGES, WriteConfig, write_bag
+
+
+def _seconds_to_ns(text: str) -> int:
+    """Exact ns of a decimal seconds string (a float would lose ~100 ns at 1.7e9 s)."""
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value.is_finite() or value < 0:
+        raise argparse.ArgumentTypeError(f"start time must be a finite number >= 0, got {text}")
+    return int((value * 1_000_000_000).to_integral_value())
+
+
+# --- write ----------------------------------------------------------------------------------
+
+
+def add_write_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", type=Path, required=True,
+                   help="dataset root (images/, poses/, config/)")
+    p.add_argument("--seq", action="append", required=True, dest="seqs", metavar="SEQ",
+                   help="sequence to write; repeat for several (played one after another)")
+    p.add_argument("--out", type=Path, required=True, help="bag folder to create (must not exist)")
+    p.add_argument("--storage", choices=sorted(STORAGES), default="sqlite3")
+    p.add_argument("--image-topic", default="/camera/image_raw")
+    p.add_argument("--odom-topic", default="/odom")
+    p.add_argument("--odom-rate", type=float, default=50.0, help="odometry rate in Hz")
+    p.add_argument("--encoding", choices=ENCODINGS, default="rgb8")
+    p.add_argument("--start-time", type=_seconds_to_ns, default=_seconds_to_ns("1700000000.0"),
+                   metavar="SECONDS", help="stamp of the first frame (Unix seconds)")
+    p.add_argument("--gap", type=float, default=5.0, metavar="SECONDS",
+                   help="time between the end of one sequence and the start of the next")
+    p.add_argument("--compressed", nargs="?", const="png", choices=COMPRESSED_FORMATS,
+                   default=None, help="also write sensor_msgs/CompressedImage on "
+                   "<image-topic>/compressed (png unless jpeg is given)")
+    p.add_argument("--jpeg-quality", type=int, default=90)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run_write(args: argparse.Namespace) -> int:
+    cfg = WriteConfig(
+        data=args.data,
+        seqs=args.seqs,
+        out=args.out,
+        storage=args.storage,
+        image_topic=args.image_topic,
+        odom_topic=args.odom_topic,
+        odom_rate=args.odom_rate,
+        encoding=args.encoding,
+        start_time_ns=args.start_time,
+        gap_s=args.gap,
+        compressed=args.compressed,
+        jpeg_quality=args.jpeg_quality,
+        progress=not args.quiet,
+    )
+    summary = write_bag(cfg)
+    span = (summary.end_ns - summary.start_ns) * 1e-9
+    print(f"wrote {summary.out} ({summary.storage}, {span:.2f} s):")
+    for topic, n in summary.counts.items():
+        print(f"  {topic}  {n}")
+    print(f"captions: {summary.captions} ({summary.windows} windows)")
+    return 0
+
+
+# --- play -----------------------------------------------------------------------------------
+
+
+def add_play_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("bag", type=Path, help="rosbag2 folder (sqlite3 or mcap)")
+    p.add_argument("--rate", type=float, default=1.0, help="playback speed factor")
+    p.add_argument("--clock", nargs="?", type=float, const=40.0, default=0.0, metavar="HZ",
+                   help=f"publish {CLOCK_TOPIC} (40 Hz unless given) for nodes with use_sim_time")
+    p.add_argument("--loop", action="store_true", help="play again from the start until SIGINT")
+    p.add_argument("--start-offset", type=float, default=0.0, metavar="S",
+                   help="skip the first S seconds of the bag")
+    p.add_argument("--topics", nargs="+", default=None, metavar="TOPIC",
+                   help="play only these topics")
+    p.add_argument("--qos", choices=QOS_CHOICES, default="reliable",
+                   help="reliable (default; matches reliable and best-effort subscribers) or "
+                   "sensor (best effort, like a camera driver)")
+    p.add_argument("--depth", type=int, default=100,
+                   help="publisher history depth; raise it for slow reliable subscribers")
+    p.add_argument("--wait-for-subscribers", type=int, default=1, metavar="N",
+                   help="before playing, wait until every topic has N matched subscribers (0: no)")
+    p.add_argument("--wait-timeout", type=float, default=5.0, metavar="S",
+                   help="give up waiting for subscribers after S seconds and play anyway")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON line")
+
+
+def run_play(args: argparse.Namespace) -> int:
+    cfg = PlayConfig(
+        bag=args.bag,
+        rate=args.rate,
+        clock_hz=args.clock,
+        loop=args.loop,
+        start_offset_s=args.start_offset,
+        topics=args.topics,
+        qos=args.qos,
+        depth=args.depth,
+        wait_for_subscribers=args.wait_for_subscribers,
+        wait_timeout_s=args.wait_timeout,
+        ros_args=args.ros_args,
+    )
+    summary = play_bag(cfg)
+    print(json.dumps(summary.as_dict()) if args.json else summary.table(), flush=True)
+    return 0
+
+
+# --- dispatch -------------------------------------------------------------------------------
+
+Command = tuple[str, str, Callable[[argparse.ArgumentParser], None],
+                Callable[[argparse.Namespace], int]]  # fmt: skip
+
+COMMANDS: list[Command] = [
+    ("write", "write dataset sequences into a rosbag2 (images, odometry, captions.json)",
+     add_write_arguments, run_write),
+    ("play", "replay a rosbag2 into the live ROS graph", add_play_arguments, run_play),
+    # ("eval", "...", add_eval_arguments, run_eval): the bag evaluation tool registers here.
+]  # fmt: skip
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="spartan-bag", description="rosbag2 tools of spartan_ros (no ros2 bag needed)"
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, help_text, add_arguments, run in COMMANDS:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        add_arguments(p)
+        p.set_defaults(run=run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Everything from --ros-args on belongs to rclpy (remappings, parameters, log levels).
+    ros_args: list[str] = []
+    if "--ros-args" in argv:
+        cut = argv.index("--ros-args")
+        argv, ros_args = argv[:cut], argv[cut + 1 :]
+    args = build_parser().parse_args(argv)
+    args.ros_args = ros_args
+    try:
+        return int(args.run(args))
+    except ValueError as e:  # DatasetError, BagError and bad settings: a clear one-line message
+        print(f"spartan-bag {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
