@@ -31,6 +31,7 @@ setup(
             "spartan_query = spartan_ros.node.query_client:main",
             "spartan-synth = spartan_ros.data.synth.generate:main",
             "spartan-bag = spartan_ros.bag.cli:main",
+            "spartan-export = spartan_ros.export.onnx_export:main",
         ],
     },
 )

@@ -204,3 +204,38 @@ def relative_window(poses: np.ndarray, convention: str = "reference") -> np.ndar
     out[:, 4:8] = np.where(q_rel[:, 3:4] < 0, -q_rel, q_rel)
     out[0, 4:8] = (0.0, 0.0, 0.0, 1.0)  # exact identity instead of q0^-1 q0 rounding noise
     return out.astype(np.float32)
+
+
+WINDOW_ALIGNS = ("start", "center", "end")
+
+
+def resample_window(
+    rows: np.ndarray, frames: int = 24, rate_hz: float = 10.0, align: str = "center"
+) -> np.ndarray:
+    """A trajectory of any length and rate (TUM rows ``[N, 8]``) -> a ``[frames, 8]`` window.
+
+    The window keeps real time: ``frames`` samples ``1 / rate_hz`` apart (2.3 s for 24 at 10 Hz),
+    because the network sees time and distance, and squeezing a longer drive into the window
+    would make it look faster than it was. ``align`` picks which part of a longer trajectory is
+    kept (its start, middle or end). Where a shorter trajectory does not reach, the pose is held
+    at its first / last row (the vehicle is taken as standing) while the time column keeps
+    advancing. Poses between rows are interpolated with ``interpolate_pose`` (linear position,
+    slerp orientation). Returns float64 absolute rows; the time column starts at the first sample.
+    """
+    if align not in WINDOW_ALIGNS:
+        raise ValueError(f"align must be one of {WINDOW_ALIGNS}, got {align!r}")
+    if isinstance(frames, bool) or not isinstance(frames, int | np.integer) or frames < 1:
+        raise ValueError(f"frames must be a positive integer, got {frames!r}")
+    if not (np.isfinite(rate_hz) and rate_hz > 0):
+        raise ValueError(f"rate_hz must be a positive number, got {rate_hz!r}")
+    arr = np.asarray(rows, dtype=np.float64)
+    if arr.ndim != 2 or arr.shape[1] != 8 or arr.shape[0] == 0:
+        raise ValueError(f"trajectory must have shape [N, 8] with N >= 1, got {arr.shape}")
+    first, last = arr[0, 0], arr[-1, 0]
+    span = (frames - 1) / rate_hz
+    start = {"start": first, "center": 0.5 * (first + last - span), "end": last - span}[align]
+    times = start + np.arange(frames) / rate_hz
+    # interpolate_pose validates the rows (finite, increasing stamps) and never extrapolates
+    out = interpolate_pose(np.clip(times, first, last), arr)
+    out[:, 0] = times
+    return out
