@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+from builtin_interfaces.msg import Time
+from geometry_msgs.msg import PoseStamped
+from spartan_interfaces.msg import Segment
 from spartan_interfaces.srv import QuerySegments
 
+from spartan_ros.memory.service import Match
 from spartan_ros.query import Query
 
 
@@ -12,7 +16,7 @@ def stamp_to_ns(stamp) -> int:  # builtin_interfaces/Time
     return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
 
-def ns_to_stamp(ns: int, stamp_type):
+def ns_to_stamp(ns: int, stamp_type=Time):
     return stamp_type(sec=int(ns // 1_000_000_000), nanosec=int(ns % 1_000_000_000))
 
 
@@ -23,6 +27,13 @@ def pose_stamped_rows(poses) -> np.ndarray:
         p, q = ps.pose.position, ps.pose.orientation
         rows[i] = (stamp_to_ns(ps.header.stamp) * 1e-9, p.x, p.y, p.z, q.x, q.y, q.z, q.w)
     return rows
+
+
+def odometry_fields(msg) -> tuple[int, tuple[float, ...], tuple[float, ...], str]:
+    """nav_msgs/Odometry -> (stamp ns, position xyz, quaternion xyzw, frame_id)."""
+    p, q = msg.pose.pose.position, msg.pose.pose.orientation
+    return (stamp_to_ns(msg.header.stamp), (p.x, p.y, p.z), (q.x, q.y, q.z, q.w),
+            msg.header.frame_id)
 
 
 def query_from_request(request: QuerySegments.Request) -> Query:
@@ -36,3 +47,27 @@ def query_from_request(request: QuerySegments.Request) -> Query:
         radius=float(request.radius),
         min_score=float(request.min_score),
     )
+
+
+def _pose_stamped(row: np.ndarray, stamp_ns: int, frame_id: str) -> PoseStamped:
+    ps = PoseStamped()
+    ps.header.frame_id = frame_id
+    ps.header.stamp = ns_to_stamp(stamp_ns)
+    p, q = ps.pose.position, ps.pose.orientation
+    p.x, p.y, p.z = (float(v) for v in row[1:4])
+    q.x, q.y, q.z, q.w = (float(v) for v in row[4:8])
+    return ps
+
+
+def match_to_msg(match: Match) -> Segment:
+    """A query result as spartan_interfaces/Segment (path in the odometry frame)."""
+    seg = Segment(id=int(match.id), score=float(match.score), rank=int(match.rank),
+                  frame_count=match.frame_count, distance=float(match.distance))
+    seg.start = ns_to_stamp(match.start_ns)
+    seg.end = ns_to_stamp(match.end_ns)
+    seg.path.header.frame_id = match.frame_id
+    seg.path.header.stamp = seg.start
+    seg.path.poses = [_pose_stamped(row, int(ns), match.frame_id)
+                      for row, ns in zip(match.poses, match.stamps_ns, strict=True)]
+    seg.start_pose = seg.path.poses[0]
+    return seg

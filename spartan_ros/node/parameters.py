@@ -30,8 +30,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "(0 = no limit).", min_value=0),
     ParamSpec("image_topic", "image_raw", "sensor_msgs/Image topic (or CompressedImage, see "
               "image_transport)."),
-    ParamSpec("image_transport", "raw", "'raw' for sensor_msgs/Image, 'compressed' for "
-              "sensor_msgs/CompressedImage.", choices=("raw", "compressed")),
+    ParamSpec("image_transport", "raw", "'raw' for sensor_msgs/Image on image_topic, "
+              "'compressed' for sensor_msgs/CompressedImage (JPEG/PNG) on image_topic/compressed.",
+              choices=("raw", "compressed")),
     ParamSpec("odom_topic", "odom", "nav_msgs/Odometry topic giving the vehicle pose."),
     ParamSpec("sample_rate_hz", 10.0, "Frames are taken at this rate from the camera stream "
               "(the rate the model was trained at).", min_value=0.1, max_value=100.0),

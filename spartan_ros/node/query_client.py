@@ -2,6 +2,9 @@
 
 spartan_query "the gas station where we turned left" --top-k 3
 spartan_query "a red light" --since 1700000000 --near 10 20 0 --radius 30 --json
+spartan_query "turning left at the lights" --trajectory left_turn.tum
+
+--trajectory reads a TUM file (one pose per line: t x y z qx qy qz qw; # starts a comment).
 """
 
 from __future__ import annotations
@@ -10,8 +13,10 @@ import argparse
 import json
 import sys
 
+import numpy as np
 import rclpy
 from builtin_interfaces.msg import Time
+from geometry_msgs.msg import PoseStamped
 from rclpy.client import Client
 from spartan_interfaces.srv import QuerySegments
 
@@ -28,7 +33,33 @@ def build_request(args: argparse.Namespace) -> QuerySegments.Request:
         req.near.x, req.near.y, req.near.z = args.near
     req.radius = args.radius
     req.min_score = args.min_score
+    for row in args.trajectory if args.trajectory is not None else []:
+        ps = PoseStamped()
+        ps.header.stamp = ns_to_stamp(int(round(row[0] * 1e9)), Time)
+        p, q = ps.pose.position, ps.pose.orientation
+        p.x, p.y, p.z, q.x, q.y, q.z, q.w = (float(v) for v in row[1:8])
+        req.trajectory.append(ps)
     return req
+
+
+def read_tum(path: str) -> np.ndarray:
+    """A TUM trajectory file -> [N, 8] rows; argparse error naming the line when malformed."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = [(i, ln.split()) for i, ln in enumerate(f, 1)
+                     if ln.strip() and not ln.lstrip().startswith("#")]
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(f"cannot read {path}: {exc}") from exc
+    rows = []
+    for i, fields in lines:
+        try:
+            if len(fields) != 8:
+                raise ValueError(f"{len(fields)} fields")
+            rows.append([float(v) for v in fields])
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(
+                f"{path} line {i}: expected 't x y z qx qy qz qw' ({exc})") from exc
+    return np.array(rows, dtype=np.float64).reshape(-1, 8)
 
 
 def response_to_dict(res: QuerySegments.Response) -> dict:
@@ -70,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--near", type=float, nargs=3, default=None, metavar=("X", "Y", "Z"))
     parser.add_argument("--radius", type=float, default=0.0)
     parser.add_argument("--min-score", type=float, default=0.0)
+    parser.add_argument("--trajectory", type=read_tum, default=None, metavar="TUM_FILE",
+                        help="motion to match (>= 2 poses); default: each segment's own")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait")
     parser.add_argument("--json", action="store_true", help="print the answer as JSON")
     args = parser.parse_args(argv)

@@ -1,31 +1,101 @@
 """spartan_node: the vehicle's visual memory as a managed (lifecycle) ROS 2 node.
 
-configure: read and validate parameters (later: load the model, open the memory)
-activate:  create the ~/query service (later: start ingest)
-deactivate / cleanup: release them again.
+configure:  validate the parameters, load the ONNX model, open the memory file
+activate:   subscribe to the camera and odometry, start the encoder thread, serve ~/query,
+            publish /diagnostics and ~/matches
+deactivate: stop ingest and the service; cleanup: close the memory and unload the model.
 With autostart (default) the node walks itself to active, so plain `ros2 run` works.
+
+All the work is in ``spartan_ros.memory.service.MemoryService``; this file only moves messages.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
+import os
 import sys
+import time
 from typing import Any
 
 import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from nav_msgs.msg import Odometry
 from rcl_interfaces.msg import (
     FloatingPointRange,
     IntegerRange,
     ParameterDescriptor,
 )
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import MultiThreadedExecutor
+from rclpy.clock import Clock, ClockType
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.publisher import Publisher
+from rclpy.qos import (
+    DurabilityPolicy,
+    HistoryPolicy,
+    QoSProfile,
+    ReliabilityPolicy,
+    qos_profile_sensor_data,
+)
 from rclpy.service import Service
+from rclpy.subscription import Subscription
+from rclpy.timer import Timer
+from sensor_msgs.msg import CompressedImage, Image
 from spartan_interfaces.srv import QuerySegments
+from visualization_msgs.msg import MarkerArray
 
+from spartan_ros.memory.service import IngestWorker, MemoryService, ServiceConfig
+from spartan_ros.memory.store import MemoryFileError, SegmentStore
 from spartan_ros.node import parameters as params
-from spartan_ros.node.conversions import query_from_request
+from spartan_ros.node.conversions import (
+    match_to_msg,
+    odometry_fields,
+    query_from_request,
+    stamp_to_ns,
+)
+from spartan_ros.node.diagnostics import InputWatch, diagnostic_array
+from spartan_ros.node.images import ImageError, decode_compressed, image_view, to_rgb
+from spartan_ros.node.markers import matches_markers
 from spartan_ros.query import QueryError, validate_query
+
+# Odometry is small and frequent: best effort (matches reliable publishers too), a deep queue.
+ODOM_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=50,
+                      reliability=ReliabilityPolicy.BEST_EFFORT)
+# Latched, so RViz started after a query still shows its answer.
+MATCHES_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+class ConfigError(RuntimeError):
+    """Configuration failed; the message is the one line the user sees."""
+
+
+class _ToRos(logging.Handler):
+    """Forwards Python logging (engine, memory service) to the node's rclpy logger."""
+
+    def __init__(self, ros_logger: Any) -> None:
+        super().__init__()
+        self.ros = ros_logger
+
+    def emit(self, record: logging.LogRecord) -> None:
+        msg = record.getMessage()
+        if record.levelno >= logging.ERROR:
+            self.ros.error(msg)
+        elif record.levelno >= logging.WARNING:
+            self.ros.warning(msg)
+        elif record.levelno >= logging.INFO:
+            self.ros.info(msg)
+        else:
+            self.ros.debug(msg)
+
+
+def python_logger(ros_logger: Any) -> logging.Logger:
+    log = logging.getLogger("spartan_ros.node")
+    log.handlers = [_ToRos(ros_logger)]
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    return log
 
 
 def _descriptor(spec: params.ParamSpec) -> ParameterDescriptor:
@@ -46,17 +116,73 @@ def _descriptor(spec: params.ParamSpec) -> ParameterDescriptor:
     return d
 
 
+def _qos_text(qos: QoSProfile) -> str:
+    rel = "best effort" if qos.reliability == ReliabilityPolicy.BEST_EFFORT else "reliable"
+    return f"{rel}, keep last {qos.depth}"
+
+
+def service_config(values: dict[str, Any]) -> ServiceConfig:
+    return ServiceConfig(
+        sample_rate_hz=float(values["sample_rate_hz"]),
+        window_frames=int(values["window_frames"]),
+        stride_frames=int(values["stride_frames"]),
+        max_pose_gap_s=float(values["max_pose_gap_s"]),
+        max_pending_frames=int(values["max_pending_frames"]),
+        encode_batch_size=int(values["encode_batch_size"]),
+        max_segments=int(values["max_segments"]),
+        default_top_k=int(values["default_top_k"]),
+    )
+
+
+def open_memory(values: dict[str, Any], logger: Any) -> MemoryService:
+    """Load the model and open the memory file; ConfigError with one readable line if not."""
+    model_dir = os.path.expanduser(values["model_dir"])
+    if not os.path.isdir(model_dir):
+        what = "is not a directory" if os.path.exists(model_dir) else "does not exist"
+        raise ConfigError(f"model_dir {model_dir!r} {what}: export a model with "
+                          "`spartan-export CHECKPOINT OUT_DIR` and point model_dir at OUT_DIR")
+    from spartan_ros.runtime.engine import Engine, ModelLoadError  # onnxruntime: load lazily
+
+    try:
+        engine = Engine(model_dir, providers=tuple(values["execution_providers"]), logger=logger)
+    except ModelLoadError as exc:
+        raise ConfigError(f"cannot load the model in {model_dir}: {exc}") from exc
+    try:
+        store = SegmentStore(values["memory_path"] or None, engine.model_hash, engine.embed_dim,
+                             head=engine.fusion_head)
+    except MemoryFileError as exc:
+        raise ConfigError(str(exc)) from exc
+    try:
+        return MemoryService(engine, store, service_config(values), log=logger)
+    except ValueError as exc:
+        store.close()
+        raise ConfigError(str(exc)) from exc
+
+
 class SpartanNode(LifecycleNode):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__("spartan", **kwargs)
         for spec in params.PARAMETERS:
             self.declare_parameter(spec.name, spec.default, _descriptor(spec))
+        # Images, odometry, queries and timers each in their own group: a slow query never delays
+        # frames, and a burst of images never holds odometry back.
+        self._image_group = MutuallyExclusiveCallbackGroup()
+        self._odom_group = MutuallyExclusiveCallbackGroup()  # odometry never waits behind images
         self._query_group = MutuallyExclusiveCallbackGroup()
-        self._query_srv: Service | None = None
-        self._memory_size = 0
+        self._timer_group = MutuallyExclusiveCallbackGroup()
+        self._steady = Clock(clock_type=ClockType.STEADY_TIME)  # runs without /clock too
+        self.memory: MemoryService | None = None
+        self._worker: IngestWorker | None = None
+        self._values: dict[str, Any] = {}
+        self._entities: list[Any] = []  # subscriptions, timers, publishers, service of "active"
+        self._matches_pub: Any = None
+        self._diag_pub: Any = None
+        self._watches: list[InputWatch] = []
+        self._warned: dict[str, float] = {}
+        self._active = False
 
     def autostart(self) -> bool:
-        """Walk to active if the autostart parameter says so; False when configuring failed."""
+        """Walk to active if the autostart parameter says so; False when that failed."""
         if not self.get_parameter("autostart").value:
             self.get_logger().info("waiting for a lifecycle manager (autostart is false)")
             return True
@@ -69,64 +195,242 @@ class SpartanNode(LifecycleNode):
 
     # -- lifecycle ----------------------------------------------------------------------------
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
-        problems = params.validate(self.values())
-        for p in problems:
-            self.get_logger().error(f"bad parameter: {p}")
-        if problems:
+        values = self.values()
+        try:
+            problems = params.validate(values)
+            if problems:
+                raise ConfigError("bad parameter: " + "; ".join(problems))
+            if values["model_dir"]:
+                self.memory = open_memory(values, python_logger(self.get_logger()))
+        except ConfigError as exc:
+            self.get_logger().error(f"cannot configure: {exc}")
             return TransitionCallbackReturn.FAILURE
-        self.get_logger().info("configured")
+        except Exception as exc:  # one readable line, not a traceback
+            self.get_logger().error(f"cannot configure: {type(exc).__name__}: {exc}")
+            return TransitionCallbackReturn.FAILURE
+        self._values = values
+        if self.memory is None:
+            self.get_logger().warning("no model_dir: ingest is off and queries answer "
+                                      "'memory is empty'")
+        else:
+            engine, store = self.memory.engine, self.memory.store
+            self.get_logger().info(
+                f"configured: model {engine.model_hash[:12]} (embed_dim {engine.embed_dim}, "
+                f"providers {', '.join(getattr(engine, 'providers', []))}), memory "
+                f"{'RAM only' if store.in_memory else store.path} with {len(store)} segments")
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._query_srv = self.create_service(
-            QuerySegments, "~/query", self._on_query, callback_group=self._query_group)
-        self.get_logger().info(f"active: serving {self.resolve_service_name('~/query')}")
+        try:
+            self._start_active()
+        except Exception as exc:  # e.g. an invalid topic name: one line, and nothing left over
+            self._stop_active()
+            self.get_logger().error(f"cannot activate: {type(exc).__name__}: {exc}")
+            return TransitionCallbackReturn.FAILURE
+        inputs = "" if not self._watches else (
+            " ingesting " + " and ".join(f"{w.topic}" for w in self._watches) + ";")
+        self.get_logger().info(f"active:{inputs} serving {self.resolve_service_name('~/query')}")
         return super().on_activate(state)
 
+    def _start_active(self) -> None:
+        v = self._values
+        now = time.monotonic()
+        self._watches, self._warned = [], {}
+        if self.memory is not None:
+            if v["image_transport"] == "compressed":
+                image_topic = v["image_topic"].rstrip("/") + "/compressed"
+                sub = self.create_subscription(CompressedImage, image_topic, self._on_compressed,
+                                               qos_profile_sensor_data,
+                                               callback_group=self._image_group)
+                image_type = "sensor_msgs/CompressedImage"
+            else:
+                sub = self.create_subscription(Image, v["image_topic"], self._on_image,
+                                               qos_profile_sensor_data,
+                                               callback_group=self._image_group)
+                image_type = "sensor_msgs/Image"
+            odom = self.create_subscription(Odometry, v["odom_topic"], self._on_odometry,
+                                            ODOM_QOS, callback_group=self._odom_group)
+            self._entities += [sub, odom]
+            self._watches = [
+                InputWatch("image", sub.topic_name, image_type,
+                           _qos_text(qos_profile_sensor_data), now),
+                InputWatch("odometry", odom.topic_name, "nav_msgs/Odometry",
+                           _qos_text(ODOM_QOS), now),
+            ]
+            self._worker = IngestWorker(self.memory)
+            self._worker.start()
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._matches_pub = self.create_publisher(MarkerArray, "~/matches", MATCHES_QOS)
+        self._entities += [self._diag_pub, self._matches_pub]
+        self._entities.append(self.create_timer(v["diagnostics_period_s"], self._on_diagnostics,
+                                                self._timer_group, clock=self._steady))
+        self._entities.append(self.create_timer(0.5, self._on_watch, self._timer_group,
+                                                clock=self._steady))
+        self._entities.append(self.create_service(QuerySegments, "~/query", self._on_query,
+                                                  callback_group=self._query_group))
+        self._active = True
+
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        if self._query_srv is not None:
-            self.destroy_service(self._query_srv)
-            self._query_srv = None
+        self._stop_active()
+        self.get_logger().info("inactive: ingest and ~/query stopped")
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        self.get_logger().info("cleaned up: memory closed, model unloaded")
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
         return TransitionCallbackReturn.SUCCESS
 
-    # -- service --------------------------------------------------------------------------------
+    def _stop_active(self) -> None:
+        self._active = False
+        if self._worker is not None:
+            self._worker.stop()
+            self._worker = None
+            if self.memory is not None:  # frames already taken are stored; the stream ends here
+                self.memory.flush()
+                self.memory.end_stream()
+        for entity in self._entities:
+            self._destroy(entity)
+        self._entities, self._watches = [], []
+        self._diag_pub = self._matches_pub = None
+
+    def _destroy(self, entity: Any) -> None:
+        if isinstance(entity, Subscription):
+            self.destroy_subscription(entity)
+        elif isinstance(entity, Timer):
+            self.destroy_timer(entity)
+        elif isinstance(entity, Publisher):
+            self.destroy_publisher(entity)
+        elif isinstance(entity, Service):
+            self.destroy_service(entity)
+
+    def _release(self) -> None:
+        """Stop everything and close the memory (any state; also at exit)."""
+        self._stop_active()
+        if self.memory is not None:
+            self.memory.store.close()
+            self.memory = None
+
+    # -- ingest -------------------------------------------------------------------------------
+    def _ingesting(self, watch: int) -> MemoryService | None:
+        """The memory to feed, or None while deactivating (a callback may still be running)."""
+        memory, watches = self.memory, self._watches
+        if memory is None or not self._active or len(watches) <= watch:
+            return None
+        watches[watch].seen(time.monotonic())
+        return memory
+
+    def _on_image(self, msg: Image) -> None:
+        memory = self._ingesting(0)
+        if memory is None:
+            return
+        try:
+            pixels, encoding = image_view(msg)  # header checks only; converted in the worker
+        except ImageError as exc:
+            memory.reject_frame("malformed image", f"{exc}")
+            return
+        memory.add_frame(stamp_to_ns(msg.header.stamp),
+                         functools.partial(to_rgb, pixels, encoding))
+
+    def _on_compressed(self, msg: CompressedImage) -> None:
+        memory = self._ingesting(0)
+        if memory is not None:  # decoded in the worker
+            memory.add_frame(stamp_to_ns(msg.header.stamp),
+                             functools.partial(decode_compressed, msg.data))
+
+    def _on_odometry(self, msg: Odometry) -> None:
+        memory = self._ingesting(1)
+        if memory is not None:
+            memory.add_odometry(*odometry_fields(msg))
+
+    # -- service ------------------------------------------------------------------------------
     def _on_query(self, request: QuerySegments.Request,
                   response: QuerySegments.Response) -> QuerySegments.Response:
         try:
             query = query_from_request(request)
-            validate_query(query)
-            if self._memory_size == 0:
+            if query.top_k == 0:
+                query.top_k = int(self.get_parameter("default_top_k").value)
+            if self.memory is None:
+                validate_query(query)
                 raise QueryError("memory is empty")
-        except QueryError as err:
+            result = self.memory.query(query)
+        except QueryError as exc:
+            response.success, response.message = False, str(exc)
+            return response
+        except Exception as exc:  # never let a request take the node down
+            self.get_logger().error(f"query {request.text!r} failed: {type(exc).__name__}: {exc}")
             response.success = False
-            response.message = str(err)
+            response.message = f"internal error: {type(exc).__name__}: {exc}"
             return response
         response.success = True
+        response.message = f"{len(result.matches)} of {result.candidates} candidates"
+        response.candidates = int(result.candidates)
+        response.segments = [match_to_msg(m) for m in result.matches]
+        pub = self._matches_pub
+        if pub is not None and self.get_parameter("publish_matches").value:
+            pub.publish(matches_markers(result.matches, self.get_clock().now().to_msg()))
         return response
+
+    # -- visibility ---------------------------------------------------------------------------
+    def _input_problems(self) -> list[str]:
+        timeout = float(self.get_parameter("input_timeout_s").value)
+        now = time.monotonic()
+        problems = []
+        for w in self._watches:
+            p = w.problem(now, timeout, self.count_publishers(w.topic))
+            if p is not None:
+                problems.append(p)
+        return problems
+
+    def _on_watch(self) -> None:
+        if not self._active:
+            return
+        timeout = float(self.get_parameter("input_timeout_s").value)
+        now = time.monotonic()
+        for problem in self._input_problems():
+            key = problem.split(" (", 1)[0].split(" for ")[0]  # "no image on /topic"
+            if now - self._warned.get(key, -1e18) >= timeout:
+                self._warned[key] = now
+                self.get_logger().warning(problem)
+
+    def _on_diagnostics(self) -> None:
+        pub = self._diag_pub
+        if pub is None:
+            return
+        info: dict[str, Any] = {"state": "active" if self._active else "inactive",
+                                "memory_path": self._values.get("memory_path", "")}
+        stats = None
+        if self.memory is not None:
+            engine = self.memory.engine
+            info["model"] = engine.model_hash
+            info["provider"] = ", ".join(getattr(engine, "providers", []))
+            stats = self.memory.stats()
+        pub.publish(diagnostic_array(self.get_clock().now().to_msg(),
+                                     self.get_fully_qualified_name(), stats,
+                                     self._input_problems(), info))
 
 
 def main(args: list[str] | None = None) -> int:
     rclpy.init(args=args)
     node = SpartanNode()
+    code = 0
     try:
         if not node.autostart():
-            node.get_logger().fatal("could not start; see the lines above")
-            return 1
-        executor = MultiThreadedExecutor(num_threads=3)
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
+            code = 1  # on_configure / on_activate logged the one line saying why
+        else:
+            executor = MultiThreadedExecutor(num_threads=5)
+            executor.add_node(node)
+            executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        node._release()
         node.destroy_node()
         rclpy.try_shutdown()
-    return 0
+    return code
 
 
 if __name__ == "__main__":

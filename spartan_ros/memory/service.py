@@ -1,0 +1,577 @@
+"""The vehicle's memory as plain calls: ingest frames and odometry, store segments, answer queries.
+
+``MemoryService`` owns the sampler, the odometry history, the sliding window, the engine and the
+segment store; it knows nothing about ROS. The node feeds it from subscription callbacks and runs
+``process()`` in a worker thread (``IngestWorker``); ``spartan-bag eval`` drives the same calls
+offline, in message order, with the same results.
+
+Per camera frame (``add_frame``, cheap, safe to call from a callback): the sampler decides whether
+the frame is taken at the model's rate; a taken frame waits in a bounded queue (the oldest is
+dropped when inference falls behind). ``process()`` takes the frames whose pose can be
+decided, interpolates the vehicle pose at each stamp, encodes the batch once, pushes the features
+into the window, and stores every window that comes out as a segment. A frame's pose is decided
+once odometry reaches its stamp (so it is interpolated, not extrapolated), or once a camera frame
+``odometry_wait_s`` newer arrived (odometry is late or missing: the lookup then fails, or holds
+the last sample within ``max_pose_gap_s``). The decision uses message stamps only, so a replay
+in message order gives the same segments every time.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from spartan_ros.ingest import FrameSampler, OdometryBuffer, SlidingWindow, WindowReady
+from spartan_ros.memory.store import Segment, SegmentStore
+from spartan_ros.query import Query, QueryError, validate_query
+from spartan_ros.runtime.scoring import FusionHead
+
+# A frame is an RGB uint8 [H, W, 3] array, or a function returning one (decoded in the worker).
+FrameSource = np.ndarray | Callable[[], np.ndarray]
+
+
+class Encoder(Protocol):
+    """What the service needs from ``spartan_ros.runtime.engine.Engine``."""
+
+    model_hash: str
+    embed_dim: int
+    window: int  # T poses per window
+    window_rate_hz: float  # ... at this rate
+    fusion_head: FusionHead
+
+    def encode_frames(self, images: Any, color: str = "rgb") -> np.ndarray: ...
+    def encode_text(self, texts: list[str]) -> np.ndarray: ...
+    def encode_pose(self, windows_abs: np.ndarray) -> np.ndarray: ...
+    def encode_query(self, texts: list[str], windows_abs: np.ndarray) -> np.ndarray: ...
+    def resample_window(
+        self, rows: np.ndarray, frames: int | None = None, rate_hz: float | None = None,
+        align: str = "center",
+    ) -> np.ndarray: ...
+
+
+class Log(Protocol):
+    def info(self, msg: str) -> Any: ...
+    def warning(self, msg: str) -> Any: ...
+    def error(self, msg: str) -> Any: ...
+
+
+@dataclass
+class ServiceConfig:
+    sample_rate_hz: float = 10.0
+    window_frames: int = 24
+    stride_frames: int = 6
+    max_pose_gap_s: float = 0.25
+    max_pending_frames: int = 16
+    encode_batch_size: int = 8
+    max_segments: int = 0  # 0 = unbounded
+    default_top_k: int = 5
+    odometry_history_s: float = 10.0
+    # A taken frame waits (in camera time) this long for odometry to reach its stamp, so its pose
+    # is interpolated even when odometry arrives late; then it is decided with what is there.
+    odometry_wait_s: float = 1.0
+    log_every_s: float = 5.0  # throttle of repeated warnings
+
+    @property
+    def window_span_s(self) -> float:
+        """Duration of one window: a gap longer than this starts a new clip."""
+        return self.window_frames / self.sample_rate_hz
+
+
+@dataclass(frozen=True, eq=False)
+class Match:
+    """One query result (ROS-free), best first."""
+
+    id: int
+    rank: int
+    score: float
+    start_ns: int
+    end_ns: int
+    frame_id: str
+    poses: np.ndarray  # [T, 8] absolute TUM rows in frame_id
+    stamps_ns: np.ndarray  # [T] int64 stamps of the poses
+    distance: float  # path length, metres
+
+    @property
+    def frame_count(self) -> int:
+        return int(self.poses.shape[0])
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    matches: list[Match]
+    candidates: int  # segments left after the time and spatial filters
+
+
+@dataclass(frozen=True)
+class StoredInfo:
+    id: int
+    start_ns: int
+    end_ns: int
+    evicted: tuple[int, ...] = ()
+
+
+@dataclass
+class _Pending:
+    stamp_ns: int
+    image: FrameSource
+    reset: str | None  # the window must be emptied before this frame (time jump, gap)
+
+
+@dataclass
+class Latency:
+    """Running figures of the frame encoder, milliseconds per frame."""
+
+    last_ms: float = 0.0
+    mean_ms: float = 0.0  # exponential moving mean
+    batches: int = 0
+
+    def add(self, seconds: float, frames: int) -> None:
+        per_frame = 1000.0 * seconds / max(frames, 1)
+        self.last_ms = per_frame
+        self.mean_ms = per_frame if self.batches == 0 else 0.9 * self.mean_ms + 0.1 * per_frame
+        self.batches += 1
+
+
+@dataclass
+class _Throttle:
+    period_s: float
+    _last: dict[str, float] = field(default_factory=dict)
+
+    def ready(self, key: str) -> bool:
+        now = time.monotonic()
+        if now - self._last.get(key, -math.inf) >= self.period_s:
+            self._last[key] = now
+            return True
+        return False
+
+
+def _fmt_stamp(ns: int) -> str:
+    return f"{ns * 1e-9:.3f} s"
+
+
+def check_rgb(image: object) -> np.ndarray:
+    """The frame as an RGB uint8 [H, W, 3] array, or ValueError saying what is wrong."""
+    if not isinstance(image, np.ndarray):
+        raise ValueError(f"a frame must be a numpy array, got {type(image).__name__}")
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"a frame must be uint8 [H, W, 3], got {image.dtype} {list(image.shape)}")
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise ValueError(f"a frame must not be empty, got {list(image.shape)}")
+    return image
+
+
+class MemoryService:
+    """Ingest and query, driven by plain calls. Thread-safe: any number of threads may call
+    ``add_*`` and ``query``; ``process`` runs in one thread at a time."""
+
+    def __init__(
+        self,
+        engine: Encoder,
+        store: SegmentStore,
+        config: ServiceConfig | None = None,
+        log: Log | None = None,
+    ) -> None:
+        self.engine = engine
+        self.store = store
+        self.config = cfg = config or ServiceConfig()
+        if store.model_hash != engine.model_hash or store.embed_dim != engine.embed_dim:
+            raise ValueError("the store was opened for another model than the engine")
+        if not 1 <= cfg.stride_frames <= cfg.window_frames:
+            raise ValueError(
+                f"stride_frames must be in [1, window_frames], got {cfg.stride_frames}")
+        for name in ("max_pending_frames", "encode_batch_size", "default_top_k"):
+            if getattr(cfg, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+        if cfg.max_segments < 0:
+            raise ValueError(f"max_segments must be >= 0, got {cfg.max_segments}")
+        self.log: Log = log or logging.getLogger("spartan_ros.memory")
+        self.odometry = OdometryBuffer(max_age_s=cfg.odometry_history_s)
+        self.sampler = FrameSampler(cfg.sample_rate_hz, max_gap_s=cfg.window_span_s)
+        self.window = SlidingWindow(cfg.window_frames, cfg.stride_frames, cfg.window_span_s)
+        self.counts: Counter[str] = Counter()
+        self.latency = Latency()
+        self.last_segment: StoredInfo | None = None
+        self._wait_ns = int(max(cfg.max_pose_gap_s, cfg.odometry_wait_s) * 1e9)
+        self._lock = threading.Lock()  # odometry, sampler, queue, counts
+        self._work = threading.Condition(self._lock)
+        self._process_lock = threading.Lock()  # window, store writes: one processor at a time
+        self._pending: deque[_Pending] = deque()
+        self._in_flight = 0  # frames taken off the queue and not yet pushed / stored
+        self._carry_reset: str | None = None  # reset of a frame that was dropped
+        self._latest_image_ns: int | None = None
+        self._flushing = False
+        self._window_frame_id: str | None = None
+        self._throttle = _Throttle(cfg.log_every_s)
+
+    # -- input ----------------------------------------------------------------------------------
+
+    def add_odometry(
+        self,
+        stamp_ns: int,
+        position: npt.ArrayLike,
+        quat_xyzw: npt.ArrayLike,
+        frame_id: str = "",
+    ) -> str | None:
+        """One odometry sample; returns None when accepted, else why it was rejected."""
+        with self._work:
+            resets = self._odometry_resets()
+            reason = self.odometry.add(stamp_ns, position, quat_xyzw, frame_id)
+            self.counts["odometry received"] += 1
+            if reason is not None:
+                self.counts[f"odometry rejected: {reason}"] += 1
+                self._warn(f"odometry: {reason}",
+                           f"odometry sample at {_fmt_stamp(stamp_ns)} rejected: {reason} "
+                           f"({self.counts[f'odometry rejected: {reason}']} so far)")
+            elif self._odometry_resets() != resets:
+                self.log.info(f"odometry history restarted at {_fmt_stamp(stamp_ns)} "
+                              "(time jumped back or the frame changed)")
+            self._work.notify_all()
+            return reason
+
+    def add_frame(self, stamp_ns: int, image: FrameSource) -> bool:
+        """One camera frame (RGB, or a function decoding it); True when the sampler took it."""
+        stamp = int(stamp_ns)
+        with self._work:
+            self.counts["frames received"] += 1
+            self._latest_image_ns = stamp
+            decision = self.sampler.offer(stamp)
+            if decision.reset is not None:
+                self.log.info(f"camera stream restarts at {_fmt_stamp(stamp)} "
+                              f"({decision.reset}): the window starts again")
+            if not decision.take:
+                return False
+            self.counts["frames taken"] += 1
+            self._pending.append(_Pending(stamp, image, decision.reset))
+            if len(self._pending) > self.config.max_pending_frames:
+                self._drop_pending("inference behind")
+            self._work.notify_all()
+            return True
+
+    def reject_frame(self, reason: str, detail: str = "") -> None:
+        """Count (and log, throttled) a frame the caller could not turn into an image."""
+        with self._lock:
+            self.counts["frames received"] += 1
+            self.counts[f"dropped: {reason}"] += 1
+            n = self.counts[f"dropped: {reason}"]
+        self._warn(f"frame: {reason}", f"dropped a camera frame: {detail or reason} ({n} so far)")
+
+    # -- processing -----------------------------------------------------------------------------
+
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._pending)
+
+    def wait_for_work(self, timeout: float) -> bool:
+        """Block until a frame can be processed (True) or ``timeout`` seconds passed (False)."""
+        with self._work:
+            return self._work.wait_for(self._has_ready, timeout)
+
+    def wake(self) -> None:
+        with self._work:
+            self._work.notify_all()
+
+    def process(self) -> list[StoredInfo]:
+        """Encode one batch of ready frames; returns the segments stored on the way."""
+        with self._process_lock:
+            with self._lock:
+                batch = self._take_ready()
+                self._in_flight = len(batch)
+            try:
+                return self._process(batch)
+            finally:
+                with self._lock:
+                    self._in_flight = 0
+
+    def _process(self, batch: list[tuple[_Pending, np.ndarray, str]]) -> list[StoredInfo]:
+        """Decode, encode and push a batch taken off the queue (in order)."""
+        if not batch:
+            return []
+        images, kept = [], []
+        for frame, row, frame_id in batch:
+            try:
+                img = frame.image() if callable(frame.image) else frame.image
+                images.append(check_rgb(img))
+                kept.append((frame, row, frame_id))
+            except Exception as exc:  # a bad frame must not stop ingest
+                self._carry(frame.reset)
+                self._count_drop("bad image", f"frame at {_fmt_stamp(frame.stamp_ns)}: {exc}")
+        if not images:
+            return []
+        t0 = time.perf_counter()
+        try:
+            feats = np.asarray(self.engine.encode_frames(images, color="rgb"),
+                               dtype=np.float32)
+        except Exception as exc:
+            for frame, _, _ in kept:
+                self._carry(frame.reset)
+            with self._lock:
+                self.counts["dropped: encoding failed"] += len(kept)
+            self.log.error(f"encoding {len(kept)} frames failed: {type(exc).__name__}: {exc}")
+            return []
+        with self._lock:
+            self.latency.add(time.perf_counter() - t0, len(images))
+            self.counts["frames encoded"] += len(images)
+        stored = []
+        for (frame, row, frame_id), feat in zip(kept, feats, strict=True):
+            with self._lock:  # the window's counters are read by stats()
+                ready = self._push(frame, row, frame_id, feat)
+            if ready is not None:
+                info = self._store(ready, frame_id)
+                if info is not None:
+                    stored.append(info)
+        return stored
+
+    def flush(self) -> list[StoredInfo]:
+        """End of stream: decide every waiting frame now and process them all."""
+        with self._lock:
+            self._flushing = True
+        stored = []
+        try:
+            while self.pending():
+                stored += self.process()
+        finally:
+            with self._lock:
+                self._flushing = False
+        return stored
+
+    def end_stream(self) -> None:
+        """Forget the stream (e.g. the node was deactivated): the next frame starts afresh.
+        Waiting frames are dropped; call ``flush()`` first to keep them."""
+        with self._process_lock, self._lock:
+            self._pending.clear()
+            self._carry_reset = None
+            self._latest_image_ns = None
+            self.sampler.reset()
+            self.window.reset("stream ended")
+            self.odometry.clear()
+            self._window_frame_id = None
+
+    def _has_ready(self) -> bool:
+        return bool(self._pending) and self._decidable(self._pending[0])
+
+    def _decidable(self, frame: _Pending) -> bool:
+        newest = self.odometry.newest_ns
+        latest = self._latest_image_ns
+        return (
+            self._flushing
+            or (newest is not None and newest >= frame.stamp_ns)
+            or latest is None
+            or latest < frame.stamp_ns  # the camera went back in time: nothing more will come
+            or latest - frame.stamp_ns > self._wait_ns
+        )
+
+    def _take_ready(self) -> list[tuple[_Pending, np.ndarray, str]]:
+        """Pop the decidable head of the queue (up to one batch) with each frame's pose."""
+        batch: list[tuple[_Pending, np.ndarray, str]] = []
+        while (
+            self._pending
+            and len(batch) < self.config.encode_batch_size
+            and self._decidable(self._pending[0])
+        ):
+            frame = self._pending.popleft()
+            if self._carry_reset is not None and frame.reset is None:
+                frame.reset, self._carry_reset = self._carry_reset, None
+            look = self.odometry.pose_at(frame.stamp_ns, self.config.max_pose_gap_s)
+            if look.row is None:
+                reason = f"pose {look.reason}"
+                self.counts[f"dropped: {reason}"] += 1
+                self._carry_reset = frame.reset or self._carry_reset
+                gap = f" (nearest odometry {look.gap_s:.2f} s away)" if math.isfinite(
+                    look.gap_s) else ""
+                self._warn(f"pose: {look.reason}",
+                           f"dropped the frame at {_fmt_stamp(frame.stamp_ns)}: {reason}{gap}; "
+                           f"max_pose_gap_s={self.config.max_pose_gap_s} "
+                           f"({self.counts[f'dropped: {reason}']} so far)")
+                continue
+            batch.append((frame, look.row, look.frame_id))
+        return batch
+
+    def _drop_pending(self, reason: str) -> None:
+        frame = self._pending.popleft()
+        self._carry_reset = frame.reset or self._carry_reset
+        self.counts[f"dropped: {reason}"] += 1
+        self._warn(f"queue: {reason}",
+                   f"dropped the frame at {_fmt_stamp(frame.stamp_ns)}: {reason} (more than "
+                   f"max_pending_frames={self.config.max_pending_frames} waiting; "
+                   f"{self.counts[f'dropped: {reason}']} so far)")
+
+    def _carry(self, reset: str | None) -> None:
+        if reset is not None:
+            with self._lock:
+                self._carry_reset = self._carry_reset or reset
+
+    def _push(
+        self, frame: _Pending, row: np.ndarray, frame_id: str, feat: np.ndarray
+    ) -> WindowReady | None:
+        if frame.reset is not None:
+            self.window.reset(frame.reset)
+        elif self._window_frame_id is not None and frame_id != self._window_frame_id:
+            self.log.info(f"odometry frame changed from {self._window_frame_id!r} to "
+                          f"{frame_id!r}: the window starts again")
+            self.window.reset("odometry frame changed")
+        self._window_frame_id = frame_id
+        before = sum(v for k, v in self.window.counts.items() if k.startswith("reset"))
+        ready = self.window.push(frame.stamp_ns, feat, row)
+        after = sum(v for k, v in self.window.counts.items() if k.startswith("reset"))
+        if after != before and frame.reset is None:
+            self.log.info(f"window restarts at {_fmt_stamp(frame.stamp_ns)} (time jumped back "
+                          f"or a gap over {self.config.window_span_s:.1f} s)")
+        return ready
+
+    def _store(self, ready: WindowReady, frame_id: str) -> StoredInfo | None:
+        engine = self.engine
+        poses = ready.poses
+        try:
+            rows = poses
+            if (rows.shape[0] != engine.window
+                    or self.config.sample_rate_hz != engine.window_rate_hz):
+                rows = engine.resample_window(poses)  # the model's T poses at its rate
+            pose_feat = np.asarray(engine.encode_pose(rows[None]), dtype=np.float32)[0]
+            segment = Segment.build(engine.fusion_head, ready.start_ns, ready.end_ns, frame_id,
+                                    poses, ready.video_feat, pose_feat)
+            seg_id = self.store.add(segment)
+            evicted: list[int] = []
+            if self.config.max_segments:
+                evicted = self.store.evict_oldest(self.config.max_segments)
+        except Exception as exc:  # keep ingesting: the next window may store fine
+            with self._lock:
+                self.counts["segments failed"] += 1
+            self.log.error(f"could not store the segment [{_fmt_stamp(ready.start_ns)}, "
+                           f"{_fmt_stamp(ready.end_ns)}]: {exc}")
+            return None
+        info = StoredInfo(seg_id, ready.start_ns, ready.end_ns, tuple(evicted))
+        with self._lock:
+            self.counts["segments stored"] += 1
+            self.counts["segments evicted"] += len(evicted)
+            self.last_segment = info
+        # Logged after the commit: a segment named here survives a crash.
+        self.log.info(f"stored segment {seg_id} [{ready.start_ns}, {ready.end_ns}] ns "
+                      f"({len(self.store)} in memory)")
+        if evicted:
+            self.log.info(f"evicted segments {', '.join(map(str, evicted))} "
+                          f"(max_segments={self.config.max_segments})")
+        return info
+
+    # -- queries --------------------------------------------------------------------------------
+
+    def query(self, query: Query) -> QueryResult:
+        """Best segments for ``query``; QueryError (message for the caller) when it cannot be
+        answered."""
+        validate_query(query)
+        if len(self.store) == 0:
+            raise QueryError("memory is empty")
+        k = query.top_k or self.config.default_top_k
+        since = query.since_ns or None
+        until = query.until_ns or None
+        near = query.near if query.radius > 0 else None
+        radius = query.radius if query.radius > 0 else None
+        min_score = query.min_score or None
+        engine = self.engine
+        if query.trajectory is None:
+            t = np.asarray(engine.encode_text([query.text]), dtype=np.float32)[0]
+            hits = self.store.index.search(k, t, since_ns=since, until_ns=until, near=near,
+                                           radius=radius, min_score=min_score)
+        else:
+            traj = np.asarray(query.trajectory, dtype=np.float64)
+            try:
+                rows = engine.resample_window(traj)
+            except ValueError as exc:
+                raise QueryError(f"trajectory: {exc}") from exc
+            q = np.asarray(engine.encode_query([query.text], rows[None]), dtype=np.float32)[0]
+            hits = self.store.index.search(k, query_embedding=q, since_ns=since, until_ns=until,
+                                           near=near, radius=radius, min_score=min_score)
+        segments = {s.id: s for s in self.store.get_many(hits.ids)}
+        matches: list[Match] = []
+        for seg_id, score in zip(hits.ids.tolist(), hits.scores.tolist(), strict=True):
+            seg = segments.get(seg_id)
+            if seg is None:  # evicted between scoring and reading
+                continue
+            matches.append(Match(
+                id=seg_id, rank=len(matches), score=float(score), start_ns=seg.start_ns,
+                end_ns=seg.end_ns, frame_id=seg.frame_id, poses=seg.poses,
+                stamps_ns=pose_stamps(seg.poses, seg.start_ns, seg.end_ns),
+                distance=seg.path_length))
+        return QueryResult(matches, hits.candidates)
+
+    # -- state ----------------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """A snapshot for diagnostics."""
+        with self._lock:
+            counts = Counter(self.counts)
+            counts.update({f"sampler {k}": v for k, v in self.sampler.counts.items()
+                           if k.startswith("reset")})
+            counts.update({f"window {k}": v for k, v in self.window.counts.items()
+                           if k.startswith("reset")})
+            return {
+                "counts": dict(counts),
+                "pending": len(self._pending) + self._in_flight,
+                "latency_ms": self.latency.mean_ms,
+                "last_latency_ms": self.latency.last_ms,
+                "segments": len(self.store),
+                "last_segment": self.last_segment,
+                "odometry_frame": self.odometry.frame_id,
+            }
+
+    def _odometry_resets(self) -> int:
+        return sum(v for k, v in self.odometry.counts.items() if k.startswith("reset"))
+
+    def _count_drop(self, reason: str, detail: str) -> None:
+        with self._lock:
+            self.counts[f"dropped: {reason}"] += 1
+            n = self.counts[f"dropped: {reason}"]
+        self._warn(reason, f"dropped the {detail} ({n} so far)")
+
+    def _warn(self, key: str, msg: str) -> None:
+        if self._throttle.ready(key):
+            self.log.warning(msg)
+
+
+def pose_stamps(poses: np.ndarray, start_ns: int, end_ns: int) -> np.ndarray:
+    """Integer stamps of the pose rows: exact at both ends, the rows' own offsets between."""
+    t = np.asarray(poses, dtype=np.float64)[:, 0]
+    stamps = start_ns + np.round((t - t[0]) * 1e9).astype(np.int64)
+    stamps[0], stamps[-1] = start_ns, end_ns
+    return stamps
+
+
+class IngestWorker:
+    """A thread that runs ``service.process()`` whenever frames are ready to encode."""
+
+    def __init__(self, service: MemoryService, poll_s: float = 0.5) -> None:
+        self.service = service
+        self.poll_s = poll_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="spartan-encoder", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self.service.wake()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            if not self.service.wait_for_work(self.poll_s) or self._stop.is_set():
+                continue
+            try:
+                self.service.process()
+            except Exception as exc:  # log and keep going: one bad batch must not stop ingest
+                self.service.log.error(f"encoding failed: {type(exc).__name__}: {exc}")
