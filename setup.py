@@ -32,6 +32,8 @@ setup(
             "spartan-synth = spartan_ros.data.synth.generate:main",
             "spartan-bag = spartan_ros.bag.cli:main",
             "spartan-export = spartan_ros.export.onnx_export:main",
+            "spartan-train = spartan_ros.train.trainer:main",
+            "spartan-eval = spartan_ros.evaluate.run:main",
         ],
     },
 )

@@ -1,0 +1,307 @@
+"""Training data path: preprocessed-frame cache, torch Dataset and collate over the reader.
+
+Decoding a PNG and resizing it with Pillow costs far more than a training step can afford on a
+small CPU, and neighbouring windows share most of their frames. So every distinct frame of a split
+is decoded and preprocessed once (``spartan_ros.preprocess.preprocess_batch``, the same function
+the node and the exporter use) into a memory-mapped cache, and a batch is then a memmap slice.
+
+The cache stores each preprocessed frame as its 8-bit codes: the preprocessing is
+``(k / 255 - mean) / std`` of the uint8 pixels k of the resized crop, so keeping k is lossless and
+``decode_frames`` recomputes exactly the same float32 values (bit for bit, checked when the cache is
+built), at half the size of float16 and a quarter of float32.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from spartan_ros import preprocess
+from spartan_ros.data import DrivingDataset, short_caption
+from spartan_ros.data.layout import FPS, image_path
+from spartan_ros.poses import relative_window
+from spartan_ros.tokenizer import tokenize
+
+log = logging.getLogger(__name__)
+
+CACHE_VERSION = 1
+FRAMES_FILE = "frames.u8"
+INDEX_FILE = "index.json"
+_BUILD_CHUNK = 64  # frames preprocessed per call while building
+
+_MEAN = torch.from_numpy(preprocess.CLIP_MEAN.copy()).view(3, 1, 1)
+_STD = torch.from_numpy(preprocess.CLIP_STD.copy()).view(3, 1, 1)
+
+
+def default_cache_dir() -> Path:
+    """``$SPARTAN_CACHE_DIR`` or ``~/.cache/spartan_ros/frames``."""
+    env = os.environ.get("SPARTAN_CACHE_DIR")
+    return Path(env) if env else Path.home() / ".cache" / "spartan_ros" / "frames"
+
+
+# --------------------------------------------------------------------------- pixels <-> codes
+
+
+def encode_codes(x: np.ndarray) -> np.ndarray:
+    """Preprocessed float32 frames [..., 3, R, R] -> their uint8 pixel codes (exact inverse)."""
+    mean = preprocess.CLIP_MEAN.reshape(3, 1, 1)
+    std = preprocess.CLIP_STD.reshape(3, 1, 1)
+    k = np.rint((x * std + mean) * 255.0)
+    return np.clip(k, 0, 255).astype(np.uint8)
+
+
+def decode_frames(codes: torch.Tensor) -> torch.Tensor:
+    """uint8 codes [..., 3, R, R] -> float32 preprocessed frames, the same operations in the same
+    order as ``preprocess_image`` (so the same values)."""
+    x = codes.float() / 255.0
+    return (x - _MEAN.to(x.device)) / _STD.to(x.device)
+
+
+def _decode_numpy(codes: np.ndarray) -> np.ndarray:
+    x = codes.astype(np.float32) / np.float32(255.0)
+    return (x - preprocess.CLIP_MEAN.reshape(3, 1, 1)) / preprocess.CLIP_STD.reshape(3, 1, 1)
+
+
+# --------------------------------------------------------------------------- frame cache
+
+
+def window_frames(reader: DrivingDataset) -> list[tuple[str, int]]:
+    """Every distinct (sequence, frame) that some window of ``reader`` covers, sorted."""
+    frames = {(e.seq, e.start + o) for e in reader.entries for o in range(reader.window)}
+    return sorted(frames)
+
+
+def cache_key(reader: DrivingDataset, resolution: int, frames: Sequence[tuple[str, int]]) -> str:
+    """Hash of what the cached pixels depend on: data root, resolution, the frame files (size and
+    modification time, so a regenerated set is not mistaken for the old one) and the preprocessing
+    code."""
+    h = hashlib.sha256()
+    head = {"version": CACHE_VERSION, "root": str(reader.root.resolve()), "resolution": resolution}
+    h.update(json.dumps(head, sort_keys=True).encode())
+    h.update(Path(preprocess.__file__).read_bytes())
+    for seq, frame in frames:
+        path = image_path(reader.root, seq, frame)
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            raise FileNotFoundError(f"frame {path} is missing") from None
+        h.update(f"{seq}/{frame}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:20]
+
+
+class FrameCache:
+    """Preprocessed frames of a split, uint8 codes [N, 3, R, R] in a read-only memmap."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        try:
+            meta = json.loads((self.path / INDEX_FILE).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as e:
+            raise ValueError(f"frame cache {self.path} is unreadable ({e}); delete it") from None
+        if meta.get("version") != CACHE_VERSION:
+            raise ValueError(f"frame cache {self.path} has version {meta.get('version')!r}")
+        self.resolution = int(meta["resolution"])
+        frames = [(str(s), int(f)) for s, f in meta["frames"]]
+        self.index = {key: i for i, key in enumerate(frames)}
+        r = self.resolution
+        shape = (len(frames), 3, r, r)
+        expected = int(np.prod(shape))
+        size = (self.path / FRAMES_FILE).stat().st_size
+        if size != expected:
+            raise ValueError(f"frame cache {self.path}: {FRAMES_FILE} has {size} bytes, "
+                             f"expected {expected}; delete it")
+        self.codes = np.memmap(self.path / FRAMES_FILE, dtype=np.uint8, mode="r", shape=shape)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def rows(self, seq: str, frames: Sequence[int]) -> np.ndarray:
+        try:
+            return np.array([self.index[(seq, int(f))] for f in frames], dtype=np.int64)
+        except KeyError as e:
+            raise KeyError(f"frame {e.args[0]} is not in the frame cache {self.path}") from None
+
+    @classmethod
+    def build_or_open(
+        cls,
+        reader: DrivingDataset,
+        resolution: int,
+        cache_dir: str | Path | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> FrameCache:
+        """Open the cache of ``reader``'s frames at ``resolution``, building it first if needed.
+
+        Built into a temporary directory and renamed into place, so an interrupted build leaves
+        nothing that looks complete, and concurrent builders do not see each other's halves.
+        """
+        frames = window_frames(reader)
+        key = cache_key(reader, resolution, frames)
+        root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        final = root / f"{reader.root.resolve().name}-r{resolution}-{key}"
+        if (final / INDEX_FILE).exists():
+            return cls(final)
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = root / f".{final.name}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        try:
+            _build(reader, resolution, frames, tmp, progress)
+            try:
+                os.rename(tmp, final)
+            except OSError:  # another process finished the same cache first
+                if not (final / INDEX_FILE).exists():
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return cls(final)
+
+
+def _build(
+    reader: DrivingDataset,
+    resolution: int,
+    frames: list[tuple[str, int]],
+    out: Path,
+    progress: Callable[[int, int], None] | None,
+) -> None:
+    r = resolution
+    data = np.memmap(out / FRAMES_FILE, dtype=np.uint8, mode="w+", shape=(len(frames), 3, r, r))
+    row = {key: i for i, key in enumerate(frames)}
+    done = np.zeros(len(frames), dtype=bool)
+    pending_rows: list[int] = []
+    pending: list[np.ndarray] = []
+
+    def flush() -> None:
+        x = preprocess.preprocess_batch(pending, r)
+        k = encode_codes(x)
+        if not np.array_equal(_decode_numpy(k), x):
+            raise RuntimeError("preprocessed frames are no longer an 8-bit affine map of the "
+                               "pixels; the frame cache (spartan_ros.train.data) must be revised")
+        data[np.array(pending_rows)] = k
+        pending_rows.clear()
+        pending.clear()
+        if progress is not None:
+            progress(int(done.sum()), len(frames))
+
+    # Decode through the reader (its errors name the list file and line), window by window,
+    # each frame once.
+    for i, entry in enumerate(reader.entries):
+        rows = [row[(entry.seq, entry.start + o)] for o in range(reader.window)]
+        todo = [o for o, j in enumerate(rows) if not done[j]]
+        if not todo:
+            continue
+        for o, img in zip(todo, reader.load_frames(i, todo), strict=True):
+            j = rows[o]
+            done[j] = True
+            pending_rows.append(j)
+            pending.append(img)
+        if len(pending) >= _BUILD_CHUNK:
+            flush()
+    if pending:
+        flush()
+    data.flush()
+    meta = {"version": CACHE_VERSION, "resolution": r, "root": str(reader.root.resolve()),
+            "frames": [[s, f] for s, f in frames]}
+    (out / INDEX_FILE).write_text(json.dumps(meta), encoding="utf-8")
+
+
+# --------------------------------------------------------------------------- poses
+
+
+def still_poses(batch: int, window: int, convention: str) -> np.ndarray:
+    """The no-pose ablation input, float32 [batch, window, 8]: a vehicle standing still at the
+    origin (timestamps k / FPS, zero position, identity orientation) made relative with
+    ``convention``, the same window for every clip.
+
+    All-zero poses would be the obvious choice, but in reference mode the pose branch divides by
+    the batch-wide std of its FFT features (Q2, no epsilon), which is 0 for all-zero input: NaN.
+    A constant still window carries no motion information either and stays finite in both modes.
+    """
+    table = np.zeros((window, 8), dtype=np.float64)
+    table[:, 0] = np.arange(window) / FPS
+    table[:, 7] = 1.0
+    rel = relative_window(table, convention)
+    return np.broadcast_to(rel, (batch, window, 8)).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- dataset
+
+
+def frame_offsets(window: int, k: int | None, rng: np.random.Generator | None) -> np.ndarray:
+    """Which of the ``window`` frames to use: all (k None or >= window); a sorted random k
+    (``rng`` given, training); or k evenly spaced from first to last (evaluation)."""
+    if k is None or k >= window:
+        return np.arange(window, dtype=np.int64)
+    if k < 1:
+        raise ValueError(f"frames per clip must be >= 1, got {k}")
+    if rng is not None:
+        return np.sort(rng.choice(window, size=k, replace=False)).astype(np.int64)
+    return np.linspace(0, window - 1, k).round().astype(np.int64)
+
+
+class ClipDataset(Dataset):
+    """Items ``(frames uint8 [K, 3, R, R], long tokens [248], short tokens [248], poses [T, 8])``.
+
+    Captions are tokenised and pose windows made relative once, up front. In training the K frames
+    are a fresh random subset per epoch, drawn from a generator seeded by (seed, epoch, index), so
+    an item is the same whichever process or worker loads it and whenever (resume is exact).
+    """
+
+    def __init__(
+        self,
+        reader: DrivingDataset,
+        cache: FrameCache,
+        frames: int | None = None,
+        train: bool = True,
+        seed: int = 0,
+    ) -> None:
+        self.reader = reader
+        self.cache = cache
+        self.frames = frames
+        self.train = train
+        self.seed = seed
+        self.epoch = 0
+        entries = reader.entries
+        self.window = reader.window
+        self.tokens_long = tokenize([e.caption for e in entries])
+        self.tokens_short = tokenize([short_caption(e.caption) for e in entries])
+        t = reader.window
+        self.poses = np.zeros((len(entries), t, 8), dtype=np.float32)
+        self.rows = np.zeros((len(entries), t), dtype=np.int64)  # cache row of every frame
+        for i, e in enumerate(entries):
+            self.poses[i] = reader.load_poses(i)
+            self.rows[i] = cache.rows(e.seq, range(e.start, e.start + t))
+
+    def __len__(self) -> int:
+        return len(self.reader.entries)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def offsets(self, index: int) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, self.epoch, index]) if self.train else None
+        return frame_offsets(self.window, self.frames, rng)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
+        rows = self.rows[index, self.offsets(index)]
+        frames = np.ascontiguousarray(self.cache.codes[rows])
+        return (
+            torch.from_numpy(frames),
+            torch.from_numpy(self.tokens_long[index]),
+            torch.from_numpy(self.tokens_short[index]),
+            torch.from_numpy(self.poses[index]),
+        )
+
+
+def collate(items: Sequence[tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor, ...]:
+    """Stack the fields of a list of items: (frames u8 [B,K,3,R,R], long [B,248], short [B,248],
+    poses [B,T,8])."""
+    return tuple(torch.stack(field) for field in zip(*items, strict=True))

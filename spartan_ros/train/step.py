@@ -1,0 +1,82 @@
+"""One training forward pass (features + loss) as an nn.Module, so DistributedDataParallel can wrap
+it, and the validation metric of MODEL.md 10.2."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from spartan_ros.model import SpartanModel
+from spartan_ros.train.loss import LossConfig, LossParts, contrastive_loss
+
+
+def text_features(model: SpartanModel, tokens: Tensor) -> Tensor:
+    """``model.encode_text_features`` computed over only the first L positions, L = the last EOT
+    position in the batch + 1.
+
+    The text tower is causal, so the state at the EOT token (the only one used) never sees the
+    padding after it: dropping trailing positions gives the same features (to float rounding)
+    for a fraction of the cost (driving captions use ~100 of 248 positions, short captions ~16).
+    """
+    ctx = model.context_length
+    if tokens.dim() != 2 or tokens.shape[1] != ctx:
+        raise ValueError(f"tokens must have shape [*, {ctx}], got {list(tokens.shape)}")
+    eot = tokens.argmax(dim=-1)  # EOT (49407) is the largest id
+    n = int(eot.max()) + 1 if tokens.shape[0] else ctx
+    if n >= ctx:
+        return model.encode_text_features(tokens)
+    dtype = model.visual.conv1.weight.dtype
+    x = model.token_embedding(tokens[:, :n]).to(dtype) + model.positional_table()[:n].to(dtype)
+    x = model.transformer(x, model.attn_mask[:n, :n])
+    x = model.ln_final(x).to(dtype)
+    x = x[torch.arange(x.shape[0], device=x.device), eot]
+    return x @ model.text_projection
+
+
+class ContrastiveStep(nn.Module):
+    """forward(frames, long tokens, short tokens, poses) -> LossParts, as MODEL.md 8.2.
+
+    Long and short captions are fused with the same poses, each through its own pose-branch pass
+    (independent dropout, Q9), plus a third pass for the pose terms. In reference mode each pass
+    sees the whole local batch, as the reference's does (Q1).
+    """
+
+    def __init__(self, model: SpartanModel, loss: LossConfig) -> None:
+        super().__init__()
+        self.model = model
+        self.loss = loss
+
+    def forward(self, frames: Tensor, tokens_long: Tensor, tokens_short: Tensor,
+                poses: Tensor) -> LossParts:
+        m = self.model
+        video = F.normalize(m.encode_video(frames), dim=-1)
+        text_long = F.normalize(m.fuse(text_features(m, tokens_long), m.encode_pose(poses)), dim=-1)
+        text_short = pose = None
+        if self.loss.short:
+            t = text_features(m, tokens_short)
+            text_short = F.normalize(m.fuse(t, m.encode_pose(poses)), dim=-1)
+        if self.loss.uses_pose_terms:
+            pose = m.encode_pose(poses)
+        return contrastive_loss(video, text_long, m.logit_scale, self.loss, text_short, pose)
+
+
+@torch.no_grad()
+def gallery_top1(
+    model: SpartanModel,
+    batches: Iterable[tuple[Tensor, Tensor, Tensor]],
+) -> tuple[int, int]:
+    """Text+pose -> video top-1 within each gallery (MODEL.md 10.2): ``batches`` of
+    (preprocessed frames [n, K, 3, R, R], long tokens [n, 248], poses [n, T, 8]). Query i is right
+    when video i scores highest in its own batch (ties to the first index). Returns (correct,
+    total) pooled over all queries. The caller sets eval mode."""
+    correct = total = 0
+    for frames, tokens, poses in batches:
+        v = F.normalize(model.encode_video(frames), dim=-1)
+        q = F.normalize(model.fuse(text_features(model, tokens), model.encode_pose(poses)), dim=-1)
+        pred = (q @ v.T).argmax(dim=1)
+        correct += int((pred == torch.arange(len(pred), device=pred.device)).sum())
+        total += len(pred)
+    return correct, total

@@ -1,0 +1,269 @@
+"""spartan-train on a tiny generated set: data path, 2-step runs (one process and torchrun with 2
+gloo processes), exact resume, the time budget, and error reporting."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from spartan_ros.data import DrivingDataset
+from spartan_ros.data.synth.generate import GenConfig, write_dataset
+from spartan_ros.model import ModelConfig, build_model, load_checkpoint, save_checkpoint
+from spartan_ros.preprocess import preprocess_batch
+from spartan_ros.tokenizer import tokenize
+from spartan_ros.train.data import (
+    ClipDataset,
+    FrameCache,
+    decode_frames,
+    encode_codes,
+    frame_offsets,
+    still_poses,
+)
+from spartan_ros.train.step import text_features
+from spartan_ros.train.trainer import STATE_FILE, main, train
+
+REPO = Path(__file__).resolve().parents[1]
+
+# A model far smaller than `tiny` (1 layer per tower, 32 px) keeps the multi-run tests fast.
+MICRO = ModelConfig(embed_dim=32, image_resolution=32, vision_patch_size=8, vision_width=64,
+                    vision_layers=1, text_width=64, text_layers=1, pose_width=32, pose_heads=4,
+                    pose_layers=1)
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("synth") / "set"
+    write_dataset(GenConfig(out=str(root), seed=0, sequences=3, frames=60, width=64, height=48),
+                  progress=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def micro_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    return save_checkpoint(build_model(MICRO), tmp_path_factory.mktemp("micro") / "init")
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+def _args(data: Path, out: Path, cache: Path, init: str | Path, *extra: str) -> list[str]:
+    return ["--data", str(data), "--out", str(out), "--init", str(init), "--cache-dir", str(cache),
+            "--batch-size", "4", "--frames", "2", "--warmup", "2", "--epochs", "3", "--lr", "1e-3",
+            "--no-progress", "--threads", "1", *extra]
+
+
+def _log_rows(out: Path) -> list[dict[str, str]]:
+    with (out / "log.csv").open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+# --------------------------------------------------------------------------- data path
+
+
+def test_frame_codes_are_exact(data_root: Path) -> None:
+    reader = DrivingDataset(data_root, "config/val.txt")
+    frames = reader.load_frames(0)
+    x = preprocess_batch(frames, 32)
+    codes = encode_codes(x)
+    assert codes.dtype == np.uint8
+    assert torch.equal(decode_frames(torch.from_numpy(codes)), torch.from_numpy(x))
+
+
+def test_frame_cache_and_dataset(data_root: Path, tmp_path: Path) -> None:
+    reader = DrivingDataset(data_root, "config/val.txt")
+    cache = FrameCache.build_or_open(reader, 32, tmp_path)
+    again = FrameCache.build_or_open(reader, 32, tmp_path)
+    assert again.path == cache.path and len(list(tmp_path.iterdir())) == 1  # reused, not rebuilt
+    e = reader.entries[1]
+    rows = cache.rows(e.seq, range(e.start, e.start + 24))
+    want = preprocess_batch(reader.load_frames(1), 32)
+    assert torch.equal(decode_frames(torch.from_numpy(np.asarray(cache.codes[rows]))),
+                       torch.from_numpy(want))
+
+    ds = ClipDataset(reader, cache, frames=5, train=True, seed=3)
+    frames, tok_long, tok_short, poses = ds[1]
+    assert frames.shape == (5, 3, 32, 32) and frames.dtype == torch.uint8
+    assert torch.equal(tok_long, torch.from_numpy(tokenize([e.caption])[0]))
+    assert int(tok_short.argmax()) < int(tok_long.argmax())  # the first sentence only
+    assert torch.equal(poses, torch.from_numpy(reader.load_poses(1)))
+    first = ds.offsets(1)
+    assert np.array_equal(first, ds.offsets(1))  # same epoch, same frames
+    ds.set_epoch(1)
+    assert len(set(ds.offsets(1))) == 5
+    evens = ClipDataset(reader, cache, frames=4, train=False).offsets(0)
+    assert evens.tolist() == [0, 8, 15, 23]
+
+
+def test_frame_offsets() -> None:
+    assert frame_offsets(24, None, None).tolist() == list(range(24))
+    assert frame_offsets(24, 30, None).tolist() == list(range(24))
+    assert frame_offsets(24, 1, None).tolist() == [0]
+    r = frame_offsets(24, 8, np.random.default_rng(0))
+    assert len(set(r.tolist())) == 8 and np.all(np.diff(r) > 0)
+    with pytest.raises(ValueError, match="frames per clip"):
+        frame_offsets(24, 0, None)
+
+
+def test_trimmed_text_features_match_the_model() -> None:
+    torch.manual_seed(0)
+    model = build_model(MICRO).eval()
+    texts = ["a short one", "a somewhat longer caption. Two sentences."]
+    tokens = torch.from_numpy(tokenize(texts))
+    with torch.no_grad():
+        full = model.encode_text_features(tokens)
+        trimmed = text_features(model, tokens)
+    assert torch.allclose(full, trimmed, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["reference", "corrected"])
+def test_still_poses_are_finite_in_both_modes(mode: str) -> None:
+    for convention in ("reference", "heading"):
+        p = still_poses(3, 24, convention)
+        assert p.shape == (3, 24, 8) and p.dtype == np.float32
+        assert np.all(p[:, :, 1:7] == 0) and np.all(p[:, :, 7] == 1)
+    torch.manual_seed(0)
+    model = build_model(MICRO.replace(mode=mode)).eval()
+    with torch.no_grad():
+        assert torch.isfinite(model.encode_pose(torch.from_numpy(p))).all()
+
+
+# --------------------------------------------------------------------------- training runs
+
+
+def test_two_steps_tiny(data_root: Path, cache_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    result = train(_args(data_root, out, cache_dir, "tiny", "--max-steps", "2"))
+    assert result.step == 2 and result.stopped == "max_steps"
+    assert math.isfinite(result.last_loss)
+    rows = _log_rows(out)
+    assert [r["step"] for r in rows] == ["1", "2"]
+    assert all(math.isfinite(float(r[k])) for r in rows for k in ("loss", "loss_long", "lr"))
+    assert float(rows[0]["logit_scale"]) == pytest.approx(4.6052, abs=1e-2)
+    model = load_checkpoint(out / "last")
+    assert model.config.embed_dim == 128 and model.config.mode == "reference"
+    state = torch.load(out / "last" / STATE_FILE, weights_only=True)
+    assert state["step"] == 2 and len(state["rng"]) == 1
+    torch.manual_seed(0)  # the trainer's seed before building the model
+    fresh = build_model("tiny")
+    assert torch.equal(model.positional_embedding, fresh.positional_embedding)  # frozen (Q22)
+    assert not torch.equal(model.positional_embedding_res, fresh.positional_embedding_res)
+
+
+def test_resume_is_exact(data_root: Path, micro_ckpt: Path, cache_dir: Path,
+                         tmp_path: Path) -> None:
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    train(_args(data_root, straight, cache_dir, micro_ckpt, "--max-steps", "4"))
+    train(_args(data_root, split, cache_dir, micro_ckpt, "--max-steps", "2"))
+    assert not (split / "epoch_000").exists()  # stopped inside the first epoch (3 steps)
+    result = train(_args(data_root, split, cache_dir, micro_ckpt, "--max-steps", "4",
+                         "--resume", str(split)))
+    assert result.step == 4
+    assert (split / "epoch_000").is_dir()  # the resumed run finished epoch 0
+    a = load_file(straight / "last" / "model.safetensors")
+    b = load_file(split / "last" / "model.safetensors")
+    assert a.keys() == b.keys()
+    worst = max(float((a[k] - b[k]).abs().max()) for k in a)
+    assert worst <= 1e-6
+    start = load_file(micro_ckpt / "model.safetensors")
+    assert float((a["projection.weight"] - start["projection.weight"]).abs().max()) > 1e-5
+    la, lb = _log_rows(straight), _log_rows(split)
+    assert [r["step"] for r in lb] == ["1", "2", "3", "4"]
+    for ra, rb in zip(la, lb, strict=True):
+        assert float(ra["loss"]) == pytest.approx(float(rb["loss"]), abs=1e-5)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_torchrun_two_processes(data_root: Path, micro_ckpt: Path, cache_dir: Path,
+                                tmp_path: Path) -> None:
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+           "--master_port", str(_free_port()), "-m", "spartan_ros.train.trainer",
+           *_args(data_root, out, cache_dir, micro_ckpt, "--max-steps", "2", "--batch-size", "3",
+                  "--print-checksum")]
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    sums = dict(re.findall(r"rank (\d) parameter sha256 ([0-9a-f]{64})", proc.stdout))
+    assert set(sums) == {"0", "1"}, proc.stdout
+    assert sums["0"] == sums["1"]  # both ranks hold the same parameters after the steps
+    rows = _log_rows(out)
+    assert [r["step"] for r in rows] == ["1", "2"]
+    assert all(math.isfinite(float(r["loss"])) for r in rows)
+    state = torch.load(out / "last" / STATE_FILE, weights_only=True)
+    assert state["world_size"] == 2 and len(state["rng"]) == 2
+    # the saved weights are those parameters, and they moved away from the initial ones
+    saved = load_file(out / "last" / "model.safetensors")
+    start = load_file(micro_ckpt / "model.safetensors")
+    assert float((saved["projection.weight"] - start["projection.weight"]).abs().max()) > 1e-5
+    assert "spartan-train: max_steps at step 2" in proc.stdout
+
+
+def test_max_minutes_stops_cleanly_with_no_pose(data_root: Path, micro_ckpt: Path,
+                                                cache_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "budget"
+    result = train(_args(data_root, out, cache_dir, micro_ckpt, "--max-minutes", "0.0001",
+                         "--no-pose"))
+    assert result.stopped == "max_minutes" and result.step == 1
+    assert math.isfinite(result.last_loss)  # still poses keep reference mode finite
+    state = torch.load(out / "last" / STATE_FILE, weights_only=True)
+    assert state["step"] == 1
+    assert not (out / "epoch_000").exists()
+    # a second fresh run into the same directory must be asked for
+    args = _args(data_root, out, cache_dir, micro_ckpt, "--max-steps", "1")
+    assert main(args) == 2
+    assert main([*args, "--overwrite"]) == 0
+    assert [r["step"] for r in _log_rows(out)] == ["1"]
+
+
+def test_errors_are_reported(data_root: Path, cache_dir: Path, tmp_path: Path,
+                             capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(_args(data_root, tmp_path / "a", cache_dir, "huge")) == 2
+    assert "neither a config name" in capsys.readouterr().err
+    assert main(_args(tmp_path / "missing", tmp_path / "b", cache_dir, "tiny")) == 2
+    assert "missing" in capsys.readouterr().err
+    assert main(_args(data_root, tmp_path / "c", cache_dir, "tiny", "--resume",
+                      str(tmp_path))) == 2
+    assert "train_state.pt" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(_args(data_root, tmp_path / "d", cache_dir, "tiny", "--loss", "bogus"))
+
+
+def test_cache_only(data_root: Path, micro_ckpt: Path, tmp_path: Path,
+                    capsys: pytest.CaptureFixture[str]) -> None:
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    assert main(_args(data_root, out, cache, micro_ckpt, "--cache-only")) == 0
+    assert "frame caches ready" in capsys.readouterr().out
+    assert len([p for p in cache.iterdir() if not p.name.startswith(".")]) == 2  # train + val
+    assert not (out / "log.csv").exists() and not (out / "last").exists()
+
+
+def test_keep_limits_epoch_dirs(data_root: Path, micro_ckpt: Path, cache_dir: Path,
+                                tmp_path: Path) -> None:
+    out = tmp_path / "keep"
+    result = train(_args(data_root, out, cache_dir, micro_ckpt, "--max-steps", "6", "--keep", "1"))
+    assert result.step == 6 and result.epoch == 2  # 3 steps per epoch: epochs 0 and 1 complete
+    assert sorted(p.name for p in out.glob("epoch_*")) == ["epoch_001"]
+    assert (out / "best").is_dir() and (out / "last").is_dir()
+    assert load_checkpoint(out / "best").config.embed_dim == MICRO.embed_dim
+    rows = list(csv.DictReader((out / "val.csv").open()))
+    assert [r["epoch"] for r in rows] == ["0", "1"]
+    assert all(0.0 <= float(r["val_top1"]) <= 1.0 and r["val_n"] == "7" for r in rows)
