@@ -3,10 +3,13 @@
 ```
 spartan-bag write --data ROOT --seq SEQ [--seq ...] --out BAG [--storage sqlite3|mcap] ...
 spartan-bag play BAG [--rate 1.0] [--clock [HZ]] [--loop] [--start-offset S] [--topics T ...] ...
+spartan-bag eval BAG --model MODEL_DIR [--split val|train|all] [--stride-frames N] [--top-k 5]
+                 [--out DIR] [--memory PATH] [--image-topic T] [--odom-topic T] ...
 ```
 
 Each subcommand is a pair (``add_<name>_arguments``, ``run_<name>``) registered in ``COMMANDS``;
-a new tool (``eval``) adds its pair there. Errors in the input print one line and exit 1.
+a new tool adds its pair there. Errors in the input print one line and exit 1 (``eval``: 2, as
+``spartan-eval``).
 """
 
 from __future__ import annotations
@@ -127,6 +130,67 @@ def run_play(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- eval -----------------------------------------------------------------------------------
+
+
+def add_eval_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("bag", type=Path, help="rosbag2 folder with captions.json (spartan-bag write)")
+    p.add_argument("--model", type=Path, required=True, metavar="MODEL_DIR",
+                   help="exported model directory (spartan-export)")
+    p.add_argument("--split", choices=("val", "train", "all"), default="val",
+                   help="annotated windows to query (default val)")
+    p.add_argument("--stride-frames", type=int, default=6, metavar="N",
+                   help="store a segment every N sampled frames (the node's stride_frames)")
+    p.add_argument("--top-k", type=int, default=5,
+                   help="results kept per query in the report; ranks go to max(top-k, 10)")
+    p.add_argument("--min-overlap", type=float, default=0.5, metavar="F",
+                   help="a result is correct when it covers this share of the annotated span")
+    p.add_argument("--out", type=Path, default=Path("bag_eval"),
+                   help="output directory (default ./bag_eval)")
+    p.add_argument("--memory", type=Path, default=None, metavar="PATH",
+                   help="build the memory in this new SQLite file (default: RAM only)")
+    p.add_argument("--image-topic", default=None,
+                   help="sensor_msgs/Image or CompressedImage topic (default: captions.json's)")
+    p.add_argument("--odom-topic", default=None,
+                   help="nav_msgs/Odometry topic (default: captions.json's)")
+    p.add_argument("--examples", type=int, default=4, help="example queries in the report")
+    p.add_argument("--batch-size", type=int, default=8, help="frames encoded per inference call")
+    p.add_argument("--providers", nargs="+", default=["cpu"], metavar="PROVIDER",
+                   help="ONNX Runtime providers in order of preference (cpu, cuda, tensorrt)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    # Imported here: onnxruntime, evo and matplotlib are not needed by the other tools.
+    from spartan_ros.bag.evaluate import BagEvalConfig, evaluate_bag, summary_lines
+    from spartan_ros.memory.store import MemoryFileError
+
+    cfg = BagEvalConfig(
+        bag=args.bag,
+        model=args.model,
+        split=args.split,
+        stride_frames=args.stride_frames,
+        top_k=args.top_k,
+        out=args.out,
+        memory=args.memory,
+        image_topic=args.image_topic,
+        odom_topic=args.odom_topic,
+        min_overlap=args.min_overlap,
+        examples=args.examples,
+        providers=tuple(args.providers),
+        batch_size=args.batch_size,
+        progress=not args.quiet,
+    )
+    try:
+        results, paths, timings = evaluate_bag(cfg)
+    except (ValueError, MemoryFileError, OSError) as e:  # bag, captions, model, memory file
+        print(f"spartan-bag eval: error: {e}", file=sys.stderr)
+        return 2
+    print("\n".join(summary_lines(results, timings)))
+    print(f"wrote {paths['results']} and {paths['html']}")
+    return 0
+
+
 # --- dispatch -------------------------------------------------------------------------------
 
 Command = tuple[str, str, Callable[[argparse.ArgumentParser], None],
@@ -136,7 +200,8 @@ COMMANDS: list[Command] = [
     ("write", "write dataset sequences into a rosbag2 (images, odometry, captions.json)",
      add_write_arguments, run_write),
     ("play", "replay a rosbag2 into the live ROS graph", add_play_arguments, run_play),
-    # ("eval", "...", add_eval_arguments, run_eval): the bag evaluation tool registers here.
+    ("eval", "replay a bag offline into the memory, query its captions, report recall and "
+     "trajectory errors", add_eval_arguments, run_eval),
 ]  # fmt: skip
 
 
