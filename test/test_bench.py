@@ -1,0 +1,158 @@
+"""Smoke test of the benchmark suite (`make bench`): a `--quick` run end to end, its JSON schema
+and the figures that do not depend on the machine. Nothing here checks a timing."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # bench/ is a top-level folder beside spartan_ros/, not installed
+    sys.path.insert(0, str(REPO))
+
+from bench import engine_bench  # noqa: E402
+
+SECTIONS = {"image", "encodes", "query", "bytes", "e2e"}
+ROW_TYPES: dict[str, type | tuple[type, ...]] = {
+    "section": str,
+    "measure": str,
+    "value": (int, float, str, type(None)),
+    "unit": str,
+    "goal": str,
+    "met": (bool, type(None)),
+    "note": str,
+}
+
+
+def run_bench(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    # `python -m` from the repository root, as the Makefile target runs it
+    return subprocess.run([sys.executable, "-m", "bench.engine_bench", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    out = tmp_path_factory.mktemp("bench")
+    proc = run_bench("--quick", "--out", str(out))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    doc = json.loads((out / "bench.json").read_text(encoding="utf-8"))
+    return {"proc": proc, "doc": doc, "md": (out / "bench.md").read_text(encoding="utf-8")}
+
+
+def rows_of(doc: dict[str, Any], section: str) -> dict[str, dict[str, Any]]:
+    return {r["measure"]: r for r in doc["rows"] if r["section"] == section}
+
+
+def find(rows: dict[str, dict[str, Any]], start: str) -> dict[str, Any]:
+    hits = [r for m, r in rows.items() if m.startswith(start)]
+    assert len(hits) == 1, (start, sorted(rows))
+    return hits[0]
+
+
+def test_quick_run_prints_the_table_and_progress(quick: dict[str, Any]) -> None:
+    proc = quick["proc"]
+    assert "| section | measure | value | goal | met? |" in proc.stdout
+    assert "goals met" in proc.stdout
+    assert "[bench" in proc.stderr and "section query done" in proc.stderr
+
+
+def test_json_schema(quick: dict[str, Any]) -> None:
+    doc = quick["doc"]
+    assert doc["schema"] == "spartan_ros.bench/1"
+    for key in ("created_utc", "seconds", "machine", "settings", "rows", "sections"):
+        assert key in doc
+    assert doc["settings"]["quick"] is True and doc["settings"]["models"] == ["tiny"]
+    assert doc["machine"]["threads"] >= 1 and doc["machine"]["onnxruntime"]
+    assert set(doc["sections"]) == SECTIONS
+    for name, raw in doc["sections"].items():
+        assert "error" not in raw, (name, raw)
+        assert raw["seconds"] >= 0
+    assert {r["section"] for r in doc["rows"]} == {"image tower", "encodes", "query", "bytes",
+                                                   "end to end"}  # fmt: skip
+    for row in doc["rows"]:
+        assert set(row) == set(ROW_TYPES)
+        for key, kind in ROW_TYPES.items():
+            assert isinstance(row[key], kind), (key, row)
+        if isinstance(row["value"], float):
+            assert math.isfinite(row["value"]), row
+        if row["met"] is not None:
+            assert row["goal"], row  # every verdict has its goal beside it
+
+
+def test_markdown_has_every_row(quick: dict[str, Any]) -> None:
+    md = quick["md"]
+    assert md.startswith("# spartan_ros benchmark")
+    table = [line for line in md.splitlines() if line.startswith("| ")]
+    assert len(table) == 1 + len(quick["doc"]["rows"])  # header + one line per row
+    for row in quick["doc"]["rows"]:
+        assert row["measure"].replace("|", "\\|") in md
+
+
+def test_figures_that_do_not_depend_on_the_machine(quick: dict[str, Any]) -> None:
+    doc = quick["doc"]
+    enc = rows_of(doc, "encodes")
+    assert find(enc, "image encodes per segment, re-encoding")["value"] == 24
+    assert find(enc, "image encodes per segment, incremental")["value"] == 6
+    steady = find(enc, "encode reduction, steady state")
+    assert steady["value"] == pytest.approx(4.0) and steady["met"] is True
+    raw = doc["sections"]["encodes"]
+    assert raw["encodes_incremental"] == raw["frames"] == 72  # each frame encoded once
+    # re-encoded windows give the running-mean video features of the window
+    assert raw["max_abs_video_feature_difference"] < 1e-3
+
+    size = rows_of(doc, "bytes")
+    assert find(size, "RAM scoring data per segment, text queries, float32")["value"] == 4128
+    assert find(size, "RAM per segment with v̂ for trajectory queries, float32")["value"] == 6176
+    assert find(size, "RAM scoring data per segment, text queries, float16")["value"] == 2080
+    assert find(size, "SQLite file per segment")["value"] > 4128  # features + terms + poses
+
+    query = rows_of(doc, "query")
+    for n in ("10^3", "10^4"):
+        recall = find(query, f"{n} segments: float16 recall@10")["value"]
+        assert 0.0 <= recall <= 1.0
+        assert find(query, f"{n} segments: fast exact search p50")["value"] > 0
+        assert "extrapolated" not in find(query, f"{n} segments: naive fusion p50")["note"]
+
+    image = rows_of(doc, "image tower")
+    assert find(image, "int8 vs float32 t2v R@1")["value"] == "skipped (no trained model)"
+    assert find(image, "tiny: int8 cosine to float32")["value"] > 0.9
+    assert doc["sections"]["image"]["models"]["tiny"]["gflop_per_image"] == pytest.approx(
+        0.114067456, rel=1e-6
+    )
+
+    for precision in ("float32", "int8"):
+        e2e = doc["sections"]["e2e"]["tiny"][precision]
+        assert e2e["counts"]["frames encoded"] == e2e["frames"] == 48
+        assert e2e["counts"]["segments stored"] == 1 + (48 - 24) // 6
+
+
+def test_sections_option_runs_only_those(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert engine_bench.main(["--quick", "--sections", "bytes", "--out", str(tmp_path)]) == 0
+    doc = json.loads((tmp_path / "bench.json").read_text(encoding="utf-8"))
+    assert set(doc["sections"]) == {"bytes"}
+    assert "exporting" not in capsys.readouterr().err  # no model needed, none built
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--sections", "image,warp"], "unknown sections ['warp']"),
+        (["--checkpoint", "ckpt"], "--checkpoint and --data go together"),
+        (["--threads", "0"], "--threads and --frame-stride must be >= 1"),
+    ],
+)
+def test_bad_arguments_are_reported(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        engine_bench.parse_args(args)
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
