@@ -1,49 +1,741 @@
-"""The end-to-end demo behind `make demo`.
+"""The end-to-end demo behind ``make demo``: a drive the model never saw goes through the real node
+and the real service, and a planner's questions come back as places on the map.
 
-Starts the node as its own process (as `ros2 run spartan_ros spartan_node` would), asks it a
-question through the real ROS 2 service from a second process, prints the answer and stops.
+    python -m spartan_ros.demo [--checkpoint DIR] [--work runs/demo] [--rate 4] [--fresh]
+
+Steps (everything but the memory is cached under ``--work``, so a second run only replays):
+
+1. export the checkpoint to ``<work>/models/<name>/`` (skipped when its model.json names the same
+   source checkpoint sha256);
+2. generate a spartan-synth drive with a seed the model was not trained on and write it to a
+   rosbag2 (``<work>/drive-.../{data,bag}``; the bag's captions.json is the ground truth);
+3. start ``spartan_node`` as its own process with the launch parameters (config/spartan.yaml plus
+   model, a fresh memory file, sim time and the bag's topics), in its own ROS_DOMAIN_ID with
+   localhost-only discovery;
+4. replay the bag into it (``spartan-bag play --clock --rate R``);
+5. wait until every frame is encoded: the node logs ``stored segment <id>`` after each commit;
+6. ask annotated captions of the bag (validation windows) and free text through ``~/query`` with
+   the command-line client (one process per question), print each answer and whether the
+   annotated span came back in the top 5 (the overlap rule of ``spartan-bag eval``);
+7. draw ``<work>/demo.png``: the drive's paths with the retrieved segments, and the first frame
+   of each query's best segment;
+8. stop the processes (their process groups) and say where everything is.
+
+Only subprocesses talk ROS here: this module itself imports no rclpy.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
-import random
-import signal
+import re
+import shutil
 import subprocess
 import sys
+import textwrap
 import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
-QUERIES = ["the gas station where we turned left"]
+import numpy as np
+import yaml
+
+from spartan_ros.processes import Process, ros_env
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_CHECKPOINT = REPO / "assets" / "models" / "tiny-synth"  # the trained `tiny` (seed 0)
+DEFAULT_WORK = Path("runs/demo")
+SERVICE = "/spartan/query"
+FREE_TEXT = ("the gas station where we turned left", "stopping at a red light at night")
+TOP_K = 5
+MIN_OVERLAP = 0.5  # spartan-bag eval's rule: the segment holds half of the annotated frames
+_STORED = re.compile(r"stored segment (\d+) ")
 
 
-def _ros_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.setdefault("ROS_DOMAIN_ID", str(random.randint(1, 100)))
-    env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    return env
+class DemoError(RuntimeError):
+    """A step could not be done; the message says which and why."""
 
 
-def main() -> int:
-    env = _ros_env()
-    print(f"[demo] starting spartan_node (ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']})", flush=True)
-    node = subprocess.Popen([sys.executable, "-m", "spartan_ros.node.spartan_node"], env=env,
-                            start_new_session=True)
+@dataclass
+class DemoConfig:
+    checkpoint: Path = DEFAULT_CHECKPOINT
+    work: Path = DEFAULT_WORK
+    rate: float = 2.0  # bag playback speed: 4 loses frames when the 2 cores are busy
+    seed: int = 7  # the training set is seed 0: this drive is new to the model
+    sequences: int = 4
+    frames: int = 300  # per sequence, 10 Hz
+    width: int = 160
+    height: int = 120
+    queries: int = 5  # annotated captions to ask; 0 = every validation window
+    free_text: tuple[str, ...] = FREE_TEXT
+    top_k: int = TOP_K
+    jobs: int = 2  # client processes asking at the same time
+    drawn: int = 10  # questions in the picture (all free text, annotated ones spread out)
+    fresh: bool = False  # drop the cached model export and drive first
+    domain_id: int | None = None  # None: a random ROS_DOMAIN_ID in 1..100
+    settle_s: float = 6.0  # after playback: no new segment for this long means ingest is over
+    start_timeout_s: float = 60.0  # node start-up (model load, memory open)
+    timeout_s: float = 600.0  # ingest after playback
+    params_file: Path = field(default_factory=lambda: _params_file())
+
+    def check(self) -> None:
+        if not (self.rate > 0):
+            raise DemoError(f"--rate must be > 0, got {self.rate}")
+        if self.sequences < 1 or self.frames < 24:
+            raise DemoError("--sequences must be >= 1 and --frames >= 24 (one window)")
+        if self.queries < 0 or self.top_k < 1 or self.jobs < 1:
+            raise DemoError("--queries must be >= 0, --top-k and --jobs >= 1")
+
+    @property
+    def drive_dir(self) -> Path:
+        name = f"drive-seed{self.seed}-{self.sequences}x{self.frames}-{self.width}x{self.height}"
+        return self.work / name
+
+
+def _params_file() -> Path:
+    """config/spartan.yaml of the checkout, else of the installed package's share folder."""
+    for path in (REPO / "config" / "spartan.yaml",
+                 Path(sys.prefix) / "share" / "spartan_ros" / "config" / "spartan.yaml"):
+        if path.is_file():
+            return path
+    return REPO / "config" / "spartan.yaml"  # check() of the node reports it missing
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+def step(n: int, text: str) -> float:
+    say(f"\n[demo {n}/8] {text}")
+    return time.monotonic()
+
+
+# ------------------------------------------------------------------------------- 1. the model
+
+
+def export_model(cfg: DemoConfig) -> Path:
+    """``<work>/models/<checkpoint name>``, exported unless it already holds this checkpoint."""
+    from spartan_ros.model.checkpoint import sha256  # torch: only this step needs it
+
+    ckpt = Path(cfg.checkpoint)
+    if not ckpt.exists():
+        raise DemoError(f"checkpoint {ckpt} does not exist; pass --checkpoint DIR (a directory "
+                        "with model.safetensors + config.json, or a checkpoint file)")
+    out = cfg.work / "models" / (ckpt.stem if ckpt.is_file() else ckpt.name)
+    want = sha256(ckpt)
     try:
-        for text in QUERIES:
-            t0 = time.monotonic()
-            out = subprocess.run([sys.executable, "-m", "spartan_ros.node.query_client", text],
-                                 env=env, capture_output=True, text=True, timeout=120)
-            print(out.stdout.strip() or out.stderr.strip())
-            print(f"[demo] answered in {time.monotonic() - t0:.1f} s (incl. client start-up)")
-            if out.returncode != 0:
-                return out.returncode
-        return 0
+        have = json.loads((out / "model.json").read_text())["source"]["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        have = None
+    if have == want:
+        say(f"   {out} already holds {ckpt} (sha256 {want[:12]}…): kept")
+        return out
+    from spartan_ros.export.onnx_export import ExportError
+    from spartan_ros.export.onnx_export import export_model as export
+
+    try:
+        export(ckpt, out, overwrite=True, log=lambda line: say(f"   {line}"))
+    except ExportError as e:
+        raise DemoError(f"cannot export {ckpt}: {e}") from None
+    return out
+
+
+# ------------------------------------------------------------------------------- 2. the drive
+
+
+def make_drive(cfg: DemoConfig) -> tuple[Path, Path]:
+    """(dataset root, bag) of the demo drive, generated and written unless already there."""
+    from spartan_ros.bag.write import CAPTIONS_FILE, WriteConfig, write_bag
+    from spartan_ros.data.synth.generate import GenConfig, write_dataset
+
+    root, bag = cfg.drive_dir / "data", cfg.drive_dir / "bag"
+    progress = sys.stderr.isatty()
+    done = root / "meta" / "dataset.json"  # written last by the generator
+    if done.is_file():
+        say(f"   {root}: generated before, kept")
+    else:
+        t0 = time.monotonic()
+        tmp = cfg.drive_dir / "data.partial"  # the generator wants an empty folder
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(root, ignore_errors=True)
+        gen = GenConfig(out=str(tmp), seed=cfg.seed, sequences=cfg.sequences, frames=cfg.frames,
+                        width=cfg.width, height=cfg.height, workers=min(2, os.cpu_count() or 1))
+        summary = write_dataset(gen, progress=progress)
+        tmp.rename(root)
+        say(f"   generated {len(summary['sequences'])} sequences x {cfg.frames} frames "
+            f"({cfg.width}x{cfg.height}, seed {cfg.seed}) in {time.monotonic() - t0:.0f} s")
+    if (bag / CAPTIONS_FILE).is_file():  # written after the messages
+        say(f"   {bag}: written before, kept")
+    else:
+        t0 = time.monotonic()
+        shutil.rmtree(bag, ignore_errors=True)  # a bag cut short by a kill
+        seqs = sorted(p.name for p in (root / "images").iterdir() if p.is_dir())
+        write_bag(WriteConfig(data=root, seqs=seqs, out=bag, storage="sqlite3",
+                              progress=progress))
+        say(f"   wrote {bag} (sqlite3) in {time.monotonic() - t0:.0f} s")
+    return root, bag
+
+
+# ------------------------------------------------------------------------------- processes
+
+
+def wait_for(what: str, ready: Callable[[], bool], procs: Sequence[Process], timeout: float,
+             poll: float = 0.2) -> None:
+    """Poll ``ready`` until true; DemoError (with the logs' tails) on timeout or a dead process."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        for p in procs:
+            if not p.alive():
+                raise DemoError(f"{p.name} exited ({p.popen.returncode}) while waiting for "
+                                f"{what}; {p.log_path}:\n{p.tail()}")
+        if time.monotonic() > deadline:
+            tails = "\n".join(f"{p.log_path}:\n{p.tail()}" for p in procs)
+            raise DemoError(f"no {what} after {timeout:.0f} s\n{tails}")
+        time.sleep(poll)
+
+
+def node_active(node: Process) -> bool:
+    """True once the node serves queries; DemoError when it says it cannot get there."""
+    text = node.output()
+    for line in text.splitlines():
+        if "cannot configure" in line or "cannot activate" in line:
+            raise DemoError(f"the node did not start: {line.split(']: ', 1)[-1]}; {node.log_path}")
+    return f"serving {SERVICE}" in text
+
+
+def stored_count(log_text: str) -> int:
+    return len(_STORED.findall(log_text))
+
+
+def expected_segments(captions: dict[str, Any], params: dict[str, Any]) -> int:
+    """Segments a node that keeps up stores: each sequence fills its own windows (the gap
+    between sequences empties the window), one every ``stride_frames`` after the first."""
+    window, stride = int(params["window_frames"]), int(params["stride_frames"])
+    return sum(max(0, (int(s["frames"]) - window) // stride + 1) for s in captions["sequences"])
+
+
+def node_parameters(cfg: DemoConfig) -> dict[str, Any]:
+    try:
+        doc = yaml.safe_load(cfg.params_file.read_text())
+        return dict(doc["/**"]["ros__parameters"])
+    except (OSError, yaml.YAMLError, KeyError, TypeError) as e:
+        raise DemoError(f"cannot read the node parameters {cfg.params_file}: {e}") from None
+
+
+def start_node(cfg: DemoConfig, env: dict[str, str], model_dir: Path, memory: Path,
+               captions: dict[str, Any]) -> Process:
+    """spartan_node as `ros2 launch` would start it: the params file, then overrides."""
+    for suffix in ("", "-wal", "-shm"):  # a fresh memory: this replay must not add to the last
+        Path(f"{memory}{suffix}").unlink(missing_ok=True)
+    overrides = {"model_dir": model_dir.resolve(), "memory_path": memory.resolve(),
+                 "use_sim_time": "true", "image_topic": captions["image_topic"],
+                 "odom_topic": captions["odom_topic"]}
+    args = [sys.executable, "-m", "spartan_ros.node.spartan_node", "--ros-args",
+            "--params-file", str(cfg.params_file)]
+    for name, value in overrides.items():
+        args += ["-p", f"{name}:={value}"]
+    return Process(args, env, cfg.work / "logs" / "node.log", name="spartan_node")
+
+
+def replay(cfg: DemoConfig, env: dict[str, str], bag: Path, node: Process,
+           expected: int) -> dict[str, Any]:
+    """Play the bag into the node; returns the player's summary. Prints progress meanwhile."""
+    args = [sys.executable, "-m", "spartan_ros.bag", "play", str(bag), "--clock",
+            "--rate", f"{cfg.rate:g}", "--wait-for-subscribers", "1", "--wait-timeout", "30",
+            "--json"]
+    player = Process(args, env, cfg.work / "logs" / "play.log", name="spartan-bag play")
+    try:
+        last = time.monotonic()
+        while player.alive():
+            if not node.alive():
+                raise DemoError(f"the node exited ({node.popen.returncode}) during playback; "
+                                f"{node.log_path}:\n{node.tail()}")
+            if time.monotonic() - last >= 10:
+                last = time.monotonic()
+                say(f"   ... {stored_count(node.output())} / {expected} segments stored")
+            time.sleep(0.2)
     finally:
-        os.killpg(node.pid, signal.SIGINT)
+        code = player.stop()
+    if code != 0:
+        raise DemoError(f"playback failed ({code}); {player.log_path}:\n{player.tail()}")
+    lines = [ln for ln in player.output().splitlines() if ln.startswith("{")]
+    if not lines:
+        raise DemoError(f"no summary from the player; {player.log_path}:\n{player.tail()}")
+    summary: dict[str, Any] = json.loads(lines[-1])
+    return summary
+
+
+def wait_ingested(cfg: DemoConfig, node: Process, expected: int) -> tuple[int, float]:
+    """Wait until the node stored every expected segment, or stored nothing new for
+    ``settle_s`` (frames were lost); returns (segments stored, seconds waited)."""
+    t0 = time.monotonic()
+    count, changed = stored_count(node.output()), time.monotonic()
+
+    def done() -> bool:
+        nonlocal count, changed
+        now = stored_count(node.output())
+        if now != count:
+            count, changed = now, time.monotonic()
+        return count >= expected or time.monotonic() - changed >= cfg.settle_s
+
+    wait_for("end of ingest", done, [node], cfg.timeout_s)
+    return count, time.monotonic() - t0
+
+
+def drop_warnings(log_text: str) -> list[str]:
+    return [ln.split("]: ", 1)[-1] for ln in log_text.splitlines() if "dropped" in ln]
+
+
+# ------------------------------------------------------------------------------- 6. queries
+
+
+@dataclass
+class Question:
+    number: int  # Q<number> in the printout and the picture
+    text: str
+    window: dict[str, Any] | None = None  # the annotated window (captions.json) asked about
+    answer: dict[str, Any] = field(default_factory=dict)
+    overlaps: list[float] = field(default_factory=list)  # per returned segment, annotated only
+    rank: int | None = None  # 1-based rank of the first correct segment; top_k + 1 if none
+    seconds: float = 0.0
+
+    @property
+    def label(self) -> str:
+        return "annotated" if self.window is not None else "free text"
+
+
+def pick_windows(captions: dict[str, Any], n: int) -> list[dict[str, Any]]:
+    """``n`` validation windows spread evenly over the drive (0: all), in time order; windows
+    overlapping an earlier pick are skipped while others remain, so the questions differ."""
+    val = sorted((w for w in captions["windows"] if w["split"] == "val"),
+                 key=lambda w: w["start_ns"])
+    if not val:
+        raise DemoError("the bag's captions.json has no validation window to ask about")
+    if n == 0 or n >= len(val):
+        return val
+    picked: list[dict[str, Any]] = []
+    for i in np.linspace(0, len(val) - 1, n).round().astype(int):
+        w = val[i]
+        free = [v for v in val if not any(_overlaps(v, p) for p in picked)]
+        if any(_overlaps(w, p) for p in picked) and free:
+            w = min(free, key=lambda v: abs(v["start_ns"] - val[i]["start_ns"]))
+        picked.append(w)
+    return sorted(picked, key=lambda w: w["start_ns"])
+
+
+def _overlaps(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return bool(a["start_ns"] <= b["end_ns"] and b["start_ns"] <= a["end_ns"])
+
+
+def ask(env: dict[str, str], question: Question, top_k: int, timeout: float = 60.0) -> None:
+    """One `spartan_query` process per question, as a planner's shell would call it."""
+    args = [sys.executable, "-m", "spartan_ros.node.query_client", question.text,
+            "--service", SERVICE, "--top-k", str(top_k), "--json", "--timeout", f"{timeout:g}"]
+    t0 = time.monotonic()
+    out = subprocess.run(args, env=env, capture_output=True, text=True, timeout=timeout + 30,
+                         start_new_session=True)
+    question.seconds = time.monotonic() - t0
+    if out.returncode != 0:
+        raise DemoError(f"the client failed ({out.returncode}) for {question.text!r}:\n"
+                        f"{out.stdout}{out.stderr}")
+    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
+    if not lines:
+        raise DemoError(f"no answer printed by the client for {question.text!r}:\n{out.stdout}")
+    question.answer = json.loads(lines[-1])
+
+
+def score(question: Question, period_ns: int, top_k: int) -> None:
+    """Overlap of each returned segment with the annotated span, and the first correct rank."""
+    from spartan_ros.bag.evaluate import first_correct_rank, overlap_fractions
+
+    if question.window is None or not question.answer.get("success"):
+        return
+    segs = question.answer["segments"]
+    w = question.window
+    question.overlaps = overlap_fractions(w["start_ns"], w["end_ns"],
+                                          [s["start_ns"] for s in segs],
+                                          [s["end_ns"] for s in segs], period_ns).tolist()
+    question.rank = first_correct_rank(question.overlaps, MIN_OVERLAP, top_k)
+
+
+class Timeline:
+    """Bag stamps -> (sequence, frame index) and seconds into the drive, from captions.json."""
+
+    def __init__(self, captions: dict[str, Any]) -> None:
+        self.seqs = [s["seq"] for s in captions["sequences"]]
+        self.frames = [np.asarray(s["frame_ns"], dtype=np.int64) for s in captions["sequences"]]
+        self.t0 = int(self.frames[0][0])
+
+    def locate(self, stamp_ns: int) -> tuple[int, int]:
+        """(sequence index, nearest frame index) of a stamp."""
+        best = min(range(len(self.frames)),
+                   key=lambda i: max(self.frames[i][0] - stamp_ns, stamp_ns - self.frames[i][-1],
+                                     0))
+        f = self.frames[best]
+        return best, int(np.abs(f - stamp_ns).argmin())
+
+    def describe(self, start_ns: int, end_ns: int) -> str:
+        s, a = self.locate(start_ns)
+        _, b = self.locate(end_ns)
+        return (f"{(start_ns - self.t0) * 1e-9:6.1f}-{(end_ns - self.t0) * 1e-9:5.1f} s "
+                f"({self.seqs[s]} frames {a}-{b})")
+
+
+def first_sentence(text: str, limit: int = 110) -> str:
+    head = text.split(". ")[0].rstrip(".")
+    head = head if len(head) <= limit else head[: limit - 1].rstrip() + "…"
+    return head + ("…" if len(head) < len(text.rstrip(".")) and not head.endswith("…") else "")
+
+
+def print_answer(q: Question, timeline: Timeline, top_k: int) -> None:
+    say(f"\n   Q{q.number} ({q.label}): \"{first_sentence(q.text)}\"")
+    if q.window is not None:
+        say(f"      annotated span  {timeline.describe(q.window['start_ns'], q.window['end_ns'])}")
+    a = q.answer
+    if not a.get("success"):
+        say(f"      no answer: {a.get('message')}")
+        return
+    for j, s in enumerate(a["segments"]):
+        x, y, _ = s["start_position"]
+        hit = ""
+        if q.window is not None:
+            ov = q.overlaps[j]
+            hit = f"  <- the annotated span ({ov:.0%} overlap)" if ov >= MIN_OVERLAP else ""
+        say(f"      #{s['rank'] + 1} score {s['score']:.3f}  "
+            f"{timeline.describe(s['start_ns'], s['end_ns'])}  "
+            f"start pose ({x:6.1f}, {y:6.1f}){hit}")
+    if q.window is not None:
+        verdict = (f"in the top {top_k} (rank {q.rank})" if q.rank is not None and q.rank <= top_k
+                   else f"NOT in the top {top_k}")
+        say(f"      annotated span {verdict}; {a['candidates']} candidates, "
+            f"{q.seconds:.1f} s incl. client start-up")
+    else:
+        say(f"      {a['candidates']} candidates, {q.seconds:.1f} s incl. client start-up")
+
+
+# ------------------------------------------------------------------------------- 7. the picture
+
+
+COLORS = ("tab:red", "tab:blue", "tab:green", "tab:orange", "tab:purple", "tab:brown",
+          "tab:pink", "tab:olive", "tab:cyan", "black")  # fmt: skip
+
+
+def drawn(questions: list[Question], n: int) -> list[Question]:
+    """At most ``n`` questions for the picture: every free-text one, annotated ones spread."""
+    free = [q for q in questions if q.window is None]
+    annotated = [q for q in questions if q.window is not None]
+    room = max(n - len(free), 0)
+    if len(annotated) > room:
+        keep = sorted({int(i) for i in np.linspace(0, len(annotated) - 1, room).round()})
+        annotated = [annotated[i] for i in keep] if room else []
+    return annotated + free
+
+
+class _Labels:
+    """Query labels on one path panel, placed so that none covers another: each goes beside
+    its segment (towards the middle of the panel first), else one or more lines above or below
+    it with a thin leader. Sizes are estimated in data units (the panels keep x and y equal)."""
+
+    PANEL_PT = 250.0  # about the panel's extent in points
+
+    def __init__(self, ax: Any, path_xy: np.ndarray) -> None:
+        self.ax = ax
+        span = float(np.ptp(path_xy, axis=0).max()) or 1.0
+        self.unit = 1.15 * span / self.PANEL_PT  # data units per point
+        self.centre_x = float(path_xy[:, 0].min() + path_xy[:, 0].max()) / 2
+        self.boxes: list[tuple[float, float, float, float]] = []  # x0, y0, x1, y1
+
+    def _free(self, box: tuple[float, float, float, float]) -> bool:
+        return all(box[2] <= b[0] or b[2] <= box[0] or box[3] <= b[1] or b[3] <= box[1]
+                   for b in self.boxes)
+
+    def add(self, text: str, at: np.ndarray, color: str) -> None:
+        from matplotlib import patheffects
+
+        x, y = float(at[0]), float(at[1])
+        w, h, gap = (7.0 * len(text) + 2) * self.unit, 11.0 * self.unit, 5.0 * self.unit
+        sides = (-1, 1) if x > self.centre_x else (1, -1)
+        lines = [0, 1, -1, 2, -2, 3, -3, 4, -4, 5, -5]
+        candidates = [(side, k) for k in lines for side in sides]
+        for side, k in candidates:
+            ty = y + k * h
+            x0 = x + gap if side > 0 else x - gap - w
+            box = (x0, ty - h / 2, x0 + w, ty + h / 2)
+            if self._free(box):
+                break
+        self.boxes.append(box)
+        tx = x + gap if side > 0 else x - gap
+        leader = {"arrowstyle": "-", "color": color, "lw": 0.6} if k else None
+        self.ax.annotate(text, (x, y), xytext=(tx, ty), textcoords="data", arrowprops=leader,
+                         ha="left" if side > 0 else "right", va="center", color=color,
+                         fontsize=9, weight="bold", zorder=5,
+                         path_effects=[patheffects.withStroke(linewidth=2.5, foreground="white")])
+
+
+def draw(path: Path, root: Path, timeline: Timeline, questions: list[Question],
+         top_k: int, show: int = 3) -> Path:
+    """Paths of the drive (one panel per sequence) with each query's best ``show`` segments,
+    and the first frame of each query's top-1 segment."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    from spartan_ros.data.dataset import load_pose_file
+    from spartan_ros.data.layout import image_path, pose_path
+
+    n_seq, n_q = len(timeline.seqs), len(questions)
+    cols = min(max(n_q, 1), 5)
+    thumb_rows = -(-n_q // cols)
+    fig = plt.figure(figsize=(max(3.4 * cols, 3.2 * n_seq), 4.2 + 2.9 * thumb_rows),
+                     layout="constrained")
+    grid = fig.add_gridspec(1 + thumb_rows, cols, height_ratios=[1.5] + [1.0] * thumb_rows)
+    paths = grid[0, :].subgridspec(1, n_seq)
+    fig.suptitle(f"spartan_ros demo: questions to the node about a drive it has just seen "
+                 f"(thick: top-1, thin: ranks 2-{show}; dashed: the annotated span)", fontsize=11)
+    axes, labels = [], []
+    for k, seq in enumerate(timeline.seqs):
+        ax = fig.add_subplot(paths[0, k])
+        xy = load_pose_file(pose_path(root, seq))[:, 1:3]
+        labels.append(_Labels(ax, xy))
+        ax.plot(xy[:, 0], xy[:, 1], color="0.75", lw=5, solid_capstyle="round", zorder=1)
+        ax.plot(*xy[0], "k>", ms=7, zorder=2)
+        ax.set_title(seq, fontsize=9)
+        ax.set_aspect("equal", adjustable="datalim")
+        ax.tick_params(labelsize=7)
+        axes.append(ax)
+    axes[0].set_ylabel("y (m, odometry frame)", fontsize=8)
+
+    for i, q in enumerate(questions):
+        color = COLORS[i % len(COLORS)]
+        if q.window is not None:
+            s, _ = timeline.locate(q.window["start_ns"])
+            a, b = (timeline.locate(q.window[k])[1] for k in ("start_ns", "end_ns"))
+            xy = load_pose_file(pose_path(root, timeline.seqs[s]))[a : b + 1, 1:3]
+            axes[s].plot(xy[:, 0], xy[:, 1], "--", color=color, lw=1.2, zorder=3)
+        for seg in q.answer.get("segments", [])[:show]:
+            s, _ = timeline.locate(seg["start_ns"])
+            xy = np.asarray(seg["path"])[:, :2]
+            top = seg["rank"] == 0
+            axes[s].plot(xy[:, 0], xy[:, 1], color=color, lw=3.2 if top else 1.4,
+                         alpha=0.95 if top else 0.7, zorder=4 if top else 3)
+            if top:
+                labels[s].add(f"Q{q.number}", xy[len(xy) // 2], color)
+
+    for i, q in enumerate(questions):
+        ax = fig.add_subplot(grid[1 + i // cols, i % cols])
+        ax.set_xticks([])
+        ax.set_yticks([])
+        color = COLORS[i % len(COLORS)]
+        head = textwrap.fill(f"Q{q.number}: {first_sentence(q.text, 80)}", 44)
+        segs = q.answer.get("segments", [])
+        if not segs:
+            ax.set_title(head, fontsize=7, color=color, loc="left")
+            ax.text(0.5, 0.5, q.answer.get("message", "no answer"), ha="center", fontsize=8,
+                    transform=ax.transAxes, wrap=True)
+            continue
+        top = segs[0]
+        s, f = timeline.locate(top["start_ns"])
+        ax.imshow(Image.open(image_path(root, timeline.seqs[s], f)).convert("RGB"))
+        if q.window is not None:  # what was asked about, small in the corner
+            sa, fa = timeline.locate(q.window["start_ns"])
+            inset = ax.inset_axes((0.64, 0.6, 0.35, 0.38))
+            inset.imshow(Image.open(image_path(root, timeline.seqs[sa], fa)).convert("RGB"))
+            inset.set_xticks([])
+            inset.set_yticks([])
+            inset.set_xlabel("annotated", fontsize=6, labelpad=1, color="white",
+                             backgroundcolor="0.2")
+            for spine in inset.spines.values():
+                spine.set_edgecolor(color)
+                spine.set_linewidth(1.5)
+        verdict = ""
+        if q.window is not None:
+            ok = q.rank is not None and q.rank <= top_k
+            verdict = (f"annotated span at rank {q.rank}" if ok
+                       else f"annotated span not in top {top_k}")
+        ax.set_title(head, fontsize=7, color=color, loc="left")
+        ax.set_xlabel(f"top-1: {timeline.seqs[s]} frame {f}, score {top['score']:.3f}"
+                      + (f"\n{verdict}" if verdict else ""), fontsize=7)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# ------------------------------------------------------------------------------- the run
+
+
+@dataclass
+class DemoResult:
+    questions: list[Question]
+    stored: int
+    expected: int
+    picture: Path
+    answers: Path
+    timings: dict[str, float]
+    top_k: int = TOP_K
+
+    @property
+    def hits(self) -> tuple[int, int]:
+        """(annotated questions whose span came back in the top k, annotated questions)."""
+        annotated = [q for q in self.questions if q.window is not None]
+        return sum(q.rank is not None and q.rank <= self.top_k for q in annotated), len(annotated)
+
+    @property
+    def hit_rate(self) -> float:
+        hits, n = self.hits
+        return hits / n if n else 0.0
+
+
+def _fresh(cfg: DemoConfig) -> None:
+    """Drop what earlier runs cached (only the demo's own files, never the whole folder)."""
+    for name in ("models", "logs"):
+        shutil.rmtree(cfg.work / name, ignore_errors=True)
+    for p in cfg.work.glob("drive-seed*"):
+        shutil.rmtree(p, ignore_errors=True)
+
+
+def run(cfg: DemoConfig) -> DemoResult:
+    cfg.check()
+    if cfg.fresh:
+        _fresh(cfg)
+    cfg.work.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    t_all = time.monotonic()
+
+    t0 = step(1, f"model: export {cfg.checkpoint} to ONNX")
+    model_dir = export_model(cfg)
+    timings["export_s"] = time.monotonic() - t0
+
+    t0 = step(2, f"drive: {cfg.sequences} sequences x {cfg.frames} frames, seed {cfg.seed} "
+                 f"(the shipped model was trained on seed 0), into a rosbag2")
+    root, bag = make_drive(cfg)
+    timings["drive_s"] = time.monotonic() - t0
+    from spartan_ros.bag.write import read_captions
+
+    captions = read_captions(bag)
+    params = node_parameters(cfg)
+    expected = expected_segments(captions, params)
+    model_meta = json.loads((model_dir / "model.json").read_text())
+    period_ns = int(round(1e9 / float(model_meta.get("window_rate_hz", 10.0))))
+
+    timeline = Timeline(captions)
+    env = ros_env(cfg.domain_id)
+    t0 = step(3, f"node: spartan_node (ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']}, localhost only, "
+                 f"params {cfg.params_file.name}, sim time)")
+    memory = cfg.work / "memory.db"
+    node = start_node(cfg, env, model_dir, memory, captions)
+    try:
+        wait_for("active node", lambda: node_active(node), [node], cfg.start_timeout_s)
+        say(f"   active in {time.monotonic() - t0:.1f} s; log {node.log_path}")
+        timings["node_start_s"] = time.monotonic() - t0
+
+        span = (captions["sequences"][-1]["end_ns"] - captions["sequences"][0]["start_ns"]) * 1e-9
+        t0 = step(4, f"replay: {bag.name} ({span:.0f} s of drive) at {cfg.rate:g}x with /clock")
+        summary = replay(cfg, env, bag, node, expected)
+        say(f"   played {summary['total']} messages in {summary['wall_s']:.1f} s")
+        timings["play_s"] = time.monotonic() - t0
+
+        t0 = step(5, "ingest: waiting for the node to encode and store the last frames")
+        stored, waited = wait_ingested(cfg, node, expected)
+        timings["ingest_wait_s"] = waited
+        say(f"   {stored} of {expected} segments stored ({waited:.1f} s after playback)")
+        if stored == 0:
+            raise DemoError(f"the node stored no segment; see {node.log_path}:\n{node.tail()}")
+        drops = drop_warnings(node.output())
+        if stored < expected or drops:
+            why = (f"it logged {len(drops)} drop warning(s), the first: {drops[0]}" if drops
+                   else "frames were lost in transport")
+            say(f"   warning: the node did not get every frame ({why}); try a lower --rate")
+
+        windows = pick_windows(captions, cfg.queries)
+        questions = [Question(i, w["caption"], w) for i, w in enumerate(windows, 1)]
+        questions += [Question(len(questions) + i, text) for i, text in enumerate(cfg.free_text, 1)]
+        t0 = step(6, f"queries: {len(windows)} annotated captions of the drive (validation "
+                     f"windows) + {len(cfg.free_text)} free text, through {SERVICE}")
+        # A few clients at once: their start-up (rclpy, discovery) overlaps; printed in order.
+        pool = ThreadPoolExecutor(max_workers=cfg.jobs)
         try:
-            node.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(node.pid, signal.SIGKILL)
+            asked = [pool.submit(ask, env, q, cfg.top_k) for q in questions]
+            for q, done in zip(questions, asked, strict=True):
+                done.result()
+                score(q, period_ns, cfg.top_k)
+                print_answer(q, timeline, cfg.top_k)
+        finally:
+            pool.shutdown(cancel_futures=True)  # on an error or Ctrl-C: ask nothing more
+        timings["queries_s"] = time.monotonic() - t0
+    finally:
+        code = node.stop()
+        say(f"\n   spartan_node stopped (exit code {code})")
+
+    t0 = step(7, "picture")
+    picture = draw(cfg.work / "demo.png", root, timeline, drawn(questions, cfg.drawn),
+                   cfg.top_k)
+    timings["picture_s"] = time.monotonic() - t0
+    timings["total_s"] = time.monotonic() - t_all
+
+    result = DemoResult(questions, stored, expected, picture, cfg.work / "answers.json", timings,
+                        cfg.top_k)
+    result.answers.write_text(json.dumps({
+        "checkpoint": str(cfg.checkpoint), "model_dir": str(model_dir), "bag": str(bag),
+        "segments_stored": stored, "segments_expected": expected, "top_k": cfg.top_k,
+        "min_overlap": MIN_OVERLAP, "annotated_in_top_k": result.hit_rate, "timings": timings,
+        "questions": [{"text": q.text, "window": q.window, "rank": q.rank,
+                       "overlaps": q.overlaps, "answer": q.answer} for q in questions],
+    }, indent=1) + "\n")
+
+    step(8, "done")
+    hits, n = result.hits
+    say(f"   annotated span in the top {cfg.top_k}: {hits} of {n} ({result.hit_rate:.0%})")
+    say(f"   picture   {picture}\n   answers   {result.answers}\n   memory    {memory}\n"
+        f"   node log  {node.log_path}\n   total {timings['total_s']:.0f} s")
+    return result
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = DemoConfig()
+    p = argparse.ArgumentParser(prog="python -m spartan_ros.demo",
+                                description=__doc__.splitlines()[0])
+    p.add_argument("--checkpoint", type=Path, default=d.checkpoint,
+                   help="trained checkpoint (default assets/models/tiny-synth)")
+    p.add_argument("--work", type=Path, default=d.work, help="cache and output folder")
+    p.add_argument("--rate", type=float, default=d.rate, help="bag playback speed factor")
+    p.add_argument("--fresh", action="store_true", help="redo the export and the drive")
+    p.add_argument("--seed", type=int, default=d.seed, help="seed of the demo drive")
+    p.add_argument("--sequences", type=int, default=d.sequences)
+    p.add_argument("--frames", type=int, default=d.frames, help="frames per sequence (10 Hz)")
+    p.add_argument("--queries", type=int, default=d.queries,
+                   help="annotated captions to ask (0: every validation window)")
+    p.add_argument("--free-text", nargs="*", default=list(d.free_text), metavar="TEXT",
+                   help="free-text questions")
+    p.add_argument("--jobs", type=int, default=d.jobs, help="client processes at a time")
+    p.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID (default random)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    cfg = DemoConfig(checkpoint=args.checkpoint, work=args.work, rate=args.rate,
+                     fresh=args.fresh, seed=args.seed, sequences=args.sequences,
+                     frames=args.frames, queries=args.queries,
+                     free_text=tuple(args.free_text), jobs=args.jobs,
+                     domain_id=args.domain_id)
+    try:
+        run(cfg)
+    except DemoError as e:
+        print(f"\ndemo: error: {e}", file=sys.stderr)
+        return 1
+    except ValueError as e:  # a bad bag, dataset or checkpoint: the message names it
+        print(f"\ndemo: error: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
 
 
 if __name__ == "__main__":

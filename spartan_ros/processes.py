@@ -1,0 +1,83 @@
+"""Child processes that talk ROS 2: an isolated environment and a process-group handle.
+
+Used by the demo and by the tests. Each run gets its own ROS_DOMAIN_ID with localhost-only
+discovery, so parallel runs never see each other; each child starts its own session so that the
+whole group can be stopped (a node started in the background from a shell ignores SIGINT).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import IO
+
+
+def ros_env(domain_id: int | None = None, **extra: str) -> dict[str, str]:
+    """This process's environment with a ROS domain of its own (random in 1..100, the ids safe
+    on Linux with the default port mapping) and loopback-only discovery."""
+    env = dict(os.environ)
+    env["ROS_DOMAIN_ID"] = str(domain_id if domain_id is not None
+                               else random.SystemRandom().randint(1, 100))
+    env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    env.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
+class Process:
+    """A child in its own session, with its output collected in a log file."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log: Path, name: str = "") -> None:
+        self.name = name or Path(args[0]).name
+        self.log_path = log
+        log.parent.mkdir(parents=True, exist_ok=True)
+        self._log: IO[bytes] = open(log, "wb")  # noqa: SIM115 - closed in stop()
+        self.popen = subprocess.Popen(args, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+                                      stdin=subprocess.DEVNULL, start_new_session=True)
+
+    def output(self) -> str:
+        if not self._log.closed:
+            self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def tail(self, lines: int = 15) -> str:
+        return "\n".join("   | " + ln for ln in self.output().splitlines()[-lines:])
+
+    def wait_for_output(self, text: str, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.output():
+                return
+            if self.popen.poll() is not None:
+                raise AssertionError(f"process exited ({self.popen.returncode}) before "
+                                     f"printing {text!r}:\n{self.output()}")
+            time.sleep(0.1)
+        raise AssertionError(f"no {text!r} after {timeout} s:\n{self.output()}")
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def signal(self, sig: int) -> None:
+        try:
+            os.killpg(self.popen.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def stop(self, timeout: float = 10.0) -> int:
+        """SIGINT the group (a clean ROS shutdown), SIGKILL what is left after ``timeout``."""
+        if self.alive():
+            self.signal(signal.SIGINT)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.signal(signal.SIGKILL)
+                self.popen.wait(timeout)
+        self.signal(signal.SIGKILL)  # children that outlived the leader
+        if not self._log.closed:
+            self._log.close()
+        return self.popen.returncode
