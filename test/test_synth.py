@@ -238,3 +238,11 @@ def test_cli(tmp_path, capsys):
     assert main(args) == 2  # refuses a non-empty directory
     assert "not empty" in capsys.readouterr().err
     assert main(["--out", str(tmp_path / "x"), "--frames", "10"]) == 2
+
+
+def test_one_process_generates_different_sets_independently(tmp_path):
+    # A town cached from an earlier set (other seed, other grid) must not leak into the next one.
+    write_dataset(GenConfig(out=str(tmp_path / "big"), seed=3, sequences=1, frames=30, width=48,
+                            height=36, grid_size=6), progress=False)
+    write_dataset(_cfg(tmp_path / "small", seed=11), progress=False)
+    assert sorted((tmp_path / "small" / "images").iterdir())

@@ -189,14 +189,16 @@ def assign_splits(cfg: GenConfig, plans: list[SeqPlan]) -> dict[int, str]:
 # ---------------------------------------------------------------------------------------------
 # one sequence (runs in a worker process)
 
-_TOWNS: dict[int, world.Town] = {}
+_TOWNS: dict[tuple, world.Town] = {}
 
 
 def _town(cfg: GenConfig, grid: world.Grid, t: int) -> world.Town:
-    if t not in _TOWNS:
+    # Keyed by everything the town is built from: one process may generate several datasets.
+    key = (cfg.seed, t, tuple(grid.xs.tolist()), tuple(grid.ys.tolist()))
+    if key not in _TOWNS:
         _TOWNS.clear()  # keep one town in memory: sequences are processed grouped by town
-        _TOWNS[t] = world.build_town(t, grid, _rng(cfg.seed, TOWN, t))
-    return _TOWNS[t]
+        _TOWNS[key] = world.build_town(t, grid, _rng(cfg.seed, TOWN, t))
+    return _TOWNS[key]
 
 
 _COLUMNS: dict[tuple[int, ...], np.ndarray] = {}
