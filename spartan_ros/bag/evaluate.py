@@ -689,7 +689,7 @@ def plot_example(
             spine.set_edgecolor(colour)
             spine.set_linewidth(1 if i == 0 else 3)
         sub.set_ylabel(label, fontsize=7, rotation=0, ha="right", va="center", color=colour)
-    return report._save(fig, path)
+    return report.save_figure(fig, path)
 
 
 def plot_recall(results: dict[str, Any], path: Path) -> Path:
@@ -701,12 +701,12 @@ def plot_recall(results: dict[str, Any], path: Path) -> Path:
         series[f"{name} ({s['n']} queries)"] = ([s[f"R@{k}"] for k in KS], [0.0] * len(KS))
     fig, ax = report.plt.subplots(figsize=(5.5, 4.3))
     s = results["retrieval"]
-    report._recall_panel(ax, f"caption → segment over {s['segments']} stored segments\n"
+    report.recall_panel(ax, f"caption → segment over {s['segments']} stored segments\n"
                          f"chance R@1 {s['chance_R@1']:.3f}", series)
     ax.set_ylabel("recall")
     ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
-    return report._save(fig, path)
+    return report.save_figure(fig, path)
 
 
 def _trajectory_figure(results: dict[str, Any], evidence: _Evidence, examples: list[int],
@@ -786,12 +786,12 @@ def write_bag_report(
         retrieval_rows += [(f"{name}: R@{k}", b[f"R@{k}"]) for k in KS]
         retrieval_rows.append((f"{name}: median rank", b["median_rank"]))
     t = results.get("trajectory") or {}
-    traj_rows = [(label, t.get(key)) for key, label in report._TRAJ_ROWS]
+    traj_rows = [(label, t.get(key)) for key, label in report.TRAJ_ROWS]
     ingest = results["ingest"]
     ingest_rows = [(f"messages {k}", v) for k, v in ingest["messages"].items()]
     ingest_rows += list(ingest["counts"].items())
     page = f"""<!DOCTYPE html><html><head><meta charset="utf-8">
-<title>SPARTAN bag evaluation</title><style>{report._CSS}</style></head><body>
+<title>SPARTAN bag evaluation</title><style>{report.CSS}</style></head><body>
 <h1>SPARTAN bag evaluation: {html.escape(meta['bag'])}</h1>
 {_table([(k, json.dumps(v) if isinstance(v, dict) else v) for k, v in meta.items()])}
 <h2>Ingest</h2>

@@ -88,7 +88,7 @@ def thumbnail_strip(frames: np.ndarray, height: int = THUMB_HEIGHT) -> np.ndarra
     return np.concatenate(tiles[:-1], axis=1)
 
 
-def _recall_panel(ax: Any, title: str, series: dict[str, tuple[list[float], list[float]]]) -> None:
+def recall_panel(ax: Any, title: str, series: dict[str, tuple[list[float], list[float]]]) -> None:
     labels = ["R@1", "R@5", "R@10"]
     width = 0.8 / max(1, len(series))
     x = np.arange(len(labels))
@@ -145,16 +145,16 @@ def plot_recall_bars(variants: Mapping[str, Mapping[str, Any]], path: str | Path
     for ax in axes.flat[len(panels):]:
         ax.axis("off")
     for ax, (title, s) in zip(axes.flat, panels, strict=False):
-        _recall_panel(ax, title, s)
+        recall_panel(ax, title, s)
     for row in axes:
         row[0].set_ylabel("recall")
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=9, frameon=False)
     fig.tight_layout(rect=(0, 0.3 / (0.3 + 4.0 * nrows), 1, 1))
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
-def _save(fig: Any, path: str | Path) -> Path:
+def save_figure(fig: Any, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
@@ -204,7 +204,7 @@ def plot_example(
         mark = "" if ok is None else ("  ✓ correct" if ok else "  ✗")
         fig.text(0.01, bottom + 0.02 + strip_h * 0.4 / fig.get_figheight(),
                  f"{label}{mark}\n{name}", fontsize=8, va="center", color=colour)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_trajectories(
@@ -248,7 +248,7 @@ def plot_trajectories(
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8, loc="best", title="● start  ■ end", title_fontsize=8)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 # ----------------------------------------------------------------------------- selection
@@ -316,7 +316,7 @@ def _retrieval_table(variants: Mapping[str, Any]) -> str:
     return "<table>" + "\n".join(lines) + "</table>"
 
 
-_TRAJ_ROWS = [
+TRAJ_ROWS = [
     ("ape_mean_m", "APE mean over all queries (m)"),
     ("ape_mean_wrong_m", "APE mean over wrong retrievals (m)"),
     ("ape_pct_path", "APE, % of path length (mean over moving queries)"),
@@ -341,13 +341,13 @@ def _trajectory_table(variants: Mapping[str, Any]) -> str:
         f"<th>{html.escape(VARIANT_LABELS.get(n, n))}<br>"
         f"{'galleries' if p == 'paper' else 'whole set'}</th>" for n, p in cols) + "</tr>"
     lines = [head]
-    for key, label in _TRAJ_ROWS:
+    for key, label in TRAJ_ROWS:
         cells = "".join(f"<td>{_fmt(variants[n]['trajectory'][p].get(key))}</td>" for n, p in cols)
         lines.append(f"<tr><td>{html.escape(label)}</td>{cells}</tr>")
     return "<table>" + "\n".join(lines) + "</table>"
 
 
-_CSS = """body{font-family:sans-serif;max-width:1200px;margin:auto;padding:1em;color:#222}
+CSS = """body{font-family:sans-serif;max-width:1200px;margin:auto;padding:1em;color:#222}
 table{border-collapse:collapse;margin:0.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px;
 font-size:13px;text-align:left}th{background:#f0f0f0}img{max-width:100%;border:1px solid #ddd}
 .caption{font-size:13px;background:#f8f8f8;padding:6px;border-left:3px solid #888}
@@ -422,7 +422,7 @@ def write_report(
         for k, v in meta.items()
     )
     page = f"""<!DOCTYPE html><html><head><meta charset="utf-8"><title>SPARTAN evaluation</title>
-<style>{_CSS}</style></head><body>
+<style>{CSS}</style></head><body>
 <h1>SPARTAN retrieval evaluation</h1>
 <table>{meta_rows}</table>
 <h2>Retrieval</h2>
