@@ -21,6 +21,10 @@ from spartan_ros.bag.evaluate import first_correct_rank, overlap_fractions
 from spartan_ros.bag.write import read_captions
 from spartan_ros.demo import DEFAULT_CHECKPOINT, FREE_TEXT, MIN_OVERLAP, TOP_K
 
+# Streams of images over DDS on a loaded 2-core machine occasionally lose a burst of
+# samples (see README, Tests); such a test is retried up to twice before it counts as failed.
+DDS_STREAM = pytest.mark.flaky(reruns=2, reruns_delay=2)
+
 RATE = 2.0  # playback speed: the node keeps up with room to spare on 2 busy cores
 # Issue 6 asks that "most" annotated captions find their span in the top 5. The committed tiny
 # model does not reach that yet (8/32 on this drive, about what a random ranking gets inside one
@@ -42,6 +46,7 @@ def checkpoint(tmp_path: Path) -> Path:
 
 
 @pytest.mark.slow
+@DDS_STREAM
 def test_demo_end_to_end(tmp_path):
     work = tmp_path / "demo"
     cmd = [sys.executable, "-m", "spartan_ros.demo", "--checkpoint", str(checkpoint(tmp_path)),

@@ -12,15 +12,14 @@ from ros_graph import (
     run_helper,
     start_node,
     stored_ids,
-    tiny_model,
 )
 
+# Streams of images over DDS on a loaded 2-core machine occasionally lose a burst of
+# samples (see README, Tests); such a test is retried up to twice before it counts as failed.
+DDS_STREAM = pytest.mark.flaky(reruns=2, reruns_delay=2)
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return tiny_model(tmp_path_factory.getbasetemp() / "models")
 
-
+@DDS_STREAM
 def test_sigkill_mid_ingest_loses_no_reported_segment(tmp_path, model_dir):
     env = ros_env()
     memory = tmp_path / "memory.db"

@@ -9,16 +9,14 @@ from ros_graph import (
     run_helper,
     start_node,
     stored_ids,
-    tiny_model,
     wait_idle,
 )
 
 from spartan_ros.memory.store import SegmentStore
 
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return tiny_model(tmp_path_factory.getbasetemp() / "models")
+# Streams of images over DDS on a loaded 2-core machine occasionally lose a burst of
+# samples (see README, Tests); such a test is retried up to twice before it counts as failed.
+DDS_STREAM = pytest.mark.flaky(reruns=2, reruns_delay=2)
 
 
 def transitions(env, *names: str) -> list[tuple[bool, str]]:
@@ -26,6 +24,7 @@ def transitions(env, *names: str) -> list[tuple[bool, str]]:
     return [(x["success"], x["state"]) for x in lines]
 
 
+@DDS_STREAM
 def test_lifecycle_transitions_from_a_manager(tmp_path, model_dir):
     env = ros_env()
     node = start_node(tmp_path, env, *node_params(model_dir, tmp_path / "memory.db",
