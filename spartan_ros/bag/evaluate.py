@@ -61,6 +61,7 @@ from tqdm import tqdm
 from spartan_ros.bag.play import BagError
 from spartan_ros.bag.write import COMPRESSED_IMAGE, IMAGE, ODOMETRY, read_captions
 from spartan_ros.evaluate import report, retrieval, trajectory
+from spartan_ros.ingest.messages import odometry_fields, stamp_to_ns
 from spartan_ros.memory.service import Match, MemoryService, ServiceConfig
 from spartan_ros.memory.store import MemoryFileError, SegmentStore
 from spartan_ros.node.images import ImageError, decode_compressed, image_view, to_rgb
@@ -135,10 +136,6 @@ def first_correct_rank(overlaps: Any, min_overlap: float, depth: int) -> int:
 
 
 # ----------------------------------------------------------------------------- reading the bag
-
-
-def stamp_ns(stamp: Any) -> int:  # builtin_interfaces/Time
-    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
 
 def open_bag(bag: Path) -> AnyReader:
@@ -227,13 +224,12 @@ def ingest_bag(
             bar.update(1)
             messages[conn.topic] += 1
             msg: Any = reader.deserialize(raw, conn.msgtype)
-            stamp = stamp_ns(msg.header.stamp)
+            stamp = stamp_to_ns(msg.header.stamp)
             if conn.id in odom_ids:
-                p, q = msg.pose.pose.position, msg.pose.pose.orientation
-                service.add_odometry(stamp, (p.x, p.y, p.z), (q.x, q.y, q.z, q.w),
-                                     msg.header.frame_id)
+                fields = odometry_fields(msg)
+                service.add_odometry(*fields)
                 odom_ns.append(stamp)
-                odom.append((p.x, p.y, p.z, q.x, q.y, q.z, q.w))
+                odom.append(fields[1] + fields[2])
                 continue
             image_ns.append(stamp)
             if conn.msgtype == IMAGE:

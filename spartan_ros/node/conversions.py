@@ -8,12 +8,9 @@ from geometry_msgs.msg import PoseStamped
 from spartan_interfaces.msg import Segment
 from spartan_interfaces.srv import QuerySegments
 
+from spartan_ros.ingest.messages import stamp_to_ns
 from spartan_ros.memory.service import Match
 from spartan_ros.query import Query
-
-
-def stamp_to_ns(stamp) -> int:  # builtin_interfaces/Time
-    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
 
 def ns_to_stamp(ns: int, stamp_type=Time):
@@ -27,13 +24,6 @@ def pose_stamped_rows(poses) -> np.ndarray:
         p, q = ps.pose.position, ps.pose.orientation
         rows[i] = (stamp_to_ns(ps.header.stamp) * 1e-9, p.x, p.y, p.z, q.x, q.y, q.z, q.w)
     return rows
-
-
-def odometry_fields(msg) -> tuple[int, tuple[float, ...], tuple[float, ...], str]:
-    """nav_msgs/Odometry -> (stamp ns, position xyz, quaternion xyzw, frame_id)."""
-    p, q = msg.pose.pose.position, msg.pose.pose.orientation
-    return (stamp_to_ns(msg.header.stamp), (p.x, p.y, p.z), (q.x, q.y, q.z, q.w),
-            msg.header.frame_id)
 
 
 def query_from_request(request: QuerySegments.Request) -> Query:

@@ -20,7 +20,8 @@ from geometry_msgs.msg import PoseStamped
 from rclpy.client import Client
 from spartan_interfaces.srv import QuerySegments
 
-from spartan_ros.node.conversions import ns_to_stamp, stamp_to_ns
+from spartan_ros.ingest.messages import stamp_to_ns
+from spartan_ros.node.conversions import ns_to_stamp
 
 
 def build_request(args: argparse.Namespace) -> QuerySegments.Request:
