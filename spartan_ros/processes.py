@@ -7,6 +7,7 @@ whole group can be stopped (a node started in the background from a shell ignore
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import signal
@@ -15,13 +16,19 @@ import time
 from pathlib import Path
 from typing import IO
 
+# Domain ids handed out by this process: a random start, then the next id each call, so the runs
+# of one test session never share a domain. A random pick per call collides often (20 draws from
+# 100 ids repeat one with probability ~0.87), and runs sharing a domain see each other's topics.
+_next_domain = itertools.count(random.SystemRandom().randrange(100))
+
 
 def ros_env(domain_id: int | None = None, **extra: str) -> dict[str, str]:
-    """This process's environment with a ROS domain of its own (random in 1..100, the ids safe
-    on Linux with the default port mapping) and loopback-only discovery."""
+    """This process's environment with a ROS domain of its own (1..100, the ids safe on Linux
+    with the default port mapping; a different one on every call) and loopback-only
+    discovery."""
     env = dict(os.environ)
     env["ROS_DOMAIN_ID"] = str(domain_id if domain_id is not None
-                               else random.SystemRandom().randint(1, 100))
+                               else next(_next_domain) % 100 + 1)
     env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     env.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
     env["PYTHONUNBUFFERED"] = "1"

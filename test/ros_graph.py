@@ -156,6 +156,11 @@ def _publish(args) -> int:
     odom_pub = node.create_publisher(Odometry, args.odom_topic, 50)
     pubs = ([] if args.no_images else [image_pub]) + ([] if args.no_odom else [odom_pub])
     _wait_matched(node, pubs, 60.0)
+    # The writer sees the node's reader before the node has matched this writer; best-effort
+    # images sent in between are dropped by the reader, so give discovery a moment to finish.
+    settle = time.monotonic() + 1.0
+    while time.monotonic() < settle:
+        rclpy.spin_once(node, timeout_sec=0.05)
     print("publisher ready", flush=True)
 
     img_period = int(round(1e9 / args.image_hz))

@@ -12,7 +12,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from spartan_ros.train.loss import LossConfig, contrastive_loss, pca
+from spartan_ros.train.loss import LossConfig, contrastive_loss, own_motion_loss, pca
 from spartan_ros.train.schedule import WarmupCosine, lr_at
 
 
@@ -151,6 +151,44 @@ def test_bad_inputs() -> None:
         LossConfig(kind="clip")
 
 
+# --------------------------------------------------------------------------- own-motion term
+
+
+def _own_motion_naive(text: torch.Tensor, pose: torch.Tensor, video: torch.Tensor,
+                      fusion: torch.nn.Linear, ls: torch.Tensor) -> torch.Tensor:
+    """Every (caption i, clip j) pair fused explicitly, as the node's naive scoring would."""
+    b = text.shape[0]
+    logits = torch.empty(b, b, dtype=text.dtype)
+    for i in range(b):
+        for j in range(b):
+            q = F.normalize(fusion(torch.cat([text[i], pose[j]])), dim=-1)
+            logits[i, j] = ls.exp() * (q @ video[j])
+    return F.cross_entropy(logits, torch.arange(b), label_smoothing=0.1)
+
+
+def test_own_motion_term_is_the_node_ranking_as_cross_entropy() -> None:
+    from spartan_ros.model import build_model
+    from spartan_ros.train.step import fusion_parts
+
+    torch.manual_seed(0)
+    model = build_model("tiny").double()
+    e = model.config.embed_dim
+    text, pose, video = _unit(6, e, seed=1), _unit(6, e, seed=2), _unit(6, e, seed=3)
+    ls = torch.tensor(math.log(30.0), dtype=torch.float64)
+    a, c = fusion_parts(model, text, pose)
+    assert torch.allclose(a + c, model.fuse(text, pose), atol=1e-12)
+    fast = own_motion_loss(a, c, video, ls)
+    slow = _own_motion_naive(text, pose, video, model.projection, ls)
+    assert fast.item() == pytest.approx(slow.item(), rel=1e-9)
+    # the term falls when each clip's own motion is what makes its caption fit
+    aligned = own_motion_loss(video, torch.zeros_like(video), video, ls)
+    assert aligned.item() < own_motion_loss(a, c, video, ls).item()
+    with pytest.raises(ValueError, match="must match"):
+        own_motion_loss(a, c[:3], video, ls)
+    with pytest.raises(ValueError, match="own_motion"):
+        LossConfig(own_motion=-1.0)
+
+
 # --------------------------------------------------------------------------- schedule
 
 
@@ -187,7 +225,8 @@ def _features(b: int, e: int) -> list[torch.Tensor]:
 
 def _loss_of(raw: list[torch.Tensor], ls: torch.Tensor) -> torch.Tensor:
     v, tl, ts = (F.normalize(x, dim=-1) for x in raw[:3])
-    return contrastive_loss(v, tl, ls, LossConfig(), text_short=ts, pose=raw[3]).loss
+    own = own_motion_loss(raw[2], raw[3], v, ls)  # gathered the same way
+    return contrastive_loss(v, tl, ls, LossConfig(), text_short=ts, pose=raw[3]).loss + own
 
 
 def _rank_main(rank: int, world: int, port: int, out: dict) -> None:

@@ -26,6 +26,8 @@ from spartan_ros.train.data import (
     ClipDataset,
     FrameCache,
     decode_frames,
+    drive_group_count,
+    drive_groups,
     encode_codes,
     frame_offsets,
     still_poses,
@@ -141,6 +143,27 @@ def test_still_poses_are_finite_in_both_modes(mode: str) -> None:
         assert torch.isfinite(model.encode_pose(torch.from_numpy(p))).all()
 
 
+def test_drive_groups_hold_far_apart_windows_of_one_drive() -> None:
+    seqs = ["a"] * 10 + ["b"] * 7 + ["c"] * 3
+    starts = list(range(0, 60, 6)) + list(range(0, 42, 6)) + [0, 6, 12]
+    order = np.random.default_rng(1).permutation(len(seqs))  # list order must not matter
+    seqs, starts = [seqs[i] for i in order], [starts[i] for i in order]
+    groups = drive_groups(seqs, starts, 3, seed=0, epoch=0)
+    assert len(groups) == drive_group_count(seqs, 3) == 3 + 2 + 1
+    flat = [i for g in groups for i in g]
+    assert len(flat) == len(set(flat))  # each window at most once per epoch
+    for g in groups:
+        assert len({seqs[i] for i in g}) == 1
+        n = seqs.count(seqs[g[0]])
+        gaps = np.diff(sorted(starts[i] for i in g))
+        assert gaps.min() >= 6 * (n // 3)  # every (n // k)-th window of the drive
+    assert groups == drive_groups(seqs, starts, 3, seed=0, epoch=0)  # same on every rank
+    assert groups != drive_groups(seqs, starts, 3, seed=0, epoch=1)  # new groups each epoch
+    assert drive_groups(seqs, starts, 4, seed=0, epoch=0) and drive_group_count(seqs, 11) == 0
+    with pytest.raises(ValueError, match="group size"):
+        drive_groups(seqs, starts, 0, seed=0, epoch=0)
+
+
 # --------------------------------------------------------------------------- training runs
 
 
@@ -198,7 +221,7 @@ def test_torchrun_two_processes(data_root: Path, micro_ckpt: Path, cache_dir: Pa
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
            "--master_port", str(_free_port()), "-m", "spartan_ros.train.trainer",
            *_args(data_root, out, cache_dir, micro_ckpt, "--max-steps", "2", "--batch-size", "3",
-                  "--print-checksum")]
+                  "--own-motion", "0.5", "--print-checksum")]
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -215,6 +238,20 @@ def test_torchrun_two_processes(data_root: Path, micro_ckpt: Path, cache_dir: Pa
     start = load_file(micro_ckpt / "model.safetensors")
     assert float((saved["projection.weight"] - start["projection.weight"]).abs().max()) > 1e-5
     assert "spartan-train: max_steps at step 2" in proc.stdout
+
+
+def test_drive_groups_and_own_motion_term(data_root: Path, micro_ckpt: Path, cache_dir: Path,
+                                          tmp_path: Path) -> None:
+    out = tmp_path / "grouped"
+    result = train(_args(data_root, out, cache_dir, micro_ckpt, "--max-steps", "3",
+                         "--drive-group", "2", "--own-motion", "1"))
+    assert result.step == 3 and math.isfinite(result.last_loss)
+    rows = _log_rows(out)
+    # the own-motion term is in the optimised loss, on top of long + short
+    assert all(float(r["loss"]) > float(r["loss_long"]) + float(r["loss_short"]) + 0.1
+               for r in rows)
+    for bad in (["--drive-group", "3"], ["--own-motion", "-1"]):  # 3 does not divide batch 4
+        assert main(_args(data_root, tmp_path / "bad", cache_dir, micro_ckpt, *bad)) == 2
 
 
 def test_max_minutes_stops_cleanly_with_no_pose(data_root: Path, micro_ckpt: Path,

@@ -349,6 +349,9 @@ def _play_range(cfg: PlayConfig, reader: Reader) -> tuple[int, int]:
     return start_ns, end_ns
 
 
+DISCOVERY_SETTLE_S = 0.5
+
+
 def _wait_for_subscribers(cfg: PlayConfig, publishers: dict[str, Any], summary: PlaySummary,
                           stop: _Stop, say: Callable[[str], None]) -> None:  # fmt: skip
     """Poll matched subscription counts until each topic has enough, or time runs out."""
@@ -371,5 +374,9 @@ def _wait_for_subscribers(cfg: PlayConfig, publishers: dict[str, Any], summary: 
         if missing and not stop.requested:
             say(f"warning: after {cfg.wait_timeout_s:g} s still fewer than {need} subscriber(s) "
                 f"on {missing}; playing anyway")  # fmt: skip
+        elif not stop.requested:
+            # Our writers see a reader before that reader has matched them; best-effort samples
+            # sent in between are dropped, so let discovery finish on the other side too.
+            time.sleep(DISCOVERY_SETTLE_S)
     summary.matched = matched
     summary.waited_s = time.monotonic() - t0

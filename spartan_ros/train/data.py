@@ -305,3 +305,45 @@ def collate(items: Sequence[tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor, ..
     """Stack the fields of a list of items: (frames u8 [B,K,3,R,R], long [B,248], short [B,248],
     poses [B,T,8])."""
     return tuple(torch.stack(field) for field in zip(*items, strict=True))
+
+
+# --------------------------------------------------------------------------- drive-grouped batches
+
+
+def drive_groups(seqs: Sequence[str], starts: Sequence[int], k: int, seed: int,
+                 epoch: int) -> list[list[int]]:
+    """Window indices in groups of ``k`` from the same drive, spread along it, shuffled.
+
+    Random batches of a set with many drives rarely hold two windows of one drive, so in-batch
+    negatives differ in town and weather and the model never has to tell places of *one* drive
+    apart, which is the node's whole job. A group takes every (n // k)-th window of a drive from a
+    random offset, so its members are far apart in time (not near-duplicates that would be false
+    negatives). The same (seed, epoch) gives the same groups on every rank; drives with fewer than
+    ``k`` windows and the remainder of each drive sit this epoch out.
+    """
+    if k < 1:
+        raise ValueError(f"group size must be >= 1, got {k}")
+    rng = np.random.default_rng([seed, epoch, 7919])
+    by_seq: dict[str, list[int]] = {}
+    if len(seqs) != len(starts):
+        raise ValueError(f"{len(seqs)} sequence names but {len(starts)} starts")
+    for i in sorted(range(len(seqs)), key=lambda j: (seqs[j], starts[j])):
+        by_seq.setdefault(seqs[i], []).append(i)
+    groups: list[list[int]] = []
+    for seq in sorted(by_seq):
+        windows = by_seq[seq]
+        g = len(windows) // k
+        if g == 0:
+            continue
+        rolled = np.roll(windows, -int(rng.integers(len(windows))))
+        for j in rng.permutation(g):
+            groups.append([int(rolled[j + m * g]) for m in range(k)])
+    return [groups[i] for i in rng.permutation(len(groups))]
+
+
+def drive_group_count(seqs: Sequence[str], k: int) -> int:
+    """How many groups ``drive_groups`` makes (the same every epoch)."""
+    counts: dict[str, int] = {}
+    for s in seqs:
+        counts[s] = counts.get(s, 0) + 1
+    return sum(n // k for n in counts.values())

@@ -17,10 +17,20 @@ Two loss kinds:
 
 The short terms compare short-caption queries against PCA_k of the video features (k = 32), and
 the pose terms PCA_k of the pose features; PCA is computed on the local batch, before gathering.
+
+One optional term of our own (``own_motion > 0``; off by default, so the reference loss is
+unchanged) trains what the node does with it. The node scores every stored segment j with its
+own recorded motion: score(text i, j) = cos(W_t t_i + W_p p_j + b, v_j). The reference loss only
+ever sees a caption fused with its own clip's poses, never with another clip's, so nothing teaches
+the fused query to prefer the clip whose motion *and* pixels fit the words. The own-motion term is
+that ranking as a cross-entropy over the batch (text i against every clip j, each fused with
+clip j's motion, target j = i). With batches drawn several windows per drive
+(``--drive-group``), its negatives are the other places of the same drive, as in the node.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 
@@ -44,6 +54,7 @@ class LossConfig:
     pose_terms: bool = True  # SPARTAN's new_loss pose terms (reference kind only)
     pca_dim: int = PCA_DIM
     label_smoothing: float = LABEL_SMOOTHING
+    own_motion: float = 0.0  # weight of the own-motion term (ours; 0 = the reference loss)
 
     def __post_init__(self) -> None:
         if self.kind not in LOSS_KINDS:
@@ -52,6 +63,8 @@ class LossConfig:
             raise ValueError(f"pca_dim must be >= 1, got {self.pca_dim}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if not (self.own_motion >= 0.0 and math.isfinite(self.own_motion)):
+            raise ValueError(f"own_motion must be a finite weight >= 0, got {self.own_motion}")
 
     @property
     def uses_pose_terms(self) -> bool:
@@ -60,9 +73,10 @@ class LossConfig:
 
 @dataclass
 class LossParts:
-    loss: Tensor  # long + short, what is optimised
+    loss: Tensor  # long + short (+ own_motion x own), what is optimised
     long: Tensor
     short: Tensor
+    own: Tensor | None = None  # the own-motion term, unweighted (None when its weight is 0)
 
 
 def pca(x: Tensor, k: int = PCA_DIM) -> Tensor:
@@ -169,3 +183,41 @@ def contrastive_loss(
         else:
             short = (i2ts + ts2i) / 2
     return LossParts(loss=long + short, long=long, short=short)
+
+
+def with_own_motion(parts: LossParts, own: Tensor, weight: float) -> LossParts:
+    """``parts`` with the weighted own-motion term added to the optimised loss."""
+    return LossParts(loss=parts.loss + weight * own, long=parts.long, short=parts.short, own=own)
+
+
+def own_motion_loss(
+    text_part: Tensor,
+    motion_part: Tensor,
+    video: Tensor,
+    logit_scale: Tensor,
+    smoothing: float = LABEL_SMOOTHING,
+) -> Tensor:
+    """Cross-entropy of text i against every clip j scored with clip j's own motion.
+
+    ``text_part`` = W_t t [b, E], ``motion_part`` = W_p p + bias [b, E] (the fusion split by
+    columns, so q_ij = text_part_i + motion_part_j), ``video`` the L2-normalised clip features
+    [b, E]. The cosine is expanded as in ``runtime/scoring.py`` (no [b, b, E] tensor):
+    q_ij . v_j = a_i . v_j + c_j . v_j and |q_ij|^2 = |a_i|^2 + 2 a_i . c_j + |c_j|^2.
+    Local rows against every rank's clips, like the other terms.
+    """
+    if not (text_part.shape == motion_part.shape == video.shape):
+        raise ValueError(f"text_part {list(text_part.shape)}, motion_part "
+                         f"{list(motion_part.shape)} and video {list(video.shape)} must match")
+    rank, _ = world()
+    b = video.shape[0]
+    with torch.autocast(video.device.type, enabled=False):  # the expansion wants fp32
+        a, c_all, v_all = (_full(x) for x in (text_part, gather(motion_part), gather(video)))
+        dot = a @ v_all.T + (c_all * v_all).sum(dim=1)[None, :]
+        norm2 = (a * a).sum(dim=1)[:, None] + 2 * a @ c_all.T + (c_all * c_all).sum(dim=1)[None]
+        cos = dot / norm2.clamp_min(1e-12).sqrt()
+        targets = torch.arange(b, device=video.device) + rank * b
+        return _ce(logit_scale.exp() * cos, targets, smoothing)
+
+
+def _full(x: Tensor) -> Tensor:
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x

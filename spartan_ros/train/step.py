@@ -10,7 +10,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from spartan_ros.model import SpartanModel
-from spartan_ros.train.loss import LossConfig, LossParts, contrastive_loss
+from spartan_ros.train.loss import (
+    LossConfig,
+    LossParts,
+    contrastive_loss,
+    own_motion_loss,
+    with_own_motion,
+)
 
 
 def text_features(model: SpartanModel, tokens: Tensor) -> Tensor:
@@ -53,14 +59,28 @@ class ContrastiveStep(nn.Module):
                 poses: Tensor) -> LossParts:
         m = self.model
         video = F.normalize(m.encode_video(frames), dim=-1)
-        text_long = F.normalize(m.fuse(text_features(m, tokens_long), m.encode_pose(poses)), dim=-1)
+        t_long, p_long = text_features(m, tokens_long), m.encode_pose(poses)
+        text_long = F.normalize(m.fuse(t_long, p_long), dim=-1)
         text_short = pose = None
         if self.loss.short:
             t = text_features(m, tokens_short)
             text_short = F.normalize(m.fuse(t, m.encode_pose(poses)), dim=-1)
         if self.loss.uses_pose_terms:
             pose = m.encode_pose(poses)
-        return contrastive_loss(video, text_long, m.logit_scale, self.loss, text_short, pose)
+        parts = contrastive_loss(video, text_long, m.logit_scale, self.loss, text_short, pose)
+        if self.loss.own_motion > 0:
+            text_part, motion_part = fusion_parts(m, t_long, p_long)
+            own = own_motion_loss(text_part, motion_part, video, m.logit_scale,
+                                  self.loss.label_smoothing)
+            parts = with_own_motion(parts, own, self.loss.own_motion)
+        return parts
+
+
+def fusion_parts(model: SpartanModel, text: Tensor, pose: Tensor) -> tuple[Tensor, Tensor]:
+    """(W_t t, W_p p + b): the fusion's two halves, so that fuse(t, p) = sum of the two."""
+    e = model.config.embed_dim
+    w, bias = model.projection.weight, model.projection.bias
+    return text @ w[:, :e].T, pose @ w[:, e:].T + bias
 
 
 @torch.no_grad()

@@ -72,7 +72,15 @@ from spartan_ros.model import (
     load_checkpoint,
     save_checkpoint,
 )
-from spartan_ros.train.data import ClipDataset, FrameCache, collate, decode_frames, still_poses
+from spartan_ros.train.data import (
+    ClipDataset,
+    FrameCache,
+    collate,
+    decode_frames,
+    drive_group_count,
+    drive_groups,
+    still_poses,
+)
 from spartan_ros.train.loss import LOSS_KINDS, LossConfig
 from spartan_ros.train.schedule import WarmupCosine
 from spartan_ros.train.step import ContrastiveStep, gallery_top1
@@ -132,10 +140,18 @@ def build_parser() -> argparse.ArgumentParser:
     lo.add_argument("--no-short", action="store_true", help="drop the short-caption terms")
     lo.add_argument("--no-pose-terms", action="store_true",
                     help="reference loss without the pose terms (SPARTAN without --new_loss)")
+    lo.add_argument("--own-motion", type=float, default=0.0, metavar="W",
+                    help="weight of the own-motion term (ours, not SPARTAN's): each caption "
+                         "against every clip fused with that clip's own motion, as the node "
+                         "scores its memory (default 0: the reference loss)")
 
     o = ap.add_argument_group("optimisation")
     o.add_argument("--epochs", type=int, default=2)
     o.add_argument("--batch-size", type=int, default=32, help="per rank")
+    o.add_argument("--drive-group", type=int, default=1, metavar="K",
+                   help="build batches from groups of K windows of the same drive, far apart, "
+                        "so negatives include other places of one drive (default 1: uniform "
+                        "shuffle, as the reference); the batch size must be a multiple of K")
     o.add_argument("--lr", type=float, default=None,
                    help=f"peak LR (default {DEFAULT_LR_FRESH} fresh, {DEFAULT_LR_FINETUNE} "
                         "from a checkpoint)")
@@ -196,6 +212,11 @@ def check_args(args: argparse.Namespace) -> None:
         bad(f"--max-minutes must be positive, got {args.max_minutes}")
     if args.schedule_steps is not None and args.schedule_steps < 1:
         bad(f"--schedule-steps must be >= 1, got {args.schedule_steps}")
+    if args.drive_group < 1 or args.batch_size % args.drive_group:
+        bad(f"--drive-group must be >= 1 and divide --batch-size {args.batch_size}, "
+            f"got {args.drive_group}")
+    if not (args.own_motion >= 0 and math.isfinite(args.own_motion)):
+        bad(f"--own-motion must be a finite weight >= 0, got {args.own_motion}")
     if args.val_batch < 1:
         bad(f"--val-batch must be >= 1, got {args.val_batch}")
     if args.keep < 0:
@@ -529,13 +550,24 @@ class Trainer:
                              f"{self.d.world} process(es)")
         self.batch = min(args.batch_size, n_local)
         self.steps_per_epoch = max(n_local // self.batch, 1)
+        self.train_seqs = [e.seq for e in self.train_set.reader.entries]
+        if args.drive_group > 1:
+            k = args.drive_group
+            groups_local = drive_group_count(self.train_seqs, k) // self.d.world
+            self.batch = args.batch_size
+            self.steps_per_epoch = groups_local * k // self.batch
+            if self.steps_per_epoch < 1:
+                raise TrainError(f"--drive-group {k}: {len(self.train_set)} training windows make "
+                                 f"{groups_local} groups per process, fewer than one batch of "
+                                 f"{self.batch}")
         self.sampler: DistributedSampler[int] = DistributedSampler(
             self.train_set, num_replicas=self.d.world, rank=self.d.rank, shuffle=True,
             seed=args.seed)
 
         # optimisation
         self.loss_config = LossConfig(kind=args.loss, short=not args.no_short,
-                                      pose_terms=not (args.no_pose_terms or args.no_pose))
+                                      pose_terms=not (args.no_pose_terms or args.no_pose),
+                                      own_motion=args.own_motion)
         lr = args.lr
         if lr is None:
             fresh = args.resume is None and args.init.replace("ViT-", "") in CONFIGS
@@ -576,7 +608,7 @@ class Trainer:
 
     def _check_resume_args(self, saved: dict[str, Any]) -> None:
         keys = ("data", "frames", "batch_size", "seed", "loss", "no_short", "no_pose",
-                "no_pose_terms", "decay", "wd")
+                "no_pose_terms", "decay", "wd", "own_motion", "drive_group")
         for k in keys:
             if k in saved and saved[k] != getattr(self.args, k) and self.d.main:
                 log.warning("--resume: %s was %r, now %r", k, saved[k], getattr(self.args, k))
@@ -618,10 +650,17 @@ class Trainer:
         return ClipDataset(reader, cache, frames=args.frames, train=train, seed=args.seed)
 
     def epoch_batches(self, epoch: int) -> list[list[int]]:
-        """This rank's batches of ``epoch``: a shuffled split of the set, full batches only."""
+        """This rank's batches of ``epoch``: a shuffled split of the set (or of its drive
+        groups, ``--drive-group``), full batches only."""
+        b = self.batch
+        if self.args.drive_group > 1:
+            entries = self.train_set.reader.entries
+            groups = drive_groups(self.train_seqs, [e.start for e in entries],
+                                  self.args.drive_group, self.args.seed, epoch)
+            idx = [i for g in groups[self.d.rank::self.d.world] for i in g]
+            return [idx[i * b:(i + 1) * b] for i in range(self.steps_per_epoch)]
         self.sampler.set_epoch(epoch)
         idx = list(self.sampler)
-        b = self.batch
         return [idx[i * b:(i + 1) * b] for i in range(self.steps_per_epoch)]
 
     def loader(self, batches: list[list[int]]) -> Iterator[tuple[torch.Tensor, ...]]:
