@@ -1,6 +1,6 @@
 # The two commands that matter: `make demo` (the whole job end to end) and `make test` (everything
 # CI checks). Both set up their own environment first (scripts/setup.sh, idempotent).
-.PHONY: setup test lint demo bench bench-learning clean
+.PHONY: setup test lint demo bench bench-learning bench-drives model clean
 
 setup:
 	@bash scripts/setup.sh
@@ -23,6 +23,14 @@ bench: setup
 # Learning (issue 4): generate drives, train tiny with and without pose for 20 min, evaluate.
 bench-learning: setup
 	@scripts/env.sh python -m bench.learning --out runs/learning
+
+# The node's task (issue 6): within-drive text retrieval on unseen drives, via spartan-bag eval.
+bench-drives: setup
+	@scripts/env.sh python -m bench.drive_retrieval assets/models/tiny-synth --out runs/drive_retrieval
+
+# Rebuild assets/models/tiny-synth from scratch (about 2 h on 2 cores; stages are kept).
+model: setup
+	@bash scripts/train_tiny_synth.sh
 
 clean:
 	rm -rf build install log .venv

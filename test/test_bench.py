@@ -156,3 +156,36 @@ def test_bad_arguments_are_reported(
         engine_bench.parse_args(args)
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- drive retrieval
+
+
+def test_drive_retrieval_chance_is_the_random_ranking_rate() -> None:
+    from bench.drive_retrieval import chance_at
+
+    assert chance_at([{"correct_segments": 1}], 60, 5) == pytest.approx(5 / 60)
+    assert chance_at([{"correct_segments": 0}], 60, 5) == 0.0
+    # c of N correct: 1 - P(none of the k picks is correct)
+    want = 1 - (57 * 56 * 55) / (60 * 59 * 58)
+    assert chance_at([{"correct_segments": 3}], 60, 3) == pytest.approx(want)
+
+
+def test_drive_retrieval_quick_run(tmp_path: Path) -> None:
+    """The committed checkpoint on the end-to-end test's drive: the table, the JSON and the
+    offline evaluation's report it rests on."""
+    from spartan_ros.demo import DEFAULT_CHECKPOINT
+
+    out = tmp_path / "drives"
+    proc = subprocess.run([sys.executable, "-m", "bench.drive_retrieval", str(DEFAULT_CHECKPOINT),
+                           "--quick", "--out", str(out)], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "| seed 11 (2x200) | R@5 |" in proc.stdout and "| all (pooled) | R@1 |" in proc.stdout
+    doc = json.loads((out / "drive_retrieval.json").read_text())
+    (result,) = doc["results"]
+    drive = result["drives"]["seed 11 (2x200)"]
+    assert drive["queries"] == 64 and drive["segments"] == 60  # every window of 2 x 200 frames
+    for k in (1, 5, 10):
+        assert 0.0 <= drive[f"chance@{k}"] <= drive[f"R@{k}"] <= 1.0  # better than random
+    assert (out / "eval" / DEFAULT_CHECKPOINT.name / "seed11" / "report.html").is_file()

@@ -221,7 +221,7 @@ def test_torchrun_two_processes(data_root: Path, micro_ckpt: Path, cache_dir: Pa
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
            "--master_port", str(_free_port()), "-m", "spartan_ros.train.trainer",
            *_args(data_root, out, cache_dir, micro_ckpt, "--max-steps", "2", "--batch-size", "3",
-                  "--own-motion", "0.5", "--print-checksum")]
+                  "--own-motion", "0.5", "--drive-group", "3", "--print-checksum")]
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
