@@ -1,10 +1,11 @@
 """The whole job end to end, as `make demo` runs it, on a small drive the model never saw.
 
 `python -m spartan_ros.demo` exports the checkpoint, generates a drive (2 sequences x 200 frames,
-seed 11; training used seed 0) and writes it to a rosbag2, then runs three kinds of processes
-talking over DDS (own ROS_DOMAIN_ID, loopback only): spartan_node, `spartan-bag play --clock`
-and one `spartan_query` client per question. Every validation caption of the bag is asked; with
-the trained checkpoint at least half of them must find their annotated span in the top 5 (a
+seed 11; training used seeds 0, 5 and 9) and writes it to a rosbag2, then runs three kinds of
+processes talking over DDS (own ROS_DOMAIN_ID, loopback only): spartan_node, `spartan-bag play
+--clock` and one `spartan_query` client per question. Every validation caption of the bag is
+asked; with the trained checkpoint more than half of them must find their annotated span in the
+top 5 (a
 segment holding >= 50 % of the annotated frames, the rule of `spartan-bag eval`), and the
 answers must agree with `spartan-bag eval` on the same bag.
 """
@@ -26,9 +27,9 @@ from spartan_ros.demo import DEFAULT_CHECKPOINT, FREE_TEXT, MIN_OVERLAP, TOP_K
 DDS_STREAM = pytest.mark.flaky(reruns=2, reruns_delay=2)
 
 RATE = 2.0  # playback speed: the node keeps up with room to spare on 2 busy cores
-# Issue 6 asks that "most" annotated captions find their span in the top 5. The committed tiny
-# model does not reach that yet (8/32 on this drive, about what a random ranking gets inside one
-# drive): the rate is printed, and the live answers are checked against the offline pipeline.
+# Issue 6: "most" annotated captions find their span in the top 5. A random ranking of this
+# drive's 60 segments gets ~30 % (bench.drive_retrieval's chance column).
+MOST = 0.5
 
 
 def checkpoint(tmp_path: Path) -> Path:
@@ -89,6 +90,7 @@ def test_demo_end_to_end(tmp_path):
     print(f"annotated val captions with their span in the top {TOP_K}: {hits} / "
           f"{len(annotated)} = {rate:.0%}")
     assert doc["annotated_in_top_k"] == pytest.approx(rate)
+    assert rate > MOST, f"only {hits} of {len(annotated)} annotated captions in the top {TOP_K}"
 
     # The live node over DDS answers as the offline pipeline does on the same bag (spartan-bag
     # eval feeds the same memory service straight from the file): same top-1 scores, and the

@@ -63,7 +63,7 @@ def test_no_input_warns_with_topic_and_qos(tmp_path, model_dir):
     try:
         node.wait_for_output("no image on /image_raw (sensor_msgs/Image) for ")
         node.wait_for_output("no odometry on /vehicle/odom (nav_msgs/Odometry) for ")
-        assert "subscribed with QoS best effort, keep last 5; no publisher" in node.output()
+        assert "subscribed with QoS best effort, keep last 10; no publisher" in node.output()
         [msg] = run_helper(env, "echo", "/diagnostics", "diagnostic_msgs/msg/DiagnosticArray",
                            "--contains", "no odometry on /vehicle/odom")
         ingest = msg["status"][0]

@@ -34,6 +34,10 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "'compressed' for sensor_msgs/CompressedImage (JPEG/PNG) on image_topic/compressed.",
               choices=("raw", "compressed")),
     ParamSpec("odom_topic", "odom", "nav_msgs/Odometry topic giving the vehicle pose."),
+    ParamSpec("image_queue_depth", 10, "Images the subscription holds while the executor is busy "
+              "(the sensor-data QoS profile, best effort, with this history depth; its own "
+              "depth of 5 overflowed in bursts on a busy 2-core machine).", min_value=1,
+              max_value=1000),
     ParamSpec("sample_rate_hz", 10.0, "Frames are taken at this rate from the camera stream "
               "(the rate the model was trained at).", min_value=0.1, max_value=100.0),
     ParamSpec("window_frames", 24, "Frames per segment (the model's clip length).", min_value=2,

@@ -233,15 +233,19 @@ class SpartanNode(LifecycleNode):
         now = time.monotonic()
         self._watches, self._warned = [], {}
         if self.memory is not None:
+            image_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST,
+                                   depth=int(v["image_queue_depth"]),
+                                   reliability=qos_profile_sensor_data.reliability,
+                                   durability=qos_profile_sensor_data.durability)
             if v["image_transport"] == "compressed":
                 image_topic = v["image_topic"].rstrip("/") + "/compressed"
                 sub = self.create_subscription(CompressedImage, image_topic, self._on_compressed,
-                                               qos_profile_sensor_data,
+                                               image_qos,
                                                callback_group=self._image_group)
                 image_type = "sensor_msgs/CompressedImage"
             else:
                 sub = self.create_subscription(Image, v["image_topic"], self._on_image,
-                                               qos_profile_sensor_data,
+                                               image_qos,
                                                callback_group=self._image_group)
                 image_type = "sensor_msgs/Image"
             odom = self.create_subscription(Odometry, v["odom_topic"], self._on_odometry,
@@ -249,7 +253,7 @@ class SpartanNode(LifecycleNode):
             self._entities += [sub, odom]
             self._watches = [
                 InputWatch("image", sub.topic_name, image_type,
-                           _qos_text(qos_profile_sensor_data), now),
+                           _qos_text(image_qos), now),
                 InputWatch("odometry", odom.topic_name, "nav_msgs/Odometry",
                            _qos_text(ODOM_QOS), now),
             ]
