@@ -46,6 +46,8 @@ from rosbags.rosbag2.errors import ReaderError
 
 QOS_CHOICES = ("reliable", "sensor")
 CLOCK_TOPIC = "/clock"
+# After subscribers match: time for them to match our writers too (see _wait_for_subscribers).
+DISCOVERY_SETTLE_S = 0.5
 
 
 class BagError(ValueError):
@@ -347,9 +349,6 @@ def _play_range(cfg: PlayConfig, reader: Reader) -> tuple[int, int]:
             f"({(end_ns - reader.start_time) * 1e-9:.3f} s long)"
         )
     return start_ns, end_ns
-
-
-DISCOVERY_SETTLE_S = 0.5
 
 
 def _wait_for_subscribers(cfg: PlayConfig, publishers: dict[str, Any], summary: PlaySummary,
