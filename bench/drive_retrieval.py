@@ -48,9 +48,8 @@ def evaluate_checkpoint(ckpt: Path, work: Path, drives: tuple[tuple[int, int, in
     model = export_model(DemoConfig(checkpoint=ckpt, work=work / "models" / name))
     per_drive = {}
     for seed, sequences, frames in drives:
-        root, bag = make_drive(DemoConfig(checkpoint=ckpt, work=work, seed=seed,
-                                          sequences=sequences, frames=frames))
-        del root
+        _, bag = make_drive(DemoConfig(checkpoint=ckpt, work=work, seed=seed,
+                                       sequences=sequences, frames=frames))
         t0 = time.monotonic()
         results, _, _ = evaluate_bag(BagEvalConfig(
             bag=bag, model=model, split=split, out=work / "eval" / name / f"seed{seed}",
