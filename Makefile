@@ -10,10 +10,10 @@ test: setup
 
 lint: setup
 	@scripts/env.sh ruff check .
-	@scripts/env.sh mypy spartan_ros bench
+	@scripts/env.sh mypy spartan_ros training/spartan_train bench
 
 demo: setup
-	@scripts/env.sh python -m spartan_ros.demo
+	@scripts/env.sh python -m spartan_train.demo
 
 # Speed and memory (issue 5): a markdown table + bench/results/bench.json. Pass a trained
 # checkpoint for the int8 retrieval row: make bench BENCH_ARGS="--checkpoint C --data D".

@@ -29,11 +29,7 @@ setup(
         "console_scripts": [
             "spartan_node = spartan_ros.node.spartan_node:main",
             "spartan_query = spartan_ros.node.query_client:main",
-            "spartan-synth = spartan_ros.data.synth.generate:main",
             "spartan-bag = spartan_ros.bag.cli:main",
-            "spartan-export = spartan_ros.export.onnx_export:main",
-            "spartan-train = spartan_ros.train.trainer:main",
-            "spartan-eval = spartan_ros.evaluate.run:main",
         ],
     },
 )

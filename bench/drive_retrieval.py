@@ -41,8 +41,8 @@ def chance_at(queries: list[dict[str, Any]], segments: int, k: int) -> float:
 
 def evaluate_checkpoint(ckpt: Path, work: Path, drives: tuple[tuple[int, int, int], ...],
                         split: str) -> dict[str, Any]:
-    from spartan_ros.bag.evaluate import BagEvalConfig, evaluate_bag
-    from spartan_ros.demo import DemoConfig, export_model, make_drive
+    from spartan_train.bag.evaluate import BagEvalConfig, evaluate_bag
+    from spartan_train.demo import DemoConfig, export_model, make_drive
 
     name = ckpt.name if ckpt.name not in ("best", "last") else f"{ckpt.parent.name}-{ckpt.name}"
     model = export_model(DemoConfig(checkpoint=ckpt, work=work / "models" / name))

@@ -45,6 +45,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from spartan_train.data import DrivingDataset
+from spartan_train.evaluate.retrieval import PAPER_GALLERY, paper_protocol
+from spartan_train.export import export_model
+from spartan_train.export.onnx_export import min_cosine, sample_images
+from spartan_train.model import SpartanModel, build_model, load_checkpoint, save_checkpoint
 
 from bench.inputs import (
     drive_rows,
@@ -63,14 +68,9 @@ from bench.report import (
     markdown_table,
     write_outputs,
 )
-from spartan_ros.data import DrivingDataset
-from spartan_ros.evaluate.retrieval import PAPER_GALLERY, paper_protocol
-from spartan_ros.export import export_model
-from spartan_ros.export.onnx_export import min_cosine, sample_images
 from spartan_ros.ingest import SlidingWindow
 from spartan_ros.memory import Segment, SegmentStore
 from spartan_ros.memory.service import MemoryService, ServiceConfig
-from spartan_ros.model import SpartanModel, build_model, load_checkpoint, save_checkpoint
 from spartan_ros.runtime.engine import Engine
 from spartan_ros.runtime.scoring import (
     FusionHead,

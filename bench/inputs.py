@@ -8,8 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from spartan_train.model import ModelConfig
 
-from spartan_ros.model import ModelConfig
 from spartan_ros.poses import quat_from_yaw
 
 

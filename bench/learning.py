@@ -36,13 +36,13 @@ def generate(data: Path, sequences: int, frames: int, seed: int) -> None:
     if (data / "meta" / "dataset.json").exists():
         print(f"using the generated set in {data}")
         return
-    wait(run([sys.executable, "-m", "spartan_ros.data.synth.generate", "--out", str(data),
+    wait(run([sys.executable, "-m", "spartan_train.data.synth.generate", "--out", str(data),
               "--seed", str(seed), "--sequences", str(sequences), "--frames", str(frames),
               "--workers", "2"]), "spartan-synth")
 
 
 def train_cmd(data: Path, out: Path, minutes: float, no_pose: bool, args) -> list[str]:
-    cmd = [sys.executable, "-m", "spartan_ros.train.trainer", "--data", str(data),
+    cmd = [sys.executable, "-m", "spartan_train.train.trainer", "--data", str(data),
            "--init", "tiny", "--mode", "corrected", "--pose-convention", "heading",
            "--out", str(out), "--overwrite", "--max-minutes", str(minutes),
            "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
@@ -55,7 +55,7 @@ def train_cmd(data: Path, out: Path, minutes: float, no_pose: bool, args) -> lis
 
 
 def evaluate(ckpt: Path, data: Path, out: Path, no_pose: bool) -> dict:
-    cmd = [sys.executable, "-m", "spartan_ros.evaluate.run", "--checkpoint", str(ckpt),
+    cmd = [sys.executable, "-m", "spartan_train.evaluate.run", "--checkpoint", str(ckpt),
            "--data", str(data), "--out", str(out), "--no-progress"]
     wait(run(cmd + (["--no-pose"] if no_pose else [])), "spartan-eval")
     variants = json.loads((out / "results.json").read_text())["variants"]

@@ -19,7 +19,8 @@ log() { printf '[setup] %s\n' "$*"; }
 inputs_hash() {
   (
     cd "$ROOT"
-    cat scripts/setup.sh requirements/*.txt setup.py setup.cfg package.xml cmake/*.cmake
+    cat scripts/setup.sh requirements/*.txt setup.py setup.cfg package.xml cmake/*.cmake \
+      training/pyproject.toml
     find interfaces -type f | LC_ALL=C sort | xargs cat
     echo "ROS_DISTRO=${ROS_DISTRO:-}"
   ) | sha256sum | cut -d' ' -f1
@@ -99,8 +100,9 @@ mkdir -p "$build"
   cmake --install . >install.log 2>&1 || { tail -40 install.log; exit 1; }
 )
 
-log "installing spartan_ros (editable)"
+log "installing spartan_ros and spartan_train (editable)"
 pip_install --no-deps --no-build-isolation -e "$ROOT"
+pip_install --no-deps --no-build-isolation -e "$ROOT/training"
 
 "$VENV/bin/python" -c "import rclpy, spartan_interfaces.srv, torch, onnxruntime" \
   || { echo "set-up finished but imports fail" >&2; exit 1; }

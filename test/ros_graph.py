@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from spartan_ros.processes import Process, ros_env  # noqa: F401 - re-exported for tests
+from spartan_train.processes import Process, ros_env  # noqa: F401 - re-exported for tests
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -80,9 +80,8 @@ def tiny_model(base: Path, seed: int = 0) -> Path:
     if (out / "model.json").exists():
         return out
     import torch
-
-    from spartan_ros.export.onnx_export import export_model
-    from spartan_ros.model import build_model, save_checkpoint
+    from spartan_train.export.onnx_export import export_model
+    from spartan_train.model import build_model, save_checkpoint
 
     torch.manual_seed(seed)
     model = build_model("tiny")

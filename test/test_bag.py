@@ -19,10 +19,10 @@ from PIL import Image
 from ros_graph import REPO, Process, ros_env
 from rosbags.rosbag2 import Reader
 from rosbags.typesys import Stores, get_typestore
+from spartan_train.bag import CAPTIONS_FILE, WriteConfig, read_captions, write_bag
+from spartan_train.data.layout import DatasetError, read_list
 
-from spartan_ros.bag import CAPTIONS_FILE, WriteConfig, read_captions, write_bag
 from spartan_ros.bag.cli import main as bag_main
-from spartan_ros.data.layout import DatasetError, read_list
 from spartan_ros.poses import interpolate_pose, quat_from_yaw
 
 START_NS = 1_700_000_000_123_456_789
@@ -227,7 +227,7 @@ def test_write_cli_bgr_compressed(dataset: Path, tmp_path: Path) -> None:
 
 def test_write_from_generator(tmp_path: Path) -> None:
     """A set written by the synthetic generator (spartan-synth) goes into a bag as it is."""
-    from spartan_ros.data.synth.generate import main as synth_main
+    from spartan_train.data.synth.generate import main as synth_main
 
     data = tmp_path / "synth"
     assert synth_main(["--out", str(data), "--sequences", "2", "--frames", "40", "--width", "64",

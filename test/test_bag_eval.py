@@ -15,16 +15,16 @@ from typing import Any
 import numpy as np
 import pytest
 from ros_graph import REPO, tiny_model
-
-from spartan_ros.bag import WriteConfig, write_bag
-from spartan_ros.bag.cli import main as bag_main
-from spartan_ros.bag.evaluate import (
+from spartan_train.bag import WriteConfig, write_bag
+from spartan_train.bag.evaluate import (
     first_correct_rank,
     overlap_fraction,
     overlap_fractions,
 )
-from spartan_ros.data.synth.generate import main as synth_main
-from spartan_ros.evaluate.trajectory import path_length
+from spartan_train.data.synth.generate import main as synth_main
+from spartan_train.evaluate.trajectory import path_length
+
+from spartan_ros.bag.cli import main as bag_main
 from spartan_ros.poses import relative_window
 
 P = 100_000_000  # 10 Hz sampling period, ns

@@ -174,7 +174,7 @@ def test_drive_retrieval_chance_is_the_random_ranking_rate() -> None:
 def test_drive_retrieval_quick_run(tmp_path: Path) -> None:
     """The committed checkpoint on the end-to-end test's drive: the table, the JSON and the
     offline evaluation's report it rests on."""
-    from spartan_ros.demo import DEFAULT_CHECKPOINT
+    from spartan_train.demo import DEFAULT_CHECKPOINT
 
     out = tmp_path / "drives"
     proc = subprocess.run([sys.executable, "-m", "bench.drive_retrieval", str(DEFAULT_CHECKPOINT),

@@ -12,12 +12,11 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import spartan_train.model as M
 import torch
+from spartan_train.model import CheckpointError, load_checkpoint, save_checkpoint
+from spartan_train.model.checkpoint import round_like_reference_fp16
 from torch import nn
-
-import spartan_ros.model as M
-from spartan_ros.model import CheckpointError, load_checkpoint, save_checkpoint
-from spartan_ros.model.checkpoint import round_like_reference_fp16
 
 # ----------------------------------------------------------------------------- reference layouts
 
@@ -250,7 +249,7 @@ def test_longclip_checkpoint_gets_fresh_pose_branch(
     path = tmp_path / "longclip-B.pt"
     torch.save(sd, path)
     assert M.detect_format(path) == "longclip"
-    with caplog.at_level(logging.WARNING, logger="spartan_ros.model.checkpoint"):
+    with caplog.at_level(logging.WARNING, logger="spartan_train.model.checkpoint"):
         model = load_checkpoint(path)
     assert "freshly initialised" in caplog.text and str(path) in caplog.text
     assert not model.pose_branch_trained and model.source_format == "longclip"
@@ -366,7 +365,7 @@ def test_our_format_round_trip_is_bit_identical(tmp_path: Path, mode: str) -> No
     out = save_checkpoint(model, tmp_path / "ours")
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
     meta = json.loads((out / "config.json").read_text())
-    assert meta["format"] == "spartan_ros.model" and meta["format_version"] == 1
+    assert meta["format"] == "spartan_train.model" and meta["format_version"] == 1
     assert meta["config"]["mode"] == mode and meta["config"]["pose_convention"] == "heading"
     assert M.detect_format(out) == "spartan_ros"
     tokens, poses = tokens_and_poses()

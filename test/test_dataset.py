@@ -1,4 +1,4 @@
-"""Tests for the DrivingScenePTX reader (spartan_ros.data): real files in tmp_path, no mocks."""
+"""Tests for the DrivingScenePTX reader (spartan_train.data): real files in tmp_path, no mocks."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-
-from spartan_ros.data import (
+from spartan_train.data import (
     DatasetError,
     DrivingDataset,
     format_list_line,
@@ -17,6 +16,7 @@ from spartan_ros.data import (
     read_list,
     short_caption,
 )
+
 from spartan_ros.poses import relative_window
 
 H, W = 6, 8

@@ -1,6 +1,6 @@
 """The whole job end to end, as `make demo` runs it, on a small drive the model never saw.
 
-`python -m spartan_ros.demo` exports the checkpoint, generates a drive (2 sequences x 200 frames,
+`python -m spartan_train.demo` exports the checkpoint, generates a drive (2 sequences x 200 frames,
 seed 11; training used seeds 0, 5 and 9) and writes it to a rosbag2, then runs three kinds of
 processes talking over DDS (own ROS_DOMAIN_ID, loopback only): spartan_node, `spartan-bag play
 --clock` and one `spartan_query` client per question. Every validation caption of the bag is
@@ -17,10 +17,9 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-
-from spartan_ros.bag.evaluate import first_correct_rank, overlap_fractions
-from spartan_ros.bag.write import read_captions
-from spartan_ros.demo import DEFAULT_CHECKPOINT, FREE_TEXT, MIN_OVERLAP, TOP_K
+from spartan_train.bag.evaluate import first_correct_rank, overlap_fractions
+from spartan_train.bag.write import read_captions
+from spartan_train.demo import DEFAULT_CHECKPOINT, FREE_TEXT, MIN_OVERLAP, TOP_K
 
 # Streams of images over DDS on a loaded 2-core machine occasionally lose a burst of
 # samples (see README, Tests); such a test is retried up to twice before it counts as failed.
@@ -38,8 +37,7 @@ def checkpoint(tmp_path: Path) -> Path:
     if DEFAULT_CHECKPOINT.exists():
         return DEFAULT_CHECKPOINT
     import torch
-
-    from spartan_ros.model import build_model, save_checkpoint
+    from spartan_train.model import build_model, save_checkpoint
 
     print(f"warning: {DEFAULT_CHECKPOINT} missing, using random weights", flush=True)
     torch.manual_seed(0)
@@ -50,7 +48,7 @@ def checkpoint(tmp_path: Path) -> Path:
 @DDS_STREAM
 def test_demo_end_to_end(tmp_path):
     work = tmp_path / "demo"
-    cmd = [sys.executable, "-m", "spartan_ros.demo", "--checkpoint", str(checkpoint(tmp_path)),
+    cmd = [sys.executable, "-m", "spartan_train.demo", "--checkpoint", str(checkpoint(tmp_path)),
            "--work", str(work), "--seed", "11", "--sequences", "2", "--frames", "200",
            "--queries", "0", "--rate", str(RATE)]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=270)
@@ -117,7 +115,7 @@ def test_demo_end_to_end(tmp_path):
 
 def test_demo_names_a_missing_checkpoint(tmp_path):
     missing = tmp_path / "no-such-checkpoint"
-    out = subprocess.run([sys.executable, "-m", "spartan_ros.demo", "--checkpoint", str(missing),
+    out = subprocess.run([sys.executable, "-m", "spartan_train.demo", "--checkpoint", str(missing),
                           "--work", str(tmp_path / "demo")], capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 1
@@ -126,7 +124,7 @@ def test_demo_names_a_missing_checkpoint(tmp_path):
 
 
 def test_questions_are_spread_over_the_validation_windows():
-    from spartan_ros.demo import expected_segments, pick_windows
+    from spartan_train.demo import expected_segments, pick_windows
 
     def window(start: int, split: str = "val") -> dict:
         return {"start_ns": start * 100, "end_ns": (start + 23) * 100, "split": split,

@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 import torch
 from safetensors.numpy import load_file, save_file
+from spartan_train.export import export_model
+from spartan_train.model import load_checkpoint, save_checkpoint
 from test_export import random_tiny
 
-from spartan_ros.export import export_model
 from spartan_ros.ingest.window import SlidingWindow
-from spartan_ros.model import load_checkpoint, save_checkpoint
 from spartan_ros.poses import interpolate_pose, quat_from_yaw, relative_window, resample_window
 from spartan_ros.preprocess import preprocess_batch
 from spartan_ros.runtime.engine import (

@@ -4,8 +4,7 @@ import math
 
 import numpy as np
 import pytest
-
-from spartan_ros.evaluate.retrieval import (
+from spartan_train.evaluate.retrieval import (
     consecutive_galleries,
     group_protocol,
     in_training_accuracy,
@@ -16,13 +15,14 @@ from spartan_ros.evaluate.retrieval import (
     subset_summary,
     summarize,
 )
-from spartan_ros.evaluate.trajectory import (
+from spartan_train.evaluate.trajectory import (
     aggregate,
     paper_rows,
     path_length,
     query_error,
     query_errors,
 )
+
 from spartan_ros.poses import quat_from_yaw
 
 # ----------------------------------------------------------------------------- retrieval
@@ -304,7 +304,7 @@ def make_dataset(root, n_seq=2, n_frames=60, step=5):
 
 @pytest.fixture(scope="module")
 def tiny_setup(tmp_path_factory):
-    from spartan_ros.model import build_model, save_checkpoint
+    from spartan_train.model import build_model, save_checkpoint
 
     root = tmp_path_factory.mktemp("eval")
     make_dataset(root / "data")
@@ -315,7 +315,7 @@ def tiny_setup(tmp_path_factory):
 def test_spartan_eval_end_to_end(tiny_setup, capsys):
     import json
 
-    from spartan_ros.evaluate.run import main
+    from spartan_train.evaluate.run import main
 
     out = tiny_setup / "out"
     code = main([
@@ -353,12 +353,12 @@ def test_queries_are_encoded_in_the_paper_batches(tiny_setup):
     """Reference mode: a query's embedding depends on its batch (Q1), so encode_queries must use
     the gallery chunks; the constant no-pose window stays finite (an all-zero one gives NaN)."""
     import torch
+    from spartan_train.data import DrivingDataset
+    from spartan_train.evaluate.run import encode_queries
+    from spartan_train.model import load_checkpoint
+    from spartan_train.train.data import still_poses
 
-    from spartan_ros.data import DrivingDataset
-    from spartan_ros.evaluate.run import encode_queries
-    from spartan_ros.model import load_checkpoint
     from spartan_ros.tokenizer import tokenize
-    from spartan_ros.train.data import still_poses
 
     model = load_checkpoint(tiny_setup / "ckpt")
     assert model.mode == "reference"
@@ -379,7 +379,7 @@ def test_queries_are_encoded_in_the_paper_batches(tiny_setup):
 
 
 def test_spartan_eval_errors_are_one_line(tiny_setup, tmp_path, capsys):
-    from spartan_ros.evaluate.run import main
+    from spartan_train.evaluate.run import main
 
     code = main(["--checkpoint", str(tmp_path / "missing"), "--data", str(tiny_setup / "data"),
                  "--out", str(tmp_path / "o"), "--no-progress"])

@@ -12,11 +12,11 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from spartan_train.export import ExportError, export_model, main
+from spartan_train.export.onnx_export import sample_tokens, sample_windows
+from spartan_train.model import SpartanModel, build_model, load_checkpoint, save_checkpoint
+from spartan_train.model import sha256 as checkpoint_sha256
 
-from spartan_ros.export import ExportError, export_model, main
-from spartan_ros.export.onnx_export import sample_tokens, sample_windows
-from spartan_ros.model import SpartanModel, build_model, load_checkpoint, save_checkpoint
-from spartan_ros.model import sha256 as checkpoint_sha256
 from spartan_ros.preprocess import CLIP_MEAN
 from spartan_ros.runtime.engine import ROLES, Engine, compute_model_hash, file_sha256
 

@@ -11,9 +11,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
-
-from spartan_ros.train.loss import LossConfig, contrastive_loss, own_motion_loss, pca
-from spartan_ros.train.schedule import WarmupCosine, lr_at
+from spartan_train.train.loss import LossConfig, contrastive_loss, own_motion_loss, pca
+from spartan_train.train.schedule import WarmupCosine, lr_at
 
 
 def _unit(*shape: int, seed: int = 0) -> torch.Tensor:
@@ -167,8 +166,8 @@ def _own_motion_naive(text: torch.Tensor, pose: torch.Tensor, video: torch.Tenso
 
 
 def test_own_motion_term_is_the_node_ranking_as_cross_entropy() -> None:
-    from spartan_ros.model import build_model
-    from spartan_ros.train.step import fusion_parts
+    from spartan_train.model import build_model
+    from spartan_train.train.step import fusion_parts
 
     torch.manual_seed(0)
     model = build_model("tiny").double()

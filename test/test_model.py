@@ -16,12 +16,11 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
+import spartan_train.model as M
 import torch
+from spartan_train.model import ModelConfig, SpartanModel, build_model
+from spartan_train.model.pose import fft_features
 from torch import nn
-
-import spartan_ros.model as M
-from spartan_ros.model import ModelConfig, SpartanModel, build_model
-from spartan_ros.model.pose import fft_features
 
 SMALL = ModelConfig(
     embed_dim=64,

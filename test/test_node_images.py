@@ -7,7 +7,7 @@ import pytest
 from PIL import Image as PILImage
 from sensor_msgs.msg import Image
 
-from spartan_ros.node.images import ImageError, decode_compressed, image_view, to_rgb
+from spartan_ros.ingest.images import ImageError, decode_compressed, image_view, to_rgb
 
 RGB = np.random.default_rng(0).integers(0, 256, size=(5, 7, 3), dtype=np.uint8)
 

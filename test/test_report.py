@@ -6,9 +6,9 @@ import math
 import numpy as np
 import pytest
 from PIL import Image
+from spartan_train.evaluate.report import jsonable, thumbnail_strip, write_json, write_report
+from spartan_train.evaluate.summary import evaluate_embeddings
 
-from spartan_ros.evaluate.report import jsonable, thumbnail_strip, write_json, write_report
-from spartan_ros.evaluate.summary import evaluate_embeddings
 from spartan_ros.poses import quat_from_yaw
 
 

@@ -1,4 +1,4 @@
-"""Tests for the synthetic drive generator (spartan_ros.data.synth): real rendering, real files."""
+"""Tests for the synthetic drive generator (spartan_train.data.synth): real rendering and files."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from spartan_train.data import DrivingDataset, read_list, read_sequence_meta, read_windows_meta
+from spartan_train.data.synth import trajectory, world
+from spartan_train.data.synth.generate import GenConfig, main, write_dataset
 
-from spartan_ros.data import DrivingDataset, read_list, read_sequence_meta, read_windows_meta
-from spartan_ros.data.synth import trajectory, world
-from spartan_ros.data.synth.generate import GenConfig, main, write_dataset
 from spartan_ros.tokenizer import tokenize
 
 SEQ, FRAMES, WIDTH, HEIGHT = 3, 80, 64, 48

@@ -16,13 +16,10 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-
-from spartan_ros.data import DrivingDataset
-from spartan_ros.data.synth.generate import GenConfig, write_dataset
-from spartan_ros.model import ModelConfig, build_model, load_checkpoint, save_checkpoint
-from spartan_ros.preprocess import preprocess_batch
-from spartan_ros.tokenizer import tokenize
-from spartan_ros.train.data import (
+from spartan_train.data import DrivingDataset
+from spartan_train.data.synth.generate import GenConfig, write_dataset
+from spartan_train.model import ModelConfig, build_model, load_checkpoint, save_checkpoint
+from spartan_train.train.data import (
     ClipDataset,
     FrameCache,
     decode_frames,
@@ -32,8 +29,11 @@ from spartan_ros.train.data import (
     frame_offsets,
     still_poses,
 )
-from spartan_ros.train.step import text_features
-from spartan_ros.train.trainer import STATE_FILE, main, train
+from spartan_train.train.step import text_features
+from spartan_train.train.trainer import STATE_FILE, main, train
+
+from spartan_ros.preprocess import preprocess_batch
+from spartan_ros.tokenizer import tokenize
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -219,7 +219,7 @@ def test_torchrun_two_processes(data_root: Path, micro_ckpt: Path, cache_dir: Pa
                                 tmp_path: Path) -> None:
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-           "--master_port", str(_free_port()), "-m", "spartan_ros.train.trainer",
+           "--master_port", str(_free_port()), "-m", "spartan_train.train.trainer",
            *_args(data_root, out, cache_dir, micro_ckpt, "--max-steps", "2", "--batch-size", "3",
                   "--own-motion", "0.5", "--drive-group", "3", "--print-checksum")]
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")

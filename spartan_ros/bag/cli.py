@@ -1,15 +1,15 @@
 """``spartan-bag``: one command line for the bag tools, one subcommand per tool.
 
 ```
-spartan-bag write --data ROOT --seq SEQ [--seq ...] --out BAG [--storage sqlite3|mcap] ...
 spartan-bag play BAG [--rate 1.0] [--clock [HZ]] [--loop] [--start-offset S] [--topics T ...] ...
-spartan-bag eval BAG --model MODEL_DIR [--split val|train|all] [--stride-frames N] [--top-k 5]
-                 [--out DIR] [--memory PATH] [--image-topic T] [--odom-topic T] ...
+spartan-bag write ...   # with the desk tools installed (spartan_train)
+spartan-bag eval ...    # with the desk tools installed (spartan_train)
 ```
 
-Each subcommand is a pair (``add_<name>_arguments``, ``run_<name>``) registered in ``COMMANDS``;
-a new tool adds its pair there. Errors in the input print one line and exit 1 (``eval``: 2, as
-``spartan-eval``).
+``play`` is part of the vehicle runtime. Other packages add subcommands through the entry-point
+group ``spartan_ros.bag_commands``: each entry names a ``Command`` (name, help, add-arguments,
+run). The desk tools register ``write`` and ``eval`` that way, so a vehicle install has one
+``spartan-bag`` that simply lists fewer tools. Errors in the input print one line and exit 1.
 """
 
 from __future__ import annotations
@@ -18,72 +18,20 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
-from decimal import Decimal, InvalidOperation
+from importlib.metadata import entry_points
 from pathlib import Path
+from typing import NamedTuple
 
 from spartan_ros.bag.play import CLOCK_TOPIC, QOS_CHOICES, PlayConfig, play_bag
-from spartan_ros.bag.write import COMPRESSED_FORMATS, ENCODINGS, STORAGES, WriteConfig, write_bag
+
+ENTRY_POINT_GROUP = "spartan_ros.bag_commands"
 
 
-def _seconds_to_ns(text: str) -> int:
-    """Exact ns of a decimal seconds string (a float would lose ~100 ns at 1.7e9 s)."""
-    try:
-        value = Decimal(text)
-    except InvalidOperation:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not value.is_finite() or value < 0:
-        raise argparse.ArgumentTypeError(f"start time must be a finite number >= 0, got {text}")
-    return int((value * 1_000_000_000).to_integral_value())
-
-
-# --- write ----------------------------------------------------------------------------------
-
-
-def add_write_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", type=Path, required=True,
-                   help="dataset root (images/, poses/, config/)")
-    p.add_argument("--seq", action="append", required=True, dest="seqs", metavar="SEQ",
-                   help="sequence to write; repeat for several (played one after another)")
-    p.add_argument("--out", type=Path, required=True, help="bag folder to create (must not exist)")
-    p.add_argument("--storage", choices=sorted(STORAGES), default="sqlite3")
-    p.add_argument("--image-topic", default="/camera/image_raw")
-    p.add_argument("--odom-topic", default="/odom")
-    p.add_argument("--odom-rate", type=float, default=50.0, help="odometry rate in Hz")
-    p.add_argument("--encoding", choices=ENCODINGS, default="rgb8")
-    p.add_argument("--start-time", type=_seconds_to_ns, default=_seconds_to_ns("1700000000.0"),
-                   metavar="SECONDS", help="stamp of the first frame (Unix seconds)")
-    p.add_argument("--gap", type=float, default=5.0, metavar="SECONDS",
-                   help="time between the end of one sequence and the start of the next")
-    p.add_argument("--compressed", nargs="?", const="png", choices=COMPRESSED_FORMATS,
-                   default=None, help="also write sensor_msgs/CompressedImage on "
-                   "<image-topic>/compressed (png unless jpeg is given)")
-    p.add_argument("--jpeg-quality", type=int, default=90)
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-
-
-def run_write(args: argparse.Namespace) -> int:
-    cfg = WriteConfig(
-        data=args.data,
-        seqs=args.seqs,
-        out=args.out,
-        storage=args.storage,
-        image_topic=args.image_topic,
-        odom_topic=args.odom_topic,
-        odom_rate=args.odom_rate,
-        encoding=args.encoding,
-        start_time_ns=args.start_time,
-        gap_s=args.gap,
-        compressed=args.compressed,
-        jpeg_quality=args.jpeg_quality,
-        progress=not args.quiet,
-    )
-    summary = write_bag(cfg)
-    span = (summary.end_ns - summary.start_ns) * 1e-9
-    print(f"wrote {summary.out} ({summary.storage}, {span:.2f} s):")
-    for topic, n in summary.counts.items():
-        print(f"  {topic}  {n}")
-    print(f"captions: {summary.captions} ({summary.windows} windows)")
-    return 0
+class Command(NamedTuple):
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
 
 
 # --- play -----------------------------------------------------------------------------------
@@ -130,90 +78,41 @@ def run_play(args: argparse.Namespace) -> int:
     return 0
 
 
-# --- eval -----------------------------------------------------------------------------------
-
-
-def add_eval_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("bag", type=Path, help="rosbag2 folder with captions.json (spartan-bag write)")
-    p.add_argument("--model", type=Path, required=True, metavar="MODEL_DIR",
-                   help="exported model directory (spartan-export)")
-    p.add_argument("--split", choices=("val", "train", "all"), default="val",
-                   help="annotated windows to query (default val)")
-    p.add_argument("--stride-frames", type=int, default=6, metavar="N",
-                   help="store a segment every N sampled frames (the node's stride_frames)")
-    p.add_argument("--top-k", type=int, default=5,
-                   help="results kept per query in the report; ranks go to max(top-k, 10)")
-    p.add_argument("--min-overlap", type=float, default=0.5, metavar="F",
-                   help="a result is correct when it covers this share of the annotated span")
-    p.add_argument("--out", type=Path, default=Path("bag_eval"),
-                   help="output directory (default ./bag_eval)")
-    p.add_argument("--memory", type=Path, default=None, metavar="PATH",
-                   help="build the memory in this new SQLite file (default: RAM only)")
-    p.add_argument("--image-topic", default=None,
-                   help="sensor_msgs/Image or CompressedImage topic (default: captions.json's)")
-    p.add_argument("--odom-topic", default=None,
-                   help="nav_msgs/Odometry topic (default: captions.json's)")
-    p.add_argument("--examples", type=int, default=4, help="example queries in the report")
-    p.add_argument("--batch-size", type=int, default=8, help="frames encoded per inference call")
-    p.add_argument("--providers", nargs="+", default=["cpu"], metavar="PROVIDER",
-                   help="ONNX Runtime providers in order of preference (cpu, cuda, tensorrt)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-
-
-def run_eval(args: argparse.Namespace) -> int:
-    # Imported here: onnxruntime, evo and matplotlib are not needed by the other tools.
-    from spartan_ros.bag.evaluate import BagEvalConfig, evaluate_bag, summary_lines
-    from spartan_ros.memory.store import MemoryFileError
-
-    cfg = BagEvalConfig(
-        bag=args.bag,
-        model=args.model,
-        split=args.split,
-        stride_frames=args.stride_frames,
-        top_k=args.top_k,
-        out=args.out,
-        memory=args.memory,
-        image_topic=args.image_topic,
-        odom_topic=args.odom_topic,
-        min_overlap=args.min_overlap,
-        examples=args.examples,
-        providers=tuple(args.providers),
-        batch_size=args.batch_size,
-        progress=not args.quiet,
-    )
-    try:
-        results, paths, timings = evaluate_bag(cfg)
-    except (ValueError, MemoryFileError, OSError) as e:  # bag, captions, model, memory file
-        print(f"spartan-bag eval: error: {e}", file=sys.stderr)
-        return 2
-    print("\n".join(summary_lines(results, timings)))
-    print(f"wrote {paths['results']} and {paths['html']}")
-    return 0
-
-
 # --- dispatch -------------------------------------------------------------------------------
 
-Command = tuple[str, str, Callable[[argparse.ArgumentParser], None],
-                Callable[[argparse.Namespace], int]]  # fmt: skip
+PLAY = Command("play", "replay a rosbag2 into the live ROS graph", add_play_arguments, run_play)
 
-COMMANDS: list[Command] = [
-    ("write", "write dataset sequences into a rosbag2 (images, odometry, captions.json)",
-     add_write_arguments, run_write),
-    ("play", "replay a rosbag2 into the live ROS graph", add_play_arguments, run_play),
-    ("eval", "replay a bag offline into the memory, query its captions, report recall and "
-     "trajectory errors", add_eval_arguments, run_eval),
-]  # fmt: skip
+# Tools that live in other packages, so `spartan-bag --help` can say how to get them.
+OPTIONAL_COMMANDS = {
+    "write": "spartan_train (the desk tools)",
+    "eval": "spartan_train (the desk tools)",
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def installed_commands() -> list[Command]:
+    """``play`` plus every subcommand another installed package registers."""
+    commands = [PLAY]
+    for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        command = ep.load()
+        if not isinstance(command, Command):
+            raise TypeError(f"entry point {ep.value} is not a spartan_ros.bag.cli.Command")
+        commands.append(command)
+    return commands
+
+
+def build_parser(commands: Sequence[Command] | None = None) -> argparse.ArgumentParser:
+    commands = installed_commands() if commands is None else commands
+    missing = sorted(set(OPTIONAL_COMMANDS) - {c.name for c in commands})
+    epilog = "".join(f"'{name}' comes with {OPTIONAL_COMMANDS[name]}. " for name in missing)
     parser = argparse.ArgumentParser(
-        prog="spartan-bag", description="rosbag2 tools of spartan_ros (no ros2 bag needed)"
+        prog="spartan-bag", description="rosbag2 tools of spartan_ros (no ros2 bag needed)",
+        epilog=epilog or None,
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, help_text, add_arguments, run in COMMANDS:
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        add_arguments(p)
-        p.set_defaults(run=run)
+    for command in commands:
+        p = sub.add_parser(command.name, help=command.help, description=command.help)
+        command.add_arguments(p)
+        p.set_defaults(run=command.run)
     return parser
 
 
@@ -224,7 +123,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "--ros-args" in argv:
         cut = argv.index("--ros-args")
         argv, ros_args = argv[:cut], argv[cut + 1 :]
-    args = build_parser().parse_args(argv)
+    commands = installed_commands()
+    if argv and argv[0] in OPTIONAL_COMMANDS and argv[0] not in {c.name for c in commands}:
+        print(f"spartan-bag: '{argv[0]}' is not installed here; it comes with "
+              f"{OPTIONAL_COMMANDS[argv[0]]}", file=sys.stderr)
+        return 1
+    args = build_parser(commands).parse_args(argv)
     args.ros_args = ros_args
     try:
         return int(args.run(args))

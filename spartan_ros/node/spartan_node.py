@@ -45,13 +45,13 @@ from sensor_msgs.msg import CompressedImage, Image
 from spartan_interfaces.srv import QuerySegments
 from visualization_msgs.msg import MarkerArray
 
+from spartan_ros.ingest.images import ImageError, decode_compressed, image_view, to_rgb
 from spartan_ros.ingest.messages import odometry_fields, stamp_to_ns
 from spartan_ros.memory.service import IngestWorker, MemoryService, ServiceConfig
 from spartan_ros.memory.store import MemoryFileError, SegmentStore
 from spartan_ros.node import parameters as params
 from spartan_ros.node.conversions import match_to_msg, query_from_request
 from spartan_ros.node.diagnostics import InputWatch, diagnostic_array
-from spartan_ros.node.images import ImageError, decode_compressed, image_view, to_rgb
 from spartan_ros.node.markers import matches_markers
 from spartan_ros.query import QueryError, validate_query
 

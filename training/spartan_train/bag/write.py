@@ -41,8 +41,9 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 from tqdm import tqdm
 
-from spartan_ros.data.dataset import load_pose_file
-from spartan_ros.data.layout import (
+from spartan_ros.poses import interpolate_pose, quat_conjugate, quat_multiply, quat_rotate
+from spartan_train.data.dataset import load_pose_file
+from spartan_train.data.layout import (
     WINDOW,
     DatasetError,
     frame_name,
@@ -50,7 +51,6 @@ from spartan_ros.data.layout import (
     pose_path,
     read_list,
 )
-from spartan_ros.poses import interpolate_pose, quat_conjugate, quat_multiply, quat_rotate
 
 STORAGES = {"sqlite3": StoragePlugin.SQLITE3, "mcap": StoragePlugin.MCAP}
 ENCODINGS = ("rgb8", "bgr8")

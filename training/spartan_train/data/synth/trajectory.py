@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from spartan_ros.data.synth.world import LANES, STOP_LINE, Grid
+from spartan_train.data.synth.world import LANES, STOP_LINE, Grid
 
 FPS = 10.0
 SUBSTEPS = 5

@@ -1,6 +1,6 @@
 """``spartan-synth``: write a synthetic driving set in the DrivingScenePTX layout.
 
-    python -m spartan_ros.data.synth.generate --out DIR --seed 0 --sequences 40 --frames 400
+    python -m spartan_train.data.synth.generate --out DIR --seed 0 --sequences 40 --frames 400
 
 Everything follows from ``--seed`` (same seed and options -> byte-identical files, whatever
 ``--workers``). Sequences come in *families* of up to four that start at the same place of the
@@ -30,9 +30,9 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from spartan_ros.data.layout import FPS, WINDOW, format_list_line
-from spartan_ros.data.synth import captions, trajectory, world
-from spartan_ros.data.synth.render import Camera, Renderer, make_weather
+from spartan_train.data.layout import FPS, WINDOW, format_list_line
+from spartan_train.data.synth import captions, trajectory, world
+from spartan_train.data.synth.render import Camera, Renderer, make_weather
 
 FORMAT_VERSION = 1
 # the share of the image something must cover to count as "in view"

@@ -14,7 +14,7 @@ its gallery; encoding in the paper's batches is what makes our numbers comparabl
 In corrected mode the chunking changes nothing.
 
 No-pose ablation (``--no-pose``; ``--ablation`` evaluates both from one pass over the videos):
-every query gets the trainer's constant window (``spartan_ros.train.data.still_poses``: a vehicle
+every query gets the trainer's constant window (``spartan_train.train.data.still_poses``: a vehicle
 standing still at the origin, identity orientation, in the model's pose convention). A constant
 input carries no information about the clip. It is not all zeros because in reference mode an
 all-zero batch makes the FFT normalisation divide 0 by a zero std (Q2) and every embedding NaN.
@@ -40,15 +40,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from spartan_ros.data import DatasetError, DrivingDataset, read_windows_meta
-from spartan_ros.evaluate.report import write_report
-from spartan_ros.evaluate.retrieval import PAPER_GALLERY
-from spartan_ros.evaluate.summary import evaluate_embeddings
-from spartan_ros.model import CheckpointError, SpartanModel, load_checkpoint, sha256
 from spartan_ros.poses import relative_window
 from spartan_ros.preprocess import preprocess_batch
 from spartan_ros.tokenizer import tokenize
-from spartan_ros.train.data import still_poses
+from spartan_train.data import DatasetError, DrivingDataset, read_windows_meta
+from spartan_train.evaluate.report import write_report
+from spartan_train.evaluate.retrieval import PAPER_GALLERY
+from spartan_train.evaluate.summary import evaluate_embeddings
+from spartan_train.model import CheckpointError, SpartanModel, load_checkpoint, sha256
+from spartan_train.train.data import still_poses
 
 THUMB_FRAMES = 6  # frames per thumbnail strip in the report
 

@@ -3,8 +3,8 @@
 Import-light: no torch, no OpenCV (the generator imports OpenCV only inside ``data.synth``).
 """
 
-from spartan_ros.data.dataset import DrivingDataset, DrivingItem, load_pose_file
-from spartan_ros.data.layout import (
+from spartan_train.data.dataset import DrivingDataset, DrivingItem, load_pose_file
+from spartan_train.data.layout import (
     FPS,
     WINDOW,
     DatasetError,

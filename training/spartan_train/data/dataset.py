@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from spartan_ros.data.layout import (
+from spartan_ros.poses import CONVENTIONS, relative_window
+from spartan_train.data.layout import (
     WINDOW,
     DatasetError,
     ListEntry,
@@ -24,7 +25,6 @@ from spartan_ros.data.layout import (
     read_list,
     short_caption,
 )
-from spartan_ros.poses import CONVENTIONS, relative_window
 
 
 @dataclass

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from spartan_ros.evaluate import retrieval, trajectory
+from spartan_train.evaluate import retrieval, trajectory
 
 
 def _ranking_rows(ranking: retrieval.Ranking, k: int) -> dict[str, list[Any]]:

@@ -16,19 +16,33 @@ import time
 from pathlib import Path
 from typing import IO
 
+
 # Domain ids handed out by this process: a random start, then the next id each call, so the runs
 # of one test session never share a domain. A random pick per call collides often (20 draws from
 # 100 ids repeat one with probability ~0.87), and runs sharing a domain see each other's topics.
-_next_domain = itertools.count(random.SystemRandom().randrange(100))
+# SPARTAN_DOMAIN_RANGE=LO-HI keeps them in a band, so test sessions running side by side on one
+# machine never meet either (the default band 1..100 holds the ids safe on Linux).
+def _domain_band() -> range:
+    text = os.environ.get("SPARTAN_DOMAIN_RANGE", "1-100")
+    try:
+        lo, hi = (int(v) for v in text.split("-"))
+    except ValueError:
+        raise ValueError(f"SPARTAN_DOMAIN_RANGE must look like 1-100, got {text!r}") from None
+    if not 0 <= lo <= hi <= 232:
+        raise ValueError(f"SPARTAN_DOMAIN_RANGE {text!r} is outside 0-232")
+    return range(lo, hi + 1)
+
+
+_band = _domain_band()
+_next_domain = itertools.count(random.SystemRandom().randrange(len(_band)))
 
 
 def ros_env(domain_id: int | None = None, **extra: str) -> dict[str, str]:
-    """This process's environment with a ROS domain of its own (1..100, the ids safe on Linux
-    with the default port mapping; a different one on every call) and loopback-only
-    discovery."""
+    """This process's environment with a ROS domain of its own (from SPARTAN_DOMAIN_RANGE,
+    default 1..100; a different one on every call) and loopback-only discovery."""
     env = dict(os.environ)
     env["ROS_DOMAIN_ID"] = str(domain_id if domain_id is not None
-                               else next(_next_domain) % 100 + 1)
+                               else _band[next(_next_domain) % len(_band)])
     env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     env.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
     env["PYTHONUNBUFFERED"] = "1"

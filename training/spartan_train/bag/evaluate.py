@@ -4,7 +4,7 @@ annotated caption and measure what comes back.
 Ingest: the bag is read with ``rosbags`` (no ROS) and its messages go, in log-time order, into
 the same ``MemoryService`` the node runs (sampler, odometry interpolation, sliding window,
 engine, segment store). Images are converted with the node's own functions
-(``spartan_ros.node.images``), stamps are the header stamps, as in the node's callbacks. Frames
+(``spartan_ros.ingest.images``), stamps are the header stamps, as in the node's callbacks. Frames
 are encoded ``batch_size`` at a time as soon as that many wait, then ``flush()`` ends the
 stream. Nothing depends on the wall clock or on threads, so two runs store the same segments and
 write the same ``results.json`` (timings go to ``timings.json``).
@@ -59,14 +59,14 @@ from rosbags.typesys import Stores, get_typestore
 from tqdm import tqdm
 
 from spartan_ros.bag.play import BagError
-from spartan_ros.bag.write import COMPRESSED_IMAGE, IMAGE, ODOMETRY, read_captions
-from spartan_ros.evaluate import report, retrieval, trajectory
+from spartan_ros.ingest.images import ImageError, decode_compressed, image_view, to_rgb
 from spartan_ros.ingest.messages import odometry_fields, stamp_to_ns
 from spartan_ros.memory.service import Match, MemoryService, ServiceConfig
 from spartan_ros.memory.store import MemoryFileError, SegmentStore
-from spartan_ros.node.images import ImageError, decode_compressed, image_view, to_rgb
 from spartan_ros.poses import interpolate_pose, relative_window
 from spartan_ros.query import Query
+from spartan_train.bag.write import COMPRESSED_IMAGE, IMAGE, ODOMETRY, read_captions
+from spartan_train.evaluate import report, retrieval, trajectory
 
 SPLITS = ("val", "train", "all")
 KS = retrieval.KS  # R@1, R@5, R@10

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from spartan_ros.model import SpartanModel
-from spartan_ros.train.loss import (
+from spartan_train.model import SpartanModel
+from spartan_train.train.loss import (
     LossConfig,
     LossParts,
     contrastive_loss,

@@ -1,7 +1,7 @@
 """``spartan-train``: contrastive training of SPARTAN, one process or under torchrun (DDP).
 
     spartan-train --data DATA --init tiny --out runs/tiny --epochs 10 --batch-size 32 --frames 8
-    torchrun --nproc_per_node 2 -m spartan_ros.train.trainer --data DATA --init tiny --out runs/x
+    torchrun --nproc_per_node 2 -m spartan_train.train.trainer --data DATA --init tiny --out runs/x
     spartan-train --data DATA --resume runs/tiny --epochs 20     # continue where it stopped
 
 What follows the reference (MODEL.md 8): the loss of 8.2 with features gathered across ranks with
@@ -60,8 +60,8 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from spartan_ros.data import DatasetError, DrivingDataset
-from spartan_ros.model import (
+from spartan_train.data import DatasetError, DrivingDataset
+from spartan_train.model import (
     CONFIGS,
     MODES,
     POSE_CONVENTIONS,
@@ -72,7 +72,7 @@ from spartan_ros.model import (
     load_checkpoint,
     save_checkpoint,
 )
-from spartan_ros.train.data import (
+from spartan_train.train.data import (
     ClipDataset,
     FrameCache,
     collate,
@@ -81,11 +81,11 @@ from spartan_ros.train.data import (
     drive_groups,
     still_poses,
 )
-from spartan_ros.train.loss import LOSS_KINDS, LossConfig
-from spartan_ros.train.schedule import WarmupCosine
-from spartan_ros.train.step import ContrastiveStep, gallery_top1
+from spartan_train.train.loss import LOSS_KINDS, LossConfig
+from spartan_train.train.schedule import WarmupCosine
+from spartan_train.train.step import ContrastiveStep, gallery_top1
 
-log = logging.getLogger("spartan_ros.train")
+log = logging.getLogger("spartan_train.train")
 
 LOGIT_SCALE_INIT = 4.6052  # ln(100), what the reference resets logit_scale to (Q21)
 STATE_FILE = "train_state.pt"

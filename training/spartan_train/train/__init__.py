@@ -1,7 +1,7 @@
 """Offline training (``spartan-train``): the contrastive loss, the LR schedule, the data path and
 the trainer. Imports torch, so nothing on the runtime path imports this package."""
 
-from spartan_ros.train.loss import (
+from spartan_train.train.loss import (
     LOSS_KINDS,
     LossConfig,
     LossParts,
@@ -9,7 +9,7 @@ from spartan_ros.train.loss import (
     gather,
     pca,
 )
-from spartan_ros.train.schedule import WarmupCosine, lr_at
+from spartan_train.train.schedule import WarmupCosine, lr_at
 
 __all__ = [
     "LOSS_KINDS",

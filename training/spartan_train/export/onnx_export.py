@@ -38,7 +38,6 @@ import torch
 from safetensors.numpy import save_file
 from torch import nn
 
-from spartan_ros.model import CheckpointError, SpartanModel, load_checkpoint, sha256
 from spartan_ros.poses import relative_window
 from spartan_ros.preprocess import CLIP_MEAN, CLIP_STD, preprocess_batch
 from spartan_ros.runtime.engine import (
@@ -51,6 +50,7 @@ from spartan_ros.runtime.engine import (
     compute_model_hash,
     file_sha256,
 )
+from spartan_train.model import CheckpointError, SpartanModel, load_checkpoint, sha256
 
 EXPORTER_VERSION = "1.0.0"
 DEFAULT_OPSET = 18

@@ -26,10 +26,10 @@ import torch
 from torch.utils.data import Dataset
 
 from spartan_ros import preprocess
-from spartan_ros.data import DrivingDataset, short_caption
-from spartan_ros.data.layout import FPS, image_path
 from spartan_ros.poses import relative_window
 from spartan_ros.tokenizer import tokenize
+from spartan_train.data import DrivingDataset, short_caption
+from spartan_train.data.layout import FPS, image_path
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +184,7 @@ def _build(
         k = encode_codes(x)
         if not np.array_equal(_decode_numpy(k), x):
             raise RuntimeError("preprocessed frames are no longer an 8-bit affine map of the "
-                               "pixels; the frame cache (spartan_ros.train.data) must be revised")
+                               "pixels; the frame cache (spartan_train.train.data) must be revised")
         data[np.array(pending_rows)] = k
         pending_rows.clear()
         pending.clear()

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from spartan_ros.data.synth.world import GROUND_RES, Town
+from spartan_train.data.synth.world import GROUND_RES, Town
 
 NEAR = 0.3
 LOD = 70.0  # windows are drawn on faces nearer than this

@@ -1,7 +1,7 @@
 """The end-to-end demo behind ``make demo``: a drive the model never saw goes through the real node
 and the real service, and a planner's questions come back as places on the map.
 
-    python -m spartan_ros.demo [--checkpoint DIR] [--work runs/demo] [--rate 4] [--fresh]
+    python -m spartan_train.demo [--checkpoint DIR] [--work runs/demo] [--rate 4] [--fresh]
 
 Steps (everything but the memory is cached under ``--work``, so a second run only replays):
 
@@ -44,9 +44,9 @@ from typing import Any
 import numpy as np
 import yaml
 
-from spartan_ros.processes import Process, ros_env
+from spartan_train.processes import Process, ros_env
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]  # the repository (this file: training/spartan_train/)
 DEFAULT_CHECKPOINT = REPO / "assets" / "models" / "tiny-synth"  # the trained `tiny` (seeds 0, 5, 9)
 DEFAULT_WORK = Path("runs/demo")
 SERVICE = "/spartan/query"
@@ -119,7 +119,7 @@ def step(n: int, text: str) -> float:
 
 def export_model(cfg: DemoConfig) -> Path:
     """``<work>/models/<checkpoint name>``, exported unless it already holds this checkpoint."""
-    from spartan_ros.model.checkpoint import sha256  # torch: only this step needs it
+    from spartan_train.model.checkpoint import sha256  # torch: only this step needs it
 
     ckpt = Path(cfg.checkpoint)
     if not ckpt.exists():
@@ -134,8 +134,8 @@ def export_model(cfg: DemoConfig) -> Path:
     if have == want:
         say(f"   {out} already holds {ckpt} (sha256 {want[:12]}…): kept")
         return out
-    from spartan_ros.export.onnx_export import ExportError
-    from spartan_ros.export.onnx_export import export_model as export
+    from spartan_train.export.onnx_export import ExportError
+    from spartan_train.export.onnx_export import export_model as export
 
     try:
         export(ckpt, out, overwrite=True, log=lambda line: say(f"   {line}"))
@@ -149,8 +149,8 @@ def export_model(cfg: DemoConfig) -> Path:
 
 def make_drive(cfg: DemoConfig) -> tuple[Path, Path]:
     """(dataset root, bag) of the demo drive, generated and written unless already there."""
-    from spartan_ros.bag.write import CAPTIONS_FILE, WriteConfig, write_bag
-    from spartan_ros.data.synth.generate import GenConfig, write_dataset
+    from spartan_train.bag.write import CAPTIONS_FILE, WriteConfig, write_bag
+    from spartan_train.data.synth.generate import GenConfig, write_dataset
 
     root, bag = cfg.drive_dir / "data", cfg.drive_dir / "bag"
     progress = sys.stderr.isatty()
@@ -350,7 +350,7 @@ def ask(env: dict[str, str], question: Question, top_k: int, timeout: float = 60
 
 def score(question: Question, period_ns: int, top_k: int) -> None:
     """Overlap of each returned segment with the annotated span, and the first correct rank."""
-    from spartan_ros.bag.evaluate import first_correct_rank, overlap_fractions
+    from spartan_train.bag.evaluate import first_correct_rank, overlap_fractions
 
     if question.window is None or not question.answer.get("success"):
         return
@@ -486,8 +486,8 @@ def draw(path: Path, root: Path, timeline: Timeline, questions: list[Question],
     import matplotlib.pyplot as plt
     from PIL import Image
 
-    from spartan_ros.data.dataset import load_pose_file
-    from spartan_ros.data.layout import image_path, pose_path
+    from spartan_train.data.dataset import load_pose_file
+    from spartan_train.data.layout import image_path, pose_path
 
     n_seq, n_q = len(timeline.seqs), len(questions)
     cols = min(max(n_q, 1), 5)
@@ -616,7 +616,7 @@ def run(cfg: DemoConfig) -> DemoResult:
                  f"(the shipped model was trained on seeds 0, 5 and 9), into a rosbag2")
     root, bag = make_drive(cfg)
     timings["drive_s"] = time.monotonic() - t0
-    from spartan_ros.bag.write import read_captions
+    from spartan_train.bag.write import read_captions
 
     captions = read_captions(bag)
     params = node_parameters(cfg)
@@ -699,7 +699,7 @@ def run(cfg: DemoConfig) -> DemoResult:
 
 def build_parser() -> argparse.ArgumentParser:
     d = DemoConfig()
-    p = argparse.ArgumentParser(prog="python -m spartan_ros.demo",
+    p = argparse.ArgumentParser(prog="python -m spartan_train.demo",
                                 description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", type=Path, default=d.checkpoint,
                    help="trained checkpoint (default assets/models/tiny-synth)")
