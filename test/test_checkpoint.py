@@ -365,7 +365,7 @@ def test_our_format_round_trip_is_bit_identical(tmp_path: Path, mode: str) -> No
     out = save_checkpoint(model, tmp_path / "ours")
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
     meta = json.loads((out / "config.json").read_text())
-    assert meta["format"] == "spartan_train.model" and meta["format_version"] == 1
+    assert meta["format"] == "spartan_ros.model" and meta["format_version"] == 1
     assert meta["config"]["mode"] == mode and meta["config"]["pose_convention"] == "heading"
     assert M.detect_format(out) == "spartan_ros"
     tokens, poses = tokens_and_poses()

@@ -39,7 +39,7 @@ from .spartan import SpartanModel
 
 log = logging.getLogger(__name__)
 
-FORMAT_NAME = "spartan_train.model"
+FORMAT_NAME = "spartan_ros.model"  # the on-disk format name (kept when the code moved)
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
