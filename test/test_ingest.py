@@ -90,7 +90,10 @@ def test_odometry_order_pruning_and_resets() -> None:
         odom.add(k * 100_000_000, [k, 0, 0], [0, 0, 0, 1], "odom")
     assert odom.pose_at(1_000_000_000, 0.1).reason == "stale"  # older than max_age: forgotten
     assert len(odom) == 21  # 1.9 s .. 3.9 s
-    odom.add(500_000_000, [0, 0, 0], [0, 0, 0, 1], "odom")  # clock went back 3.4 s
+    # the clock went back 3.4 s: refused once, then the next sample confirms the new clock
+    assert odom.add(500_000_000, [0, 0, 0], [0, 0, 0, 1], "odom") == "stamp jump not confirmed"
+    assert len(odom) == 21
+    assert odom.add(510_000_000, [0, 0, 0], [0, 0, 0, 1], "odom") is None
     assert odom.counts["reset: time jumped back"] == 1 and len(odom) == 1
     odom.add(600_000_000, [0, 0, 0], [0, 0, 0, 1], "map")
     assert odom.counts["reset: frame changed"] == 1 and odom.frame_id == "map" and len(odom) == 1
@@ -143,14 +146,57 @@ def test_sampler_no_burst_after_dropped_frames_and_resets() -> None:
     assert sampler.offer(10 * S).take
     assert sampler.offer(10 * S + 33_000_000).dropped == "rate"
     assert sampler.offer(10 * S + 33_000_000).dropped == "duplicate stamp"
-    d = sampler.offer(5 * S)
+    d = sampler.offer(5 * S)  # a jump is not trusted until the next frame follows it
+    assert not d.take and d.dropped == "stamp jump not confirmed" and d.reset is None
+    d = sampler.offer(5 * S + 10_000_000)
     assert d.take and d.reset == "time jumped back"
-    assert not sampler.offer(5 * S + 50_000_000).take  # grid restarted at 5 s
-    d = sampler.offer(6 * S)
+    assert not sampler.offer(5 * S + 50_000_000).take  # grid restarted at 5.01 s
+    assert sampler.offer(6 * S).dropped == "stamp jump not confirmed"
+    d = sampler.offer(6 * S + 100_000_000)
     assert d.take and d.reset == "gap"
     assert sampler.counts["reset: gap"] == 1 and sampler.counts["reset: time jumped back"] == 1
     with pytest.raises(ValueError, match="rate_hz"):
         FrameSampler(0.0)
+
+
+def test_one_bad_stamp_is_dropped_and_the_stream_goes_on() -> None:
+    """Stamp 0, a wrapped clock (2^31 - 1 s) or a stray late frame, alone among good frames:
+    dropped with a reason, and no reset (the clip in progress is kept)."""
+    good = ((np.arange(40) * S) // 10 + 1000 * S).tolist()
+    for bad in (0, (2**31 - 1) * S, 999 * S, 1001 * S + 503_000_000):
+        sampler = FrameSampler(10.0, max_gap_s=2.4)
+        stamps = good[:20] + [bad] + good[20:]
+        decisions = [sampler.offer(s) for s in stamps]
+        assert [d.take for d in decisions] == [s != bad for s in stamps], bad
+        assert decisions[20].dropped == "stamp jump not confirmed"
+        assert all(d.reset is None for d in decisions), bad
+        assert sampler.counts["dropped: stamp jump not confirmed"] == 1
+
+
+def test_odometry_bad_stamp_and_huge_numbers_are_refused_without_reset() -> None:
+    odom = OdometryBuffer(max_age_s=10.0)
+    for k in range(10):
+        assert odom.add(1000 * S + k * S // 10, [k, 0, 0], [0, 0, 0, 1], "odom") is None
+    assert odom.add((2**31 - 1) * S, [0, 0, 0], [0, 0, 0, 1], "odom") == (
+        "stamp jump not confirmed")
+    assert odom.add(1000 * S + S, [10, 0, 0], [0, 0, 0, 1], "odom") is None
+    assert len(odom) == 11 and not any(k.startswith("reset") for k in odom.counts)
+    # A finite orientation whose norm overflows (1e200 squared) used to raise from the
+    # normalisation; huge positions would overflow the interpolation and the window maths.
+    cases = [
+        ([0, 0, 0], [1e200, 0, 0, 1], "not a unit quaternion"),
+        ([0, 0, 0], [1e-200, 0, 0, 0], "not a unit quaternion"),
+        ([0, 0, 0], [0, 0, 0, 3.0], "not a unit quaternion"),
+        ([0, 0, 0], [-1e308, 1e308, 1e308, 1e308], "not a unit quaternion"),
+        ([1e30, 0, 0], [0, 0, 0, 1], "position out of range"),
+        ([0, -1e300, 0], [0, 0, 0, 1], "position out of range"),
+        ([0, 0, 0], [0.0, 0.0, 0.0, -0.0], "zero quaternion"),
+    ]
+    for position, quat, reason in cases:
+        assert odom.add(1000 * S + S + 1, position, quat, "odom") == reason
+    assert odom.add(1000 * S + S + 1, [0, 0, 0], [0, 0, 0, 1.05], "odom") is None  # normalised
+    row = odom.pose_at(1000 * S + S + 1, 0.0).row
+    assert row is not None and np.linalg.norm(row[4:8]) == pytest.approx(1.0)
 
 
 # -- sliding window -------------------------------------------------------------------------

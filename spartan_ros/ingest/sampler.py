@@ -10,6 +10,7 @@ TIME_JUMPED_BACK = "time jumped back"
 GAP = "gap"
 RATE = "rate"
 DUPLICATE = "duplicate stamp"
+STAMP_JUMP = "stamp jump not confirmed"
 
 
 @dataclass(frozen=True)
@@ -18,7 +19,8 @@ class SampleDecision:
     # Set when this frame starts a new continuous sequence (time jumped back, or a gap):
     # windows built so far must be dropped. The frame itself is taken.
     reset: str | None = None
-    # Why the frame was not taken (RATE: between two sample times; DUPLICATE).
+    # Why the frame was not taken (RATE: between two sample times; DUPLICATE; STAMP_JUMP: its
+    # stamp jumped away from the stream and no frame has followed it yet).
     dropped: str | None = None
 
 
@@ -30,8 +32,13 @@ class FrameSampler:
     jitter), so a 30 Hz camera gives exactly every third frame and a 15 Hz one alternates 67 and
     133 ms (10 Hz on average, windows keep their 2.4 s span). If a whole grid time passed with no
     frame (dropped frames), the grid re-anchors at the late frame, so frames are never taken in a
-    catch-up burst. A camera slower than the rate has every frame taken. A stamp going backwards
-    or a gap longer than ``max_gap_s`` between frames restarts the grid and is reported as a reset.
+    catch-up burst. A camera slower than the rate has every frame taken.
+
+    A stamp going backwards or a gap longer than ``max_gap_s`` is a jump. One frame with a bad
+    stamp (0, a wrapped clock, a stray publisher) must not cost the clip in progress, so the
+    first frame of a jump is dropped (``STAMP_JUMP``); if the next frame follows it, the stream
+    really restarted there (a bag loop, a paused camera): that frame restarts the grid and is
+    reported as a reset. If the next frame follows the old stream instead, nothing is reset.
     """
 
     def __init__(self, rate_hz: float = 10.0, max_gap_s: float = 0.5) -> None:
@@ -44,11 +51,12 @@ class FrameSampler:
         self.max_gap_ns = int(max_gap_s * 1e9)
         self.counts: Counter[str] = Counter()
         self._last: int | None = None  # stamp of the last frame offered
+        self._jumped: int | None = None  # stamp of a frame dropped as a jump, not yet followed
         self._next = 0  # next grid time
 
     def reset(self) -> None:
         """Forget the stream: the next frame is taken and anchors a new grid."""
-        self._last = None
+        self._last = self._jumped = None
 
     def _take(self, stamp: int, reset: str | None) -> SampleDecision:
         late = stamp + self.tolerance_ns - self._next
@@ -62,6 +70,9 @@ class FrameSampler:
             self.counts[f"reset: {reset}"] += 1
         return SampleDecision(True, reset=reset)
 
+    def _follows(self, last: int, stamp: int) -> bool:
+        return last < stamp <= last + self.max_gap_ns
+
     def offer(self, stamp_ns: int) -> SampleDecision:
         """Decide for the frame stamped ``stamp_ns`` (header stamp, nanoseconds)."""
         stamp = int(stamp_ns)
@@ -70,10 +81,14 @@ class FrameSampler:
         if stamp == self._last:
             self.counts[f"dropped: {DUPLICATE}"] += 1
             return SampleDecision(False, dropped=DUPLICATE)
-        if stamp < self._last:
-            return self._take(stamp, TIME_JUMPED_BACK)
-        if stamp - self._last > self.max_gap_ns:
-            return self._take(stamp, GAP)
+        if not self._follows(self._last, stamp):
+            jumped, self._jumped = self._jumped, stamp
+            if jumped is None or not self._follows(jumped, stamp):
+                self.counts[f"dropped: {STAMP_JUMP}"] += 1
+                return SampleDecision(False, dropped=STAMP_JUMP)
+            self._jumped = None
+            return self._take(stamp, TIME_JUMPED_BACK if stamp < self._last else GAP)
+        self._jumped = None
         if stamp >= self._next - self.tolerance_ns:
             return self._take(stamp, None)
         self._last = stamp
