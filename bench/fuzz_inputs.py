@@ -62,7 +62,7 @@ def floats() -> st.SearchStrategy[float]:
 def odd_strings(max_size: int = 64) -> st.SearchStrategy[str]:
     special = ["", " ", "\t\n", "odom", "map", "\u200b", "\U0001f697" * 5, "a" * 300, "..",
                "/odom", "<|endoftext|>", "&amp;" * 10, "\x7f\x01"]
-    text = st.text(st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)),
+    text = st.text(st.characters(blacklist_characters="\x00", blacklist_categories=["Cs"]),
                    max_size=max_size)
     return st.one_of(st.sampled_from(special), text)
 
