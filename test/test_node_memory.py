@@ -268,3 +268,17 @@ def test_huge_finite_numbers_never_raise(engine):
         with pytest.raises(QueryError, match=message):
             svc.query(query)
     assert len(svc.query(Query("a road", trajectory=np.array(line), top_k=5)).matches) == 2
+
+
+def test_diagnostics_show_the_frame_change_as_warn(engine):
+    from builtin_interfaces.msg import Time
+    from diagnostic_msgs.msg import DiagnosticStatus
+
+    from spartan_ros.node.diagnostics import diagnostic_array
+
+    svc = service(engine)
+    feed(svc, 1.0)
+    svc.add_odometry(START_NS + 2 * 10**9, (0, 0, 0), QUAT, "map")
+    ingest, _ = diagnostic_array(Time(), "spartan", svc.stats(), [], {}).status
+    assert ingest.level == DiagnosticStatus.WARN
+    assert "odometry frame_id changed from 'odom' to 'map'" in ingest.message
