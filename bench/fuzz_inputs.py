@@ -194,31 +194,43 @@ def odometry_cases(draw) -> Case:
     return Case("odometry", msg, draw(stamps_ns()), draw(_OFFSETS))
 
 
+QUERY_FIELDS = ("text", "top_k", "since_until", "near_radius", "min_score", "trajectory")
+
+
 @st.composite
 def query_cases(draw) -> Case:
+    """A plausible request with up to three fields drawn from their whole range (so that the
+    others do not refuse it first), or every field drawn so."""
     from geometry_msgs.msg import PoseStamped
     from spartan_interfaces.srv import QuerySegments
 
-    req = QuerySegments.Request()
-    req.text = draw(st.one_of(st.sampled_from(["a road", "the gas station"]), odd_strings(200),
-                              st.sampled_from(["x" * 70_000, "w" * 60_000, "go " * 20_000])))
-    req.top_k = draw(st.one_of(st.integers(-2, 10), st.integers(*INT32)))
-    for stamp in (req.since, req.until):
-        ns = draw(st.one_of(st.just(0), st.integers(0, 2**62), st.integers(-(2**62), 0)))
-        sec, nanosec = divmod(ns, 1_000_000_000)
-        stamp.sec, stamp.nanosec = int(min(max(sec, INT32[0]), INT32[1])), int(nanosec)
-    req.near.x, req.near.y, req.near.z = draw(floats()), draw(floats()), draw(floats())
-    req.radius = draw(st.one_of(st.just(0.0), floats()))
-    req.min_score = draw(st.one_of(st.just(0.0), floats()))
-    for i in range(draw(st.integers(0, 4))):
-        ps = PoseStamped()
-        t = draw(st.one_of(st.just(i), st.integers(*INT32)))
-        ps.header.stamp.sec = int(t)
-        p, q = ps.pose.position, ps.pose.orientation
-        p.x, p.y, p.z = draw(floats()), draw(floats()), draw(floats())
-        q.x, q.y, q.z, q.w = (0.0, 0.0, 0.0, 1.0) if draw(st.booleans()) else (
-            draw(floats()), draw(floats()), draw(floats()), draw(floats()))
-        req.trajectory.append(ps)
+    req = QuerySegments.Request(text="a road", top_k=5)
+    broken = set(QUERY_FIELDS) if draw(st.integers(0, 4)) == 0 else set(
+        draw(st.lists(st.sampled_from(QUERY_FIELDS), max_size=3, unique=True)))
+    if "text" in broken:
+        req.text = draw(st.one_of(odd_strings(200), st.sampled_from(
+            ["x" * 70_000, "w" * 60_000, "go " * 20_000, "the gas station"])))
+    if "top_k" in broken:
+        req.top_k = draw(st.one_of(st.integers(-2, 10), st.integers(*INT32)))
+    if "since_until" in broken:
+        for stamp in (req.since, req.until):
+            ns = draw(st.one_of(st.just(0), st.integers(0, 2**62), st.integers(-(2**62), 0)))
+            sec, nanosec = divmod(ns, 1_000_000_000)
+            stamp.sec, stamp.nanosec = int(min(max(sec, INT32[0]), INT32[1])), int(nanosec)
+    if "near_radius" in broken:
+        req.near.x, req.near.y, req.near.z = draw(floats()), draw(floats()), draw(floats())
+        req.radius = draw(st.one_of(st.sampled_from([1e308, 1e300, 1e30, 1e9, 10.0]), floats()))
+    if "min_score" in broken:
+        req.min_score = draw(floats())
+    if "trajectory" in broken:
+        for i in range(draw(st.integers(0, 4))):
+            ps = PoseStamped()
+            ps.header.stamp.sec = int(draw(st.one_of(st.just(i), st.integers(*INT32))))
+            p, q = ps.pose.position, ps.pose.orientation
+            p.x, p.y, p.z = draw(floats()), draw(floats()), draw(floats())
+            q.x, q.y, q.z, q.w = (0.0, 0.0, 0.0, 1.0) if draw(st.booleans()) else (
+                draw(floats()), draw(floats()), draw(floats()), draw(floats()))
+            req.trajectory.append(ps)
     return Case("query", req)
 
 
