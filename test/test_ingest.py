@@ -146,14 +146,14 @@ def test_sampler_no_burst_after_dropped_frames_and_resets() -> None:
     assert sampler.offer(10 * S).take
     assert sampler.offer(10 * S + 33_000_000).dropped == "rate"
     assert sampler.offer(10 * S + 33_000_000).dropped == "duplicate stamp"
-    d = sampler.offer(5 * S)  # a jump is not trusted until the next frame follows it
-    assert not d.take and d.dropped == "stamp jump not confirmed" and d.reset is None
-    d = sampler.offer(5 * S + 10_000_000)
-    assert d.take and d.reset == "time jumped back"
-    assert not sampler.offer(5 * S + 50_000_000).take  # grid restarted at 5.01 s
-    assert sampler.offer(6 * S).dropped == "stamp jump not confirmed"
-    d = sampler.offer(6 * S + 100_000_000)
-    assert d.take and d.reset == "gap"
+    d = sampler.offer(5 * S)  # a jump is held until the next frame follows it
+    assert not d.take and d.held and d.reset is None
+    d = sampler.offer(5 * S + 10_000_000)  # it does: the held frame restarts the grid
+    assert d.release == "time jumped back" and not d.take and d.dropped == "rate"
+    assert sampler.offer(5 * S + 100_000_000).take  # grid restarted at 5 s
+    assert sampler.offer(6 * S).held
+    d = sampler.offer(6 * S + 50_000_000)
+    assert d.release == "gap" and not d.take
     assert sampler.counts["reset: gap"] == 1 and sampler.counts["reset: time jumped back"] == 1
     with pytest.raises(ValueError, match="rate_hz"):
         FrameSampler(0.0)
@@ -168,7 +168,7 @@ def test_one_bad_stamp_is_dropped_and_the_stream_goes_on() -> None:
         stamps = good[:20] + [bad] + good[20:]
         decisions = [sampler.offer(s) for s in stamps]
         assert [d.take for d in decisions] == [s != bad for s in stamps], bad
-        assert decisions[20].dropped == "stamp jump not confirmed"
+        assert decisions[20].held and decisions[21].discard and decisions[21].release is None
         assert all(d.reset is None for d in decisions), bad
         assert sampler.counts["dropped: stamp jump not confirmed"] == 1
 
@@ -292,6 +292,7 @@ def test_pipeline_encodes_each_frame_once() -> None:
         return np.array([50 * math.cos(a), 50 * math.sin(a), 0.0])
 
     odom_next = 0
+    held = None
     windows = []
     samples: list[list[float]] = []
     cam = (np.arange(30 * 12) * S) // 30 + 5_000_000
@@ -304,19 +305,22 @@ def test_pipeline_encodes_each_frame_once() -> None:
                 samples.append([odom_next * 1e-9, *truth(odom_next), *quat_from_yaw(yaw)])
             odom_next += 20_000_000
         decision = sampler.offer(stamp)
-        if decision.reset:
-            win.reset(decision.reset)
-        if not decision.take:
-            continue
-        pose = odom.pose_at(stamp, max_gap_s=0.25)
-        if not pose.ok:
-            dropped[f"odometry: {pose.reason}"] += 1
-            win.reset("no pose")
-            continue
-        assert pose.row is not None
-        w = win.push(stamp, encode(stamp), pose.row)
-        if w is not None:
-            windows.append(w)
+        taken = [(held, decision.release)] if decision.release else []
+        held = stamp if decision.held else None
+        if decision.take:
+            taken.append((stamp, decision.reset))
+        for frame, reset in taken:
+            if reset:
+                win.reset(reset)
+            pose = odom.pose_at(frame, max_gap_s=0.25)
+            if not pose.ok:
+                dropped[f"odometry: {pose.reason}"] += 1
+                win.reset("no pose")
+                continue
+            assert pose.row is not None
+            w = win.push(frame, encode(frame), pose.row)
+            if w is not None:
+                windows.append(w)
     assert max(encoded.values()) == 1  # every frame encoded once, however many windows use it
     assert len(encoded) == sampler.counts["taken"] - sum(dropped.values())
     # Live, an odometry outage shows as "future": no sample has come after the frame yet.

@@ -119,9 +119,9 @@ def test_time_jump_back_restarts_the_window(engine):
     second = feed(svc, 3.0)  # the same stamps again: a bag loop
     assert len(first) == len(second) == 2
     # The window did not mix the two passes; the first frame of the second pass waited for the
-    # next one to confirm the jump and was dropped, so the second pass starts one frame later.
-    assert second[0].start_ns == first[0].start_ns + IMG
-    assert svc.stats()["counts"]["dropped: stamp jump not confirmed"] == 1
+    # next one to confirm the jump, and was kept.
+    assert second[0].start_ns == first[0].start_ns
+    assert "dropped: stamp jump not confirmed" not in svc.stats()["counts"]
     assert svc.stats()["counts"]["sampler reset: time jumped back"] == 1
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 TIME_JUMPED_BACK = "time jumped back"
 GAP = "gap"
@@ -19,9 +19,16 @@ class SampleDecision:
     # Set when this frame starts a new continuous sequence (time jumped back, or a gap):
     # windows built so far must be dropped. The frame itself is taken.
     reset: str | None = None
-    # Why the frame was not taken (RATE: between two sample times; DUPLICATE; STAMP_JUMP: its
-    # stamp jumped away from the stream and no frame has followed it yet).
+    # Why the frame was not taken (RATE: between two sample times; DUPLICATE).
     dropped: str | None = None
+    # This frame's stamp jumped away from the stream: it waits for the next frame to tell
+    # whether the stream restarted there (keep it until then) or it was a bad stamp.
+    held: bool = False
+    # The frame held before this one: taken now, ahead of this one, with this reset reason
+    # (the stream restarted at it) ...
+    release: str | None = None
+    # ... or dropped (STAMP_JUMP): this frame follows the old stream.
+    discard: bool = False
 
 
 class FrameSampler:
@@ -36,9 +43,10 @@ class FrameSampler:
 
     A stamp going backwards or a gap longer than ``max_gap_s`` is a jump. One frame with a bad
     stamp (0, a wrapped clock, a stray publisher) must not cost the clip in progress, so the
-    first frame of a jump is dropped (``STAMP_JUMP``); if the next frame follows it, the stream
-    really restarted there (a bag loop, a paused camera): that frame restarts the grid and is
-    reported as a reset. If the next frame follows the old stream instead, nothing is reset.
+    first frame of a jump is held; if the next frame follows it, the stream really restarted
+    there (a bag loop, a paused camera): the held frame is taken, restarts the grid and is
+    reported as a reset. If the next frame follows the old stream instead, the held frame is
+    dropped (``STAMP_JUMP``) and nothing is reset.
     """
 
     def __init__(self, rate_hz: float = 10.0, max_gap_s: float = 0.5) -> None:
@@ -78,17 +86,25 @@ class FrameSampler:
         stamp = int(stamp_ns)
         if self._last is None:
             return self._take(stamp, None)
+        jumped, self._jumped = self._jumped, None
+        if (jumped is not None and self._follows(jumped, stamp)
+                and not self._follows(self._last, stamp)):  # the stream restarted
+            release = self._take(jumped, TIME_JUMPED_BACK if jumped < self._last else GAP).reset
+            return replace(self._decide(stamp), release=release)
+        if jumped is not None:  # the held frame was alone: a bad stamp
+            self.counts[f"dropped: {STAMP_JUMP}"] += 1
+        decision = self._decide(stamp)
+        return replace(decision, discard=jumped is not None)
+
+    def _decide(self, stamp: int) -> SampleDecision:
+        """Decide for a frame after the last one offered (no held frame pending)."""
+        assert self._last is not None
         if stamp == self._last:
             self.counts[f"dropped: {DUPLICATE}"] += 1
             return SampleDecision(False, dropped=DUPLICATE)
         if not self._follows(self._last, stamp):
-            jumped, self._jumped = self._jumped, stamp
-            if jumped is None or not self._follows(jumped, stamp):
-                self.counts[f"dropped: {STAMP_JUMP}"] += 1
-                return SampleDecision(False, dropped=STAMP_JUMP)
-            self._jumped = None
-            return self._take(stamp, TIME_JUMPED_BACK if stamp < self._last else GAP)
-        self._jumped = None
+            self._jumped = stamp
+            return SampleDecision(False, held=True)
         if stamp >= self._next - self.tolerance_ns:
             return self._take(stamp, None)
         self._last = stamp

@@ -217,6 +217,7 @@ class MemoryService:
         self._throttle = _Throttle(cfg.log_every_s)
         self._frame_warning: tuple[str, float] | None = None  # (text, monotonic time)
         self._odom_frame: str | None = None  # frame_id of the last accepted odometry sample
+        self._held: _Pending | None = None  # a frame whose stamp jumped, until the next one
 
     # -- input ----------------------------------------------------------------------------------
 
@@ -268,21 +269,31 @@ class MemoryService:
                 self._drop_frame(BAD_STAMP, stamp)
                 return False
             decision = self.sampler.offer(stamp)
-            if decision.dropped == STAMP_JUMP:
-                self._drop_frame(STAMP_JUMP, stamp)
+            held, self._held = self._held, None
+            if held is not None and decision.discard:
+                self._drop_frame(STAMP_JUMP, held.stamp_ns)
+            if held is not None and decision.release is not None:  # the stream restarted
+                held.reset = decision.release
+                self._enqueue(held)
+            if decision.held:  # kept until the next frame says whether the stream jumped
+                self._held = _Pending(stamp, image, None)
                 return False
             self._latest_image_ns = stamp
-            if decision.reset is not None:
-                self.log.info(f"camera stream restarts at {_fmt_stamp(stamp)} "
-                              f"({decision.reset}): the window starts again")
             if not decision.take:
                 return False
-            self.counts["frames taken"] += 1
-            self._pending.append(_Pending(stamp, image, decision.reset))
-            if len(self._pending) > self.config.max_pending_frames:
-                self._drop_pending("inference behind")
-            self._work.notify_all()
+            self._enqueue(_Pending(stamp, image, decision.reset))
             return True
+
+    def _enqueue(self, frame: _Pending) -> None:
+        """A frame the sampler took joins the encoder's queue (called with the lock held)."""
+        if frame.reset is not None:
+            self.log.info(f"camera stream restarts at {_fmt_stamp(frame.stamp_ns)} "
+                          f"({frame.reset}): the window starts again")
+        self.counts["frames taken"] += 1
+        self._pending.append(frame)
+        if len(self._pending) > self.config.max_pending_frames:
+            self._drop_pending("inference behind")
+        self._work.notify_all()
 
     def _drop_frame(self, reason: str, stamp: int) -> None:
         """Count and warn (throttled) about a frame refused for its stamp; the window goes on."""
@@ -383,6 +394,7 @@ class MemoryService:
         Waiting frames are dropped; call ``flush()`` first to keep them."""
         with self._process_lock, self._lock:
             self._pending.clear()
+            self._held = None
             self._carry_reset = None
             self._latest_image_ns = None
             self.sampler.reset()
