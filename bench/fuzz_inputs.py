@@ -74,7 +74,7 @@ def stamps_ns() -> st.SearchStrategy[int | None]:
     nanosec = st.one_of(st.sampled_from([0, 999_999_999, 10**9, UINT32[1]]),
                         st.integers(*UINT32))
     absolute = st.tuples(sec, nanosec).map(lambda t: t[0] * 1_000_000_000 + t[1])
-    return st.one_of(st.none(), st.none(), absolute)
+    return st.one_of(st.none(), st.none(), st.none(), absolute)
 
 
 def set_stamp(msg: Any, ns: int) -> None:
@@ -108,9 +108,10 @@ _BYTES_PER_PIXEL = {"rgb8": 3, "bgr8": 3, "8UC3": 3, "rgba8": 4, "bgra8": 4, "8U
 def image_cases(draw) -> Case:
     from sensor_msgs.msg import Image
 
-    encoding = draw(st.sampled_from(ENCODINGS)) if draw(st.integers(0, 9)) else draw(
+    # (hypothesis starts from the simplest choices: 0 here means a valid encoding and data)
+    encoding = draw(st.sampled_from(ENCODINGS)) if draw(st.integers(0, 9)) < 9 else draw(
         odd_strings(16))
-    shape = draw(st.sampled_from(["small", "small", "thin", "huge header", "random"]))
+    shape = draw(st.sampled_from(["small"] * 5 + ["thin", "huge header", "random"]))
     if shape == "small":
         height, width = draw(st.integers(1, 48)), draw(st.integers(1, 64))
     elif shape == "thin":  # valid strips: cost R x R at most, or refused by their ratio
@@ -125,7 +126,7 @@ def image_cases(draw) -> Case:
     step = draw(st.sampled_from([row, row, row, row + 3, None])) or draw(st.integers(*UINT32))
     fill = draw(st.integers(0, 255))
     size = step * height
-    if size > 2_000_000 or draw(st.integers(0, 9)) == 0:  # little data for a big header
+    if size > 2_000_000 or draw(st.integers(0, 9)) == 9:  # little data for a big header
         data = draw(st.binary(max_size=256))
     else:
         data = bytes([fill]) * size
@@ -353,11 +354,16 @@ class Harness:
             self.stored += self.memory.flush()
             outcome = self._explain(self._counts() - before, case.kind)
         self.drive(1)
+        if outcome == "unexplained":  # a frame whose stamp jumped waits for the next frame
+            outcome = self._explain(self._counts() - before, case.kind, refused_only=True)
         return outcome
 
     @staticmethod
-    def _explain(diff: Counter[str], kind: str) -> str:
+    def _explain(diff: Counter[str], kind: str, refused_only: bool = False) -> str:
         """The reason the case was refused, 'accepted', or 'unexplained'."""
+        if refused_only:
+            diff = Counter({k: v for k, v in diff.items()
+                            if ("dropped" in k or "rejected" in k) and not k.endswith(": rate")})
         used = ("odometry accepted",) if kind == "odometry" else (
             "frames encoded", "sampler dropped: rate")
         if kind == "odometry":
