@@ -1,6 +1,6 @@
 # The two commands that matter: `make demo` (the whole job end to end) and `make test` (everything
 # CI checks). Both set up their own environment first (scripts/setup.sh, idempotent).
-.PHONY: setup test lint demo bench bench-learning bench-drives model clean
+.PHONY: setup test lint demo bench bench-learning bench-drives fuzz model clean
 
 setup:
 	@bash scripts/setup.sh
@@ -27,6 +27,11 @@ bench-learning: setup
 # The node's task (issue 6): within-drive text retrieval on unseen drives, via spartan-bag eval.
 bench-drives: setup
 	@scripts/env.sh python -m bench.drive_retrieval assets/models/tiny-synth --out runs/drive_retrieval
+
+# Input fuzzing (issue 11): the test suite runs 30 cases per input class; this runs more.
+FUZZ_EXAMPLES ?= 500
+fuzz: setup
+	@SPARTAN_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) scripts/env.sh python -m pytest test/test_fuzz_inputs.py -s -q --timeout=0
 
 # Rebuild assets/models/tiny-synth from scratch (about 2 h on 2 cores; stages are kept).
 model: setup

@@ -17,6 +17,9 @@ from PIL import Image
 CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.40821073], dtype=np.float32)
 CLIP_STD = np.array([0.26862954, 0.26130258, 0.27577711], dtype=np.float32)
 COLORS = ("rgb", "bgr")
+# Frames up to this side ratio follow the reference transform bit for bit; thinner ones are
+# cropped before they are resized, so that their cost stays R x R (see _preprocess).
+EXACT_MAX_ASPECT = 16
 
 
 def resized_size(height: int, width: int, resolution: int) -> tuple[int, int]:
@@ -57,15 +60,34 @@ def _check_args(resolution: int, color: str) -> None:
         raise ValueError(f"color must be one of {COLORS}, got {color!r}")
 
 
+def crop_box(height: int, width: int, resolution: int) -> tuple[float, float, float, float]:
+    """The part of the source (left, top, right, bottom in source pixels) that ends up in the
+    ``Resize(R)`` + ``CenterCrop(R)`` output: its output pixels, mapped back to the source."""
+    new_h, new_w = resized_size(height, width, resolution)
+    top, left = center_crop_offsets(new_h, new_w, resolution)
+    sx, sy = width / new_w, height / new_h
+    return (left * sx, top * sy, (left + resolution) * sx, (top + resolution) * sy)
+
+
 def _preprocess(image: np.ndarray, resolution: int, color: str) -> np.ndarray:
     if color == "bgr":
         image = image[..., ::-1]
     height, width = image.shape[:2]
-    new_h, new_w = resized_size(height, width, resolution)
     pil = Image.fromarray(np.ascontiguousarray(image))  # uint8 [H, W, 3] is mode RGB
-    resized = np.asarray(pil.resize((new_w, new_h), Image.Resampling.BICUBIC))
-    top, left = center_crop_offsets(new_h, new_w, resolution)
-    crop = resized[top : top + resolution, left : left + resolution]
+    if max(height, width) <= EXACT_MAX_ASPECT * min(height, width):
+        # The reference: resize the whole frame, then crop (at most R x 16R pixels here).
+        new_h, new_w = resized_size(height, width, resolution)
+        resized = np.asarray(pil.resize((new_w, new_h), Image.Resampling.BICUBIC))
+        top, left = center_crop_offsets(new_h, new_w, resolution)
+        crop = resized[top : top + resolution, left : left + resolution]
+    else:
+        # A thin strip: resizing it first would make it R times longer (a 1 x 600000 strip
+        # becomes 224 x 134 million). Pillow resamples only the box the crop keeps, with the
+        # same filter; its float filter positions differ from the whole-frame ones in the
+        # last bits, so some pixel values differ by a few grey levels.
+        box = crop_box(height, width, resolution)
+        crop = np.asarray(pil.resize((resolution, resolution), Image.Resampling.BICUBIC,
+                                     box=box))
     # float32 throughout, in the same order as ToTensor (x / 255) and Normalize ((x - m) / s).
     x = crop.astype(np.float32) / np.float32(255.0)
     x = (x - CLIP_MEAN) / CLIP_STD

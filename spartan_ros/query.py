@@ -6,6 +6,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from spartan_ros.ingest.odometry import MAX_POSITION_M, check_pose_numbers
+
+# The model reads 248 tokens (about a thousand characters); a longer text is a mistake, and it
+# would cost time to clean and split before being cut.
+MAX_TEXT_CHARS = 65536
+# Positions and radii beyond this many metres are not places on a vehicle's map, and the
+# distance maths must not overflow on them (the same bound as odometry positions).
+MAX_DISTANCE_M = MAX_POSITION_M
+# Trajectory stamps (seconds) beyond this are not times: about year 2286 since the epoch.
+MAX_STAMP_S = 1e10
+MAX_TOP_K = 1_000_000
+
 
 class QueryError(ValueError):
     """A request that cannot be answered; the message is meant for the caller."""
@@ -28,31 +40,50 @@ class Query:
 
 def validate_query(query: Query) -> None:
     """Raise QueryError naming what is wrong with the request."""
-    if not query.text or not query.text.strip():
+    if not isinstance(query.text, str) or not query.text.strip():
         raise QueryError("text is empty: describe the place or event to look for")
-    if query.top_k < 0:
-        raise QueryError(f"top_k must be >= 0, got {query.top_k}")
+    if len(query.text) > MAX_TEXT_CHARS:
+        raise QueryError(f"text is {len(query.text)} characters long, at most {MAX_TEXT_CHARS} "
+                         "are accepted (the model reads its first 248 tokens)")
+    if not 0 <= query.top_k <= MAX_TOP_K:
+        raise QueryError(f"top_k must be in [0, {MAX_TOP_K}], got {query.top_k}")
     if query.since_ns < 0 or query.until_ns < 0:
         raise QueryError("since/until must not be negative")
     if query.since_ns and query.until_ns and query.since_ns > query.until_ns:
         raise QueryError(f"since ({query.since_ns} ns) is after until ({query.until_ns} ns)")
-    if not np.isfinite(query.radius) or query.radius < 0:
-        raise QueryError(f"radius must be a finite number >= 0, got {query.radius}")
-    if query.radius > 0 and not np.all(np.isfinite(query.near)):
-        raise QueryError("near has non-finite coordinates")
+    if not (np.isfinite(query.radius) and 0 <= query.radius <= MAX_DISTANCE_M):
+        raise QueryError(f"radius must be a number of metres in [0, {MAX_DISTANCE_M:g}], "
+                         f"got {query.radius}")
+    if query.radius > 0:
+        near = np.asarray(query.near, dtype=np.float64)
+        if not np.all(np.isfinite(near)):
+            raise QueryError("near has non-finite coordinates")
+        if np.abs(near).max() > MAX_DISTANCE_M:
+            raise QueryError(f"near {near.tolist()} is out of range: coordinates must be "
+                             f"within +-{MAX_DISTANCE_M:g} m")
     if not np.isfinite(query.min_score):
         raise QueryError("min_score is not finite")
     if query.trajectory is not None:
-        traj = np.asarray(query.trajectory, dtype=np.float64)
-        if traj.ndim != 2 or traj.shape[1] != 8:
-            raise QueryError(f"trajectory must be [N, 8] TUM rows, got shape {traj.shape}")
-        if len(traj) < 2:
-            raise QueryError(f"trajectory needs at least 2 poses, got {len(traj)}")
-        bad = np.flatnonzero(~np.isfinite(traj).all(axis=1))
-        if bad.size:
-            raise QueryError(f"trajectory pose {int(bad[0])} is not finite")
-        if np.any(np.diff(traj[:, 0]) <= 0):
-            raise QueryError("trajectory stamps must be strictly increasing")
-        norms = np.linalg.norm(traj[:, 4:8], axis=1)
-        if np.any(norms < 1e-6):
-            raise QueryError(f"trajectory pose {int(np.argmin(norms))} has a zero quaternion")
+        _validate_trajectory(np.asarray(query.trajectory, dtype=np.float64))
+
+
+def _validate_trajectory(traj: np.ndarray) -> None:
+    if traj.ndim != 2 or traj.shape[1] != 8:
+        raise QueryError(f"trajectory must be [N, 8] TUM rows, got shape {traj.shape}")
+    if len(traj) < 2:
+        raise QueryError(f"trajectory needs at least 2 poses, got {len(traj)}")
+    bad = np.flatnonzero(~np.isfinite(traj).all(axis=1))
+    if bad.size:
+        raise QueryError(f"trajectory pose {int(bad[0])} is not finite")
+    late = np.flatnonzero(np.abs(traj[:, 0]) > MAX_STAMP_S)
+    if late.size:
+        raise QueryError(f"trajectory pose {int(late[0])} has stamp {traj[late[0], 0]:g} s, "
+                         f"beyond +-{MAX_STAMP_S:g} s")
+    if np.any(np.diff(traj[:, 0]) <= 0):
+        raise QueryError("trajectory stamps must be strictly increasing")
+    for i, row in enumerate(traj):
+        reason = check_pose_numbers(row[1:4], row[4:8])
+        if reason is not None:
+            detail = {"position out of range": f" (coordinates must be within "
+                                               f"+-{MAX_POSITION_M:g} m)"}.get(reason, "")
+            raise QueryError(f"trajectory pose {i}: {reason}{detail}")

@@ -8,6 +8,7 @@ Produces the same ids as the reference ``simple_tokenizer.py`` (MODEL.md section
 from __future__ import annotations
 
 import gzip
+import heapq
 import html
 import os
 import sys
@@ -118,45 +119,72 @@ class Tokenizer:
         self.sot: int = self.encoder[SOT_TEXT]
         self.eot: int = self.encoder[EOT_TEXT]
         self.vocab_size = len(vocab)
+        # Bytes in the longest symbol (a word of n bytes gives at least n / this many ids).
+        self.longest_symbol = max(len(v.removesuffix(_WORD_END)) for v in vocab[:-2])
         self._word_ids = lru_cache(maxsize=_BPE_CACHE_SIZE)(self._word_ids_uncached)
 
     def bpe(self, word: str) -> list[str]:
-        """Merge the byte-mapped ``word`` into vocabulary symbols (last one carries ``</w>``)."""
-        parts = list(word[:-1]) + [word[-1] + _WORD_END]
+        """Merge the byte-mapped ``word`` into vocabulary symbols (last one carries ``</w>``).
+
+        The reference merges, round after round, every occurrence of the lowest-ranked adjacent
+        pair, left to right; that costs O(n) per round and O(n^2) per word. Here the pairs wait
+        in a heap ordered by (rank, position) and the symbols form a linked list, so a word
+        costs O(n log n). The order of merges is the reference's: pairs of one rank go left to
+        right, and a pair formed by a merge always ranks after it, because every symbol of this
+        vocabulary is made by exactly one merge, later than those of its parts (the tests check
+        both facts on the file and compare with the reference).
+        """
+        symbols = [*word[:-1], word[-1] + _WORD_END]  # "" marks a symbol merged into its left
+        n = len(symbols)
         rank = self.merge_rank
-        while len(parts) > 1:
-            # The pair with the lowest merge rank wins; every occurrence of it is merged at once,
-            # scanning left to right without overlaps.
-            best = min(
-                zip(parts[:-1], parts[1:], strict=True), key=lambda p: rank.get(p, NUM_MERGES)
-            )
-            if best not in rank:
-                break
-            merged: list[str] = []
-            i = 0
-            while i < len(parts):
-                if i + 1 < len(parts) and parts[i] == best[0] and parts[i + 1] == best[1]:
-                    merged.append(best[0] + best[1])
-                    i += 2
-                else:
-                    merged.append(parts[i])
-                    i += 1
-            parts = merged
-        return parts
+        following = list(range(1, n + 1))  # index of the next live symbol (n: none)
+        preceding = list(range(-1, n - 1))  # index of the previous live symbol (-1: none)
+        heap = [(r, i) for i in range(n - 1)
+                if (r := rank.get((symbols[i], symbols[i + 1]))) is not None]
+        heapq.heapify(heap)
+        while heap:
+            r, i = heapq.heappop(heap)
+            j = following[i] if symbols[i] else n
+            if j >= n or rank.get((symbols[i], symbols[j])) != r:
+                continue  # a pair that an earlier merge has broken
+            merged = symbols[i] + symbols[j]
+            symbols[i], symbols[j] = merged, ""
+            k = following[i] = following[j]
+            if k < n:
+                preceding[k] = i
+                if (rk := rank.get((merged, symbols[k]))) is not None:
+                    heapq.heappush(heap, (rk, i))
+            h = preceding[i]
+            if h >= 0 and (rh := rank.get((symbols[h], merged))) is not None:
+                heapq.heappush(heap, (rh, h))
+        return [s for s in symbols if s]
 
     def _word_ids_uncached(self, word: str) -> tuple[int, ...]:
         if word in (SOT_TEXT, EOT_TEXT):  # literal special tokens in the text keep their meaning
             return (self.encoder[word],)
         return tuple(self.encoder[s] for s in self.bpe(word))
 
-    def encode(self, text: str) -> list[int]:
-        """BPE ids of ``text`` after cleaning, without SOT/EOT."""
+    def encode(self, text: str, max_tokens: int | None = None) -> list[int]:
+        """BPE ids of ``text`` after cleaning, without SOT/EOT.
+
+        ``max_tokens`` bounds the work for a caller that keeps only the first ids: words are
+        encoded until at least ``max_tokens`` ids are out, and a word longer than
+        ``max_tokens * longest_symbol`` bytes is cut to that length first. A word that long
+        gives more than ``max_tokens`` ids on its own (no symbol is longer), so the result is
+        the full encoding whenever that has fewer than ``max_tokens`` ids; otherwise it has at
+        least ``max_tokens`` ids, and those of a cut word may differ at its end.
+        """
         if not isinstance(text, str):
             raise TypeError(f"text must be a str, got {type(text).__name__}")
         ids: list[int] = []
-        for piece in _PRETOKENIZE.findall(clean_text(text)):
-            mapped = "".join(self.byte_encoder[b] for b in piece.encode("utf-8"))
-            ids.extend(self._word_ids(mapped))
+        cap = None if max_tokens is None else max(max_tokens, 1) * self.longest_symbol
+        for match in _PRETOKENIZE.finditer(clean_text(text)):
+            piece = match.group().encode("utf-8")
+            if cap is not None:
+                piece = piece[:cap]
+            ids.extend(self._word_ids("".join(self.byte_encoder[b] for b in piece)))
+            if max_tokens is not None and len(ids) >= max_tokens:
+                break
         return ids
 
     def decode(self, ids: Sequence[int] | np.ndarray) -> str:
@@ -196,8 +224,11 @@ def tokenize(
         raise ValueError(f"context_length must be at least 2 (SOT and EOT), got {context_length}")
     tok = get_tokenizer()
     out = np.zeros((len(texts), context_length), dtype=np.int64)
+    # With truncation only the first context_length - 2 ids are kept: encode one more (to know
+    # the text was cut) and no further, however long the text (see Tokenizer.encode).
+    max_tokens = context_length - 1 if truncate else None
     for row, text in enumerate(texts):
-        ids = [tok.sot, *tok.encode(text), tok.eot]
+        ids = [tok.sot, *tok.encode(text, max_tokens), tok.eot]
         if len(ids) > context_length:
             if not truncate:
                 raise ValueError(

@@ -196,7 +196,7 @@ def _publish(args) -> int:
             elif kind == "length":
                 msg.data = pixels.tobytes()[:-7]
             elif kind == "encoding":
-                msg.encoding = "yuv422_yuy2"
+                msg.encoding = "nv21"
         msg.header.frame_id = "camera"
         stamp(msg, ns)
         return msg
@@ -358,6 +358,33 @@ def _call(args) -> int:
     return 0
 
 
+def _set_params(args) -> int:
+    """SetParameters calls, one parameter each (JSON list of [name, value]); prints each result."""
+    import rclpy
+    from rcl_interfaces.srv import SetParameters
+    from rclpy.parameter import Parameter
+
+    rclpy.init()
+    node = rclpy.create_node("parameter_client")
+    client = node.create_client(SetParameters, f"{args.node}/set_parameters")
+    if not client.wait_for_service(timeout_sec=args.timeout):
+        raise SystemExit(f"{client.srv_name} not available")
+    for name, value in json.loads(args.values):
+        value = float("nan") if value == "nan" else value
+        msg = Parameter(name, value=value).to_parameter_msg()
+        request = SetParameters.Request(parameters=[msg])
+        future = client.call_async(request)
+        rclpy.spin_until_future_complete(node, future, timeout_sec=args.timeout)
+        if future.result() is None:
+            raise SystemExit(f"no answer from {client.srv_name}")
+        [result] = future.result().results
+        print(json.dumps({"name": name, "successful": bool(result.successful),
+                          "reason": result.reason}), flush=True)
+    node.destroy_node()
+    rclpy.try_shutdown()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="helper processes for the node tests")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -395,9 +422,13 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("requests", help="JSON list of request dicts")
     c.add_argument("--service", default="/spartan/query")
     c.add_argument("--timeout", type=float, default=30.0)
+    sp = sub.add_parser("set-params", help="set parameters of a node, one call each")
+    sp.add_argument("node", help="e.g. /spartan")
+    sp.add_argument("values", help='JSON list of [name, value] ("nan" for NaN)')
+    sp.add_argument("--timeout", type=float, default=30.0)
     args = parser.parse_args(argv)
     return {"publish": _publish, "echo": _echo, "lifecycle": _lifecycle,
-            "call": _call}[args.command](args)
+            "call": _call, "set-params": _set_params}[args.command](args)
 
 
 if __name__ == "__main__":

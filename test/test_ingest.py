@@ -90,7 +90,10 @@ def test_odometry_order_pruning_and_resets() -> None:
         odom.add(k * 100_000_000, [k, 0, 0], [0, 0, 0, 1], "odom")
     assert odom.pose_at(1_000_000_000, 0.1).reason == "stale"  # older than max_age: forgotten
     assert len(odom) == 21  # 1.9 s .. 3.9 s
-    odom.add(500_000_000, [0, 0, 0], [0, 0, 0, 1], "odom")  # clock went back 3.4 s
+    # the clock went back 3.4 s: refused once, then the next sample confirms the new clock
+    assert odom.add(500_000_000, [0, 0, 0], [0, 0, 0, 1], "odom") == "stamp jump not confirmed"
+    assert len(odom) == 21
+    assert odom.add(510_000_000, [0, 0, 0], [0, 0, 0, 1], "odom") is None
     assert odom.counts["reset: time jumped back"] == 1 and len(odom) == 1
     odom.add(600_000_000, [0, 0, 0], [0, 0, 0, 1], "map")
     assert odom.counts["reset: frame changed"] == 1 and odom.frame_id == "map" and len(odom) == 1
@@ -143,14 +146,57 @@ def test_sampler_no_burst_after_dropped_frames_and_resets() -> None:
     assert sampler.offer(10 * S).take
     assert sampler.offer(10 * S + 33_000_000).dropped == "rate"
     assert sampler.offer(10 * S + 33_000_000).dropped == "duplicate stamp"
-    d = sampler.offer(5 * S)
-    assert d.take and d.reset == "time jumped back"
-    assert not sampler.offer(5 * S + 50_000_000).take  # grid restarted at 5 s
-    d = sampler.offer(6 * S)
-    assert d.take and d.reset == "gap"
+    d = sampler.offer(5 * S)  # a jump is held until the next frame follows it
+    assert not d.take and d.held and d.reset is None
+    d = sampler.offer(5 * S + 10_000_000)  # it does: the held frame restarts the grid
+    assert d.release == "time jumped back" and not d.take and d.dropped == "rate"
+    assert sampler.offer(5 * S + 100_000_000).take  # grid restarted at 5 s
+    assert sampler.offer(6 * S).held
+    d = sampler.offer(6 * S + 50_000_000)
+    assert d.release == "gap" and not d.take
     assert sampler.counts["reset: gap"] == 1 and sampler.counts["reset: time jumped back"] == 1
     with pytest.raises(ValueError, match="rate_hz"):
         FrameSampler(0.0)
+
+
+def test_one_bad_stamp_is_dropped_and_the_stream_goes_on() -> None:
+    """Stamp 0, a wrapped clock (2^31 - 1 s) or a stray late frame, alone among good frames:
+    dropped with a reason, and no reset (the clip in progress is kept)."""
+    good = ((np.arange(40) * S) // 10 + 1000 * S).tolist()
+    for bad in (0, (2**31 - 1) * S, 999 * S, 1001 * S + 503_000_000):
+        sampler = FrameSampler(10.0, max_gap_s=2.4)
+        stamps = good[:20] + [bad] + good[20:]
+        decisions = [sampler.offer(s) for s in stamps]
+        assert [d.take for d in decisions] == [s != bad for s in stamps], bad
+        assert decisions[20].held and decisions[21].discard and decisions[21].release is None
+        assert all(d.reset is None for d in decisions), bad
+        assert sampler.counts["dropped: stamp jump not confirmed"] == 1
+
+
+def test_odometry_bad_stamp_and_huge_numbers_are_refused_without_reset() -> None:
+    odom = OdometryBuffer(max_age_s=10.0)
+    for k in range(10):
+        assert odom.add(1000 * S + k * S // 10, [k, 0, 0], [0, 0, 0, 1], "odom") is None
+    assert odom.add((2**31 - 1) * S, [0, 0, 0], [0, 0, 0, 1], "odom") == (
+        "stamp jump not confirmed")
+    assert odom.add(1000 * S + S, [10, 0, 0], [0, 0, 0, 1], "odom") is None
+    assert len(odom) == 11 and not any(k.startswith("reset") for k in odom.counts)
+    # A finite orientation whose norm overflows (1e200 squared) used to raise from the
+    # normalisation; huge positions would overflow the interpolation and the window maths.
+    cases = [
+        ([0, 0, 0], [1e200, 0, 0, 1], "not a unit quaternion"),
+        ([0, 0, 0], [1e-200, 0, 0, 0], "not a unit quaternion"),
+        ([0, 0, 0], [0, 0, 0, 3.0], "not a unit quaternion"),
+        ([0, 0, 0], [-1e308, 1e308, 1e308, 1e308], "not a unit quaternion"),
+        ([1e30, 0, 0], [0, 0, 0, 1], "position out of range"),
+        ([0, -1e300, 0], [0, 0, 0, 1], "position out of range"),
+        ([0, 0, 0], [0.0, 0.0, 0.0, -0.0], "zero quaternion"),
+    ]
+    for position, quat, reason in cases:
+        assert odom.add(1000 * S + S + 1, position, quat, "odom") == reason
+    assert odom.add(1000 * S + S + 1, [0, 0, 0], [0, 0, 0, 1.05], "odom") is None  # normalised
+    row = odom.pose_at(1000 * S + S + 1, 0.0).row
+    assert row is not None and np.linalg.norm(row[4:8]) == pytest.approx(1.0)
 
 
 # -- sliding window -------------------------------------------------------------------------
@@ -246,6 +292,7 @@ def test_pipeline_encodes_each_frame_once() -> None:
         return np.array([50 * math.cos(a), 50 * math.sin(a), 0.0])
 
     odom_next = 0
+    held = None
     windows = []
     samples: list[list[float]] = []
     cam = (np.arange(30 * 12) * S) // 30 + 5_000_000
@@ -258,19 +305,22 @@ def test_pipeline_encodes_each_frame_once() -> None:
                 samples.append([odom_next * 1e-9, *truth(odom_next), *quat_from_yaw(yaw)])
             odom_next += 20_000_000
         decision = sampler.offer(stamp)
-        if decision.reset:
-            win.reset(decision.reset)
-        if not decision.take:
-            continue
-        pose = odom.pose_at(stamp, max_gap_s=0.25)
-        if not pose.ok:
-            dropped[f"odometry: {pose.reason}"] += 1
-            win.reset("no pose")
-            continue
-        assert pose.row is not None
-        w = win.push(stamp, encode(stamp), pose.row)
-        if w is not None:
-            windows.append(w)
+        taken = [(held, decision.release)] if decision.release else []
+        held = stamp if decision.held else None
+        if decision.take:
+            taken.append((stamp, decision.reset))
+        for frame, reset in taken:
+            if reset:
+                win.reset(reset)
+            pose = odom.pose_at(frame, max_gap_s=0.25)
+            if not pose.ok:
+                dropped[f"odometry: {pose.reason}"] += 1
+                win.reset("no pose")
+                continue
+            assert pose.row is not None
+            w = win.push(frame, encode(frame), pose.row)
+            if w is not None:
+                windows.append(w)
     assert max(encoded.values()) == 1  # every frame encoded once, however many windows use it
     assert len(encoded) == sampler.counts["taken"] - sum(dropped.values())
     # Live, an odometry outage shows as "future": no sample has come after the frame yet.

@@ -5,6 +5,7 @@ import json
 import pytest
 from ros_graph import (
     QUAT,
+    helper,
     node_params,
     ros_env,
     run_helper,
@@ -77,4 +78,30 @@ def test_bad_messages_and_requests_leave_the_node_and_memory_intact(tmp_path, mo
         assert diag["memory"]["_level"] == "0" and "Traceback" not in log
         assert node.alive()
     finally:
+        node.stop()
+
+
+def test_a_second_odometry_source_is_a_warning_in_log_and_diagnostics(tmp_path, model_dir):
+    env = ros_env()
+    node = start_node(tmp_path, env, *node_params(model_dir))
+    second = None
+    try:
+        node.wait_for_output("active: ingesting")
+        second = helper(env, tmp_path / "second_odometry.log", "publish", "--seconds", "2.0",
+                        "--no-images", "--frame-id", "base_odom")
+        run_helper(env, "publish", "--seconds", "2.0")
+        assert second.popen.wait(90) == 0
+        diag = wait_idle(env)
+        ingest = diag["ingest"]
+        assert ingest["_level"] == "1", ingest  # WARN
+        assert "odometry frame_id changed from" in ingest["_message"]
+        assert "a second odometry source on the topic?" in ingest["_message"]
+        assert int(ingest["odometry frame changes"]) >= 1
+        warned = [line for line in node.output().splitlines()
+                  if "odometry frame_id changed from" in line]
+        assert warned and all("WARN" in line for line in warned), warned
+        assert node.alive()
+    finally:
+        if second is not None:
+            second.stop()
         node.stop()

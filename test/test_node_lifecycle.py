@@ -100,3 +100,73 @@ def test_missing_model_dir_exits_with_one_readable_line(tmp_path):
     errors = [line for line in out.splitlines() if "ERROR" in line or "FATAL" in line]
     assert len(errors) == 1 and "no_such_model' does not exist" in errors[0], out
     assert "spartan-export" in errors[0] and "Traceback" not in out
+
+
+# Each value is refused with one line naming the parameter; `ros2 run ... --ros-args -p` parses
+# values as YAML (10 is an integer, .nan a double, abc a string).
+BAD_PARAMETERS = {
+    "sample_rate_hz": ("1000.0", "sample_rate_hz=1000.0 is above its maximum 100.0"),
+    "max_pose_gap_s": (".nan", "max_pose_gap_s=nan is not a finite number"),
+    "input_timeout_s": ("10", "input_timeout_s=10 is an integer, this parameter is a double: "
+                              "write 10.0"),
+    "window_frames": ("abc", "window_frames='abc' is a string, this parameter is an integer"),
+    "stride_frames": ("0", "stride_frames=0 is below its minimum 1"),
+    "max_segments": ("-1", "max_segments=-1 is below its minimum 0"),
+    "image_transport": ("jpeg", "image_transport='jpeg' is not one of raw, compressed"),
+    "execution_providers": ("cpu", "execution_providers='cpu' is a string, this parameter is a "
+                                   "list: write [cpu]"),
+    "publish_matches": ("5", "publish_matches=5 is an integer, this parameter is a boolean"),
+    "diagnostics_period_s": (".inf", "diagnostics_period_s=inf is not a finite number"),
+    "encode_batch_size": ("2.5", "encode_batch_size=2.5 is a double, this parameter is an "
+                                 "integer"),
+    "default_top_k": ("-3", "default_top_k=-3 is below its minimum 1"),
+}
+
+
+def test_bad_parameter_values_exit_with_one_readable_line(tmp_path):
+    env = ros_env()
+    args = []
+    for name, (value, _) in BAD_PARAMETERS.items():
+        args += ["-p", f"{name}:={value}"]
+    node = start_node(tmp_path, env, *args)
+    code = node.popen.wait(60)
+    out = node.output()
+    node.stop()
+    assert code == 1 and "Traceback" not in out, out
+    errors = [line for line in out.splitlines() if "ERROR" in line or "FATAL" in line]
+    assert len(errors) == 1, out
+    assert "cannot configure: bad parameter: " in errors[0]
+    for _, message in BAD_PARAMETERS.values():
+        assert message in errors[0], (message, errors[0])
+
+
+def test_set_parameters_refuses_bad_values_with_a_reason(tmp_path):
+    env = ros_env()
+    node = start_node(tmp_path, env, "-p", "model_dir:=''")
+    try:
+        node.wait_for_output("active:")
+        values = [["default_top_k", 0], ["default_top_k", 2.5], ["input_timeout_s", "nan"],
+                  ["input_timeout_s", 5], ["publish_matches", "yes"],
+                  ["sample_rate_hz", 20.0], ["default_top_k", 7], ["input_timeout_s", 2.0]]
+        results = run_helper(env, "set-params", "/spartan", json.dumps(values))
+        assert [r["successful"] for r in results] == [False] * 6 + [True, True]
+        for r in results[:6]:
+            assert r["reason"] and "\n" not in r["reason"], r
+        assert "read-only" in results[5]["reason"]
+        assert node.alive() and "Traceback" not in node.output()
+    finally:
+        node.stop()
+
+
+def test_missing_vocabulary_fails_at_configure(tmp_path, model_dir):
+    env = ros_env()
+    env["SPARTAN_BPE_PATH"] = str(tmp_path / "no_vocabulary.txt.gz")
+    node = start_node(tmp_path, env, *node_params(model_dir))
+    code = node.popen.wait(60)
+    out = node.output()
+    node.stop()
+    assert code == 1 and "Traceback" not in out, out
+    errors = [line for line in out.splitlines() if "ERROR" in line or "FATAL" in line]
+    assert len(errors) == 1, out
+    assert "cannot configure: cannot load the text tokenizer: SPARTAN_BPE_PATH points to" in (
+        errors[0])

@@ -118,7 +118,10 @@ def test_time_jump_back_restarts_the_window(engine):
     first = feed(svc, 3.0)
     second = feed(svc, 3.0)  # the same stamps again: a bag loop
     assert len(first) == len(second) == 2
-    assert second[0].start_ns == first[0].start_ns  # the window did not mix the two passes
+    # The window did not mix the two passes; the first frame of the second pass waited for the
+    # next one to confirm the jump, and was kept.
+    assert second[0].start_ns == first[0].start_ns
+    assert "dropped: stamp jump not confirmed" not in svc.stats()["counts"]
     assert svc.stats()["counts"]["sampler reset: time jumped back"] == 1
 
 
@@ -194,3 +197,88 @@ def test_worker_ingests_while_queries_run(engine, tmp_path):
     assert len(svc.store) == 4
     assert set(errors) <= {"memory is empty"}
     assert answers == sorted(answers)  # segments only ever appear, whole
+
+
+def test_frames_with_bad_stamps_are_dropped_and_the_window_kept(engine, caplog):
+    """Stamp 0, a negative stamp, 2^31 - 1 s and a jump, each alone among good frames: the
+    frame is dropped with its reason and the segments are those of the clean drive."""
+    expected = [(s.start_ns, s.end_ns) for s in feed(service(engine), 3.0)]
+    assert len(expected) == 2
+    svc = service(engine)
+    real = svc.add_frame
+    bad = {10: 0, 20: -5 * 10**9, 30: (2**31 - 1) * 10**9, 40: START_NS - 100 * 10**9}
+    calls = 0
+
+    def add_frame(stamp, image):
+        nonlocal calls
+        calls += 1
+        taken = real(stamp, image)
+        if calls in bad:
+            assert real(bad[calls], image) is False
+        return taken
+
+    svc.add_frame = add_frame  # type: ignore[method-assign]
+    stored = feed(svc, 3.0)
+    assert [(s.start_ns, s.end_ns) for s in stored] == expected
+    counts = svc.stats()["counts"]
+    assert counts["dropped: bad stamp (zero or negative)"] == 2
+    assert counts["dropped: stamp jump not confirmed"] == 2
+    assert "the window in progress is kept" in caplog.text
+
+
+def test_odometry_frame_change_is_a_warning_in_log_and_diagnostics(engine, caplog):
+    svc = service(engine)
+    feed(svc, 1.0)
+    assert svc.stats()["warnings"] == []
+    for k, frame in enumerate(["odom", "odom_2", "odom", "odom_2"]):  # two sources alternate
+        assert svc.add_odometry(START_NS + 2 * 10**9 + k * ODOM, (0, 0, 0), QUAT, frame) is None
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert any("odometry frame_id changed from 'odom' to 'odom_2'" in r.getMessage()
+               for r in warnings)
+    [warning] = svc.stats()["warnings"]
+    assert "changed from 'odom_2' to 'odom'" in warning or "to 'odom_2'" in warning
+    assert "3 changes so far" in warning and "second odometry source" in warning
+    assert svc.stats()["counts"]["odometry frame changes"] == 3
+
+
+def test_huge_finite_numbers_never_raise(engine):
+    svc = service(engine)
+    # a finite orientation whose norm overflows once crashed the node
+    assert svc.add_odometry(START_NS, (0, 0, 0), (1e200, 0, 0, 1), "odom") == (
+        "not a unit quaternion")
+    assert svc.add_odometry(START_NS, (1e30, 0, 0), QUAT, "odom") == "position out of range"
+    feed(svc, 3.0)
+    assert len(svc.store) == 2
+    line = [[t, 5 * t, t, 0.0, *QUAT] for t in (0.0, 1.0)]
+    far = [[t, 1e30 * (1 + t), 0.0, 0.0, *QUAT] for t in (0.0, 1.0)]
+    fast = [[t, 1e6 * t, 0.0, 0.0, *QUAT] for t in (0.0, 1.0)]  # 1000 km/s: float16 overflows
+    bad = [
+        (Query("a road", near=(1e308, 1e308, 1e308), radius=1e308), "radius must be"),
+        (Query("a road", near=(1e308, 0, 0), radius=10.0), "near .* is out of range"),
+        (Query("a road", trajectory=np.array(far)), "trajectory pose 0: position out of range"),
+        (Query("a road", trajectory=np.array(fast)), "trajectory: .*overflows float16"),
+        (Query("a road", trajectory=np.array([line[0], [1e300, *line[1][1:]]])),
+         "trajectory pose 1 has stamp 1e\\+300 s"),
+        (Query("a road", trajectory=np.array([line[0], [*line[1][:4], 1e200, 0, 0, 1]])),
+         "trajectory pose 1: not a unit quaternion"),
+        (Query("a road", top_k=2**31 - 1), "top_k must be in"),
+        (Query("x" * 70_000), "text is 70000 characters long"),
+    ]
+    for query, message in bad:
+        with pytest.raises(QueryError, match=message):
+            svc.query(query)
+    assert len(svc.query(Query("a road", trajectory=np.array(line), top_k=5)).matches) == 2
+
+
+def test_diagnostics_show_the_frame_change_as_warn(engine):
+    from builtin_interfaces.msg import Time
+    from diagnostic_msgs.msg import DiagnosticStatus
+
+    from spartan_ros.node.diagnostics import diagnostic_array
+
+    svc = service(engine)
+    feed(svc, 1.0)
+    svc.add_odometry(START_NS + 2 * 10**9, (0, 0, 0), QUAT, "map")
+    ingest, _ = diagnostic_array(Time(), "spartan", svc.stats(), [], {}).status
+    assert ingest.level == DiagnosticStatus.WARN
+    assert "odometry frame_id changed from 'odom' to 'map'" in ingest.message

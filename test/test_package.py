@@ -37,6 +37,19 @@ def test_parameter_validation_messages():
     assert "sample_rate_hz=0.0 is below its minimum 0.1" in parameters.validate(
         {"sample_rate_hz": 0.0})
     assert any("image_transport" in p for p in parameters.validate({"image_transport": "jpeg"}))
+    # types and non-finite numbers: the values ROS refuses at declaration, said in one line each
+    assert parameters.validate({"sample_rate_hz": 10, "max_pose_gap_s": float("nan"),
+                                "window_frames": "abc", "autostart": 1,
+                                "execution_providers": "cpu", "stride_frames": 2.0}) == [
+        "sample_rate_hz=10 is an integer, this parameter is a double: write 10.0",
+        "window_frames='abc' is a string, this parameter is an integer",
+        "stride_frames=2.0 is a double, this parameter is an integer",
+        "max_pose_gap_s=nan is not a finite number",
+        "execution_providers='cpu' is a string, this parameter is a list: write [cpu]",
+        "autostart=1 is an integer, this parameter is a boolean (true or false)",
+    ]
+    assert parameters.validate({"sample_rate_hz": float("inf")}, names=("sample_rate_hz",)) == [
+        "sample_rate_hz=inf is not a finite number"]
 
 
 def test_launch_file_is_valid_python_with_the_documented_arguments():

@@ -1,5 +1,6 @@
 """Tests for spartan_ros.preprocess against a plain Pillow pipeline (the reference transform)."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -170,3 +171,28 @@ def test_module_does_not_import_torch():
     subprocess.run(
         [sys.executable, "-c", code], check=True, timeout=60, cwd=Path(__file__).parents[1]
     )
+
+
+def test_thin_strips_are_cropped_before_they_are_resized():
+    """A 1 x 600000 strip resized first would be 224 x 134 million pixels (90 GB): in a
+    process limited to 3 GB of address space it must take R x R."""
+    code = (
+        "import resource, numpy as np\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))\n"
+        "from spartan_ros.preprocess import preprocess_image\n"
+        "for shape in ((1, 600_000, 3), (600_000, 1, 3), (2, 70_000, 3)):\n"
+        "    assert preprocess_image(np.zeros(shape, np.uint8), 224).shape == (3, 224, 224)\n"
+    )
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, cwd=Path(__file__).parents[1], env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+
+
+@pytest.mark.parametrize("hw", [(17 * 20, 20), (30, 30 * 40), (2, 5000)])
+def test_thin_strips_keep_the_reference_crop(hw):
+    """Past 1:16 the crop is resampled alone: the same part of the frame, the same filter,
+    filter positions equal up to float rounding (a few grey levels at most)."""
+    img = scene(*hw, seed=1)
+    diff = np.abs(preprocess_image(img, 32) - pillow_reference(img, 32))
+    assert diff.max() * CLIP_STD.max() * 255 <= 8 and diff.mean() * 255 * CLIP_STD.max() < 1

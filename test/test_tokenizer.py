@@ -288,3 +288,89 @@ def test_module_does_not_import_torch():
     subprocess.run(
         [sys.executable, "-c", code], check=True, timeout=60, cwd=Path(__file__).parents[1]
     )
+
+
+# -- bounded work on long text ----------------------------------------------------------------
+
+def reference_bpe(tok: Tokenizer, word: str) -> list[str]:
+    """The reference's merge loop: each round merges every occurrence of the best pair."""
+    parts = list(word[:-1]) + [word[-1] + "</w>"]
+    while len(parts) > 1:
+        best = min(zip(parts[:-1], parts[1:], strict=True),
+                   key=lambda p: tok.merge_rank.get(p, tk.NUM_MERGES))
+        if best not in tok.merge_rank:
+            break
+        merged, i = [], 0
+        while i < len(parts):
+            if i + 1 < len(parts) and (parts[i], parts[i + 1]) == best:
+                merged.append(best[0] + best[1])
+                i += 2
+            else:
+                merged.append(parts[i])
+                i += 1
+        parts = merged
+    return parts
+
+
+def test_merges_file_has_the_facts_the_fast_bpe_relies_on():
+    tok = get_tokenizer()
+    made_at: dict[str, int] = {}
+    for (a, b), rank in sorted(tok.merge_rank.items(), key=lambda item: item[1]):
+        assert a + b not in made_at, f"{a + b!r} is made by two merges"
+        made_at[a + b] = rank
+    for (a, b), rank in tok.merge_rank.items():
+        assert made_at.get(a, -1) < rank and made_at.get(b, -1) < rank, (a, b)
+    assert tok.longest_symbol == max(len(s.removesuffix("</w>")) for s in made_at)
+
+
+def test_fast_bpe_matches_the_reference_merge_loop():
+    tok = get_tokenizer()
+    rng = random.Random(11)
+    letters = "aaabcdeeefghiilmnooprssttuy"
+    byte_chars = list(tok.byte_encoder.values())
+    words = ["".join(rng.choice(letters) for _ in range(rng.randint(1, 400))) for _ in range(150)]
+    words += ["".join(rng.choice(byte_chars) for _ in range(rng.randint(1, 60)))
+              for _ in range(150)]
+    words += ["a" * n for n in (1, 2, 3, 7, 64, 301)] + ["ab" * 150, "!" * 97]
+    for word in words:
+        assert tok.bpe(word) == reference_bpe(tok, word), word
+
+
+def test_a_one_megabyte_word_is_answered():
+    """The reference merge loop is quadratic in the word: a random 1 MB word never finished
+    (8000 letters took 2.8 s)."""
+    rng = random.Random(7)
+    word = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(1_000_000))
+    row = tokenize(word)[0]
+    assert row[0] == SOT and row[247] == EOT and 0 not in row[1:247]
+    row = tokenize("x" * 1_000_000)[0]
+    assert row[0] == SOT and row[247] == EOT and len(set(row[1:247].tolist())) == 1
+    assert tokenize("y" + "é" * 500_000)[0, 247] == EOT
+
+
+def test_bounded_encoding_keeps_every_text_that_fits(oracle):
+    """encode(text, max_tokens) is the full encoding whenever that has fewer than max_tokens
+    ids, and passes at most max_tokens * longest_symbol bytes of any word to BPE."""
+    seen: list[int] = []
+
+    class Counting(Tokenizer):
+        def bpe(self, word: str) -> list[str]:
+            seen.append(len(word))
+            return super().bpe(word)
+
+    tok = Counting()
+    rng = random.Random(5)
+    texts = [" ".join(driving_descriptions(k, seed=k)) for k in range(1, 8)]
+    texts += ["".join(rng.choice("abcdefghij") for _ in range(n)) for n in (100, 2000, 7000)]
+    texts += ["z" * n for n in (31 * 32, 246 * 32, 247 * 32, 247 * 32 + 1, 100_000)]
+    for text in texts:
+        full = oracle.encode(text)
+        for max_tokens in (247, 77, 5):
+            seen.clear()
+            ids = tok.encode(text, max_tokens)
+            assert max(seen, default=0) <= max_tokens * tok.longest_symbol
+            if len(full) < max_tokens:
+                assert ids == full
+            else:
+                assert len(ids) >= max_tokens
+        np.testing.assert_array_equal(tokenize(text)[0], oracle_tokenize(oracle, text))

@@ -16,6 +16,32 @@ NO_ODOMETRY = "no odometry yet"
 STALE = "stale"
 FUTURE = "future"
 NOT_FINITE = "not finite"
+OUT_OF_RANGE = "position out of range"
+NOT_UNIT = "not a unit quaternion"
+STAMP_JUMP = "stamp jump not confirmed"
+
+# Odometry positions beyond this (metres) are sensor or publisher errors: Earth-centred
+# coordinates stay below 1e7 m, and the pose maths must not overflow on differences and squares.
+MAX_POSITION_M = 1e9
+# A unit quaternion is expected; within this norm range it is normalised, outside it refused
+# (tf2 refuses anything not within 1 %: this is kinder to sloppy publishers, not to garbage).
+QUAT_NORM_RANGE = (0.5, 2.0)
+
+
+def check_pose_numbers(position: np.ndarray, quat_xyzw: np.ndarray) -> str | None:
+    """Why a position [3] and quaternion [4] cannot be used as a pose, or None when they can."""
+    if not (np.isfinite(position).all() and np.isfinite(quat_xyzw).all()):
+        return NOT_FINITE
+    if np.abs(position).max() > MAX_POSITION_M:
+        return OUT_OF_RANGE
+    # Scale before squaring so that huge components cannot overflow the norm.
+    peak = float(np.abs(quat_xyzw).max())
+    if peak == 0.0:
+        return "zero quaternion"
+    norm = peak * float(np.linalg.norm(quat_xyzw / peak))
+    if not QUAT_NORM_RANGE[0] <= norm <= QUAT_NORM_RANGE[1]:
+        return NOT_UNIT
+    return None
 
 
 @dataclass(frozen=True, eq=False)
@@ -36,9 +62,10 @@ class OdometryBuffer:
     """Odometry samples (stamp, position, orientation xyzw, frame) of the last ``max_age_s``.
 
     Samples may arrive slightly out of order; they are kept sorted by stamp. A sample older than
-    the newest by more than ``jump_back_s`` means the clock went back (a bag restarted, a
-    simulator reset): the history is dropped and starts again from it, as it is when the frame
-    id changes. ``counts`` tallies accepted samples, rejections and resets by reason.
+    the newest by more than ``jump_back_s``, or newer by more than ``max_age_s``, is refused as
+    a stamp jump; when the next sample follows it, the clock really jumped (a bag restarted, a
+    simulator reset) and the history starts again from that next sample, as it does when the
+    frame id changes. ``counts`` tallies accepted samples, rejections and resets by reason.
     """
 
     def __init__(self, max_age_s: float = 10.0, jump_back_s: float = 1.0) -> None:
@@ -53,6 +80,11 @@ class OdometryBuffer:
         self._stamps: list[int] = []
         self._pos: list[np.ndarray] = []
         self._quat: list[np.ndarray] = []
+        self._jumped: int | None = None  # stamp of the last sample refused as a jump
+
+    def _continues(self, newest: int, stamp: int) -> bool:
+        """Whether ``stamp`` can follow a history whose newest sample is ``newest``."""
+        return newest - self.jump_back_ns <= stamp <= newest + self.max_age_ns
 
     def __len__(self) -> int:
         return len(self._stamps)
@@ -62,6 +94,7 @@ class OdometryBuffer:
         return self._stamps[-1] if self._stamps else None
 
     def clear(self) -> None:
+        self._jumped = None
         self._stamps.clear()
         self._pos.clear()
         self._quat.clear()
@@ -76,11 +109,7 @@ class OdometryBuffer:
             raise ValueError(
                 f"odometry needs a position [3] and a quaternion [4], got {pos.shape}, {quat.shape}"
             )
-        reason = None
-        if not (np.isfinite(pos).all() and np.isfinite(quat).all()):
-            reason = NOT_FINITE
-        elif not np.linalg.norm(quat) > 1e-9:
-            reason = "zero quaternion"
+        reason = check_pose_numbers(pos, quat)
         if reason is not None:
             self.counts[f"rejected: {reason}"] += 1
             return reason
@@ -88,9 +117,17 @@ class OdometryBuffer:
         if self._stamps and frame_id != self.frame_id:
             self.counts["reset: frame changed"] += 1
             self.clear()
-        elif self._stamps and stamp < self._stamps[-1] - self.jump_back_ns:
-            self.counts["reset: time jumped back"] += 1
+        elif self._stamps and not self._continues(self._stamps[-1], stamp):
+            # One sample far from the history is more often a bad stamp than a new clock: it
+            # is refused, and the history restarts only when the next sample follows it.
+            jumped, self._jumped = self._jumped, stamp
+            if jumped is None or not self._continues(jumped, stamp):
+                self.counts[f"rejected: {STAMP_JUMP}"] += 1
+                return STAMP_JUMP
+            back = stamp < self._stamps[-1]
+            self.counts[f"reset: time jumped {'back' if back else 'forward'}"] += 1
             self.clear()
+        self._jumped = None
         self.frame_id = frame_id
         q = quat_normalize(quat)
         i = bisect.bisect_left(self._stamps, stamp)

@@ -31,9 +31,12 @@ import numpy as np
 import numpy.typing as npt
 
 from spartan_ros.ingest import FrameSampler, OdometryBuffer, SlidingWindow, WindowReady
+from spartan_ros.ingest.sampler import STAMP_JUMP
 from spartan_ros.memory.store import Segment, SegmentStore
 from spartan_ros.query import Query, QueryError, validate_query
 from spartan_ros.runtime.scoring import FusionHead
+
+BAD_STAMP = "bad stamp (zero or negative)"
 
 # A frame is an RGB uint8 [H, W, 3] array, or a function returning one (decoded in the worker).
 FrameSource = np.ndarray | Callable[[], np.ndarray]
@@ -79,6 +82,7 @@ class ServiceConfig:
     # is interpolated even when odometry arrives late; then it is decided with what is there.
     odometry_wait_s: float = 1.0
     log_every_s: float = 5.0  # throttle of repeated warnings
+    warn_hold_s: float = 30.0  # diagnostics stay WARN this long after an odometry frame change
 
     @property
     def window_span_s(self) -> float:
@@ -211,6 +215,9 @@ class MemoryService:
         self._flushing = False
         self._window_frame_id: str | None = None
         self._throttle = _Throttle(cfg.log_every_s)
+        self._frame_warning: tuple[str, float] | None = None  # (text, monotonic time)
+        self._odom_frame: str | None = None  # frame_id of the last accepted odometry sample
+        self._held: _Pending | None = None  # a frame whose stamp jumped, until the next one
 
     # -- input ----------------------------------------------------------------------------------
 
@@ -224,37 +231,76 @@ class MemoryService:
         """One odometry sample; returns None when accepted, else why it was rejected."""
         with self._work:
             resets = self._odometry_resets()
-            reason = self.odometry.add(stamp_ns, position, quat_xyzw, frame_id)
+            reason = BAD_STAMP if int(stamp_ns) <= 0 else self.odometry.add(
+                stamp_ns, position, quat_xyzw, frame_id)
             self.counts["odometry received"] += 1
             if reason is not None:
                 self.counts[f"odometry rejected: {reason}"] += 1
                 self._warn(f"odometry: {reason}",
                            f"odometry sample at {_fmt_stamp(stamp_ns)} rejected: {reason} "
                            f"({self.counts[f'odometry rejected: {reason}']} so far)")
+            elif self._odom_frame is not None and frame_id != self._odom_frame:
+                self._frame_changed(self._odom_frame, frame_id)
             elif self._odometry_resets() != resets:
                 self.log.info(f"odometry history restarted at {_fmt_stamp(stamp_ns)} "
-                              "(time jumped back or the frame changed)")
+                              "(the stamps jumped)")
+            if reason is None:
+                self._odom_frame = frame_id
             self._work.notify_all()
             return reason
+
+    def _frame_changed(self, old: str, new: str) -> None:
+        """A WARN (log and diagnostics): poses of two frames cannot be mixed in one window, and
+        two odometry sources alternating on one topic means nothing can be stored."""
+        self.counts["odometry frame changes"] += 1
+        n = self.counts["odometry frame changes"]
+        self._frame_warning = (
+            f"odometry frame_id changed from {old!r} to {new!r} ({n} change{'s' * (n > 1)} "
+            "so far; a second odometry source on the topic?): the odometry history and the "
+            "window restart at each change", time.monotonic())
+        self._warn("odometry frame", self._frame_warning[0])
 
     def add_frame(self, stamp_ns: int, image: FrameSource) -> bool:
         """One camera frame (RGB, or a function decoding it); True when the sampler took it."""
         stamp = int(stamp_ns)
         with self._work:
             self.counts["frames received"] += 1
-            self._latest_image_ns = stamp
+            if stamp <= 0:  # unset (0) or negative: not a time at all
+                self._drop_frame(BAD_STAMP, stamp)
+                return False
             decision = self.sampler.offer(stamp)
-            if decision.reset is not None:
-                self.log.info(f"camera stream restarts at {_fmt_stamp(stamp)} "
-                              f"({decision.reset}): the window starts again")
+            held, self._held = self._held, None
+            if held is not None and decision.discard:
+                self._drop_frame(STAMP_JUMP, held.stamp_ns)
+            if held is not None and decision.release is not None:  # the stream restarted
+                held.reset = decision.release
+                self._enqueue(held)
+            if decision.held:  # kept until the next frame says whether the stream jumped
+                self._held = _Pending(stamp, image, None)
+                return False
+            self._latest_image_ns = stamp
             if not decision.take:
                 return False
-            self.counts["frames taken"] += 1
-            self._pending.append(_Pending(stamp, image, decision.reset))
-            if len(self._pending) > self.config.max_pending_frames:
-                self._drop_pending("inference behind")
-            self._work.notify_all()
+            self._enqueue(_Pending(stamp, image, decision.reset))
             return True
+
+    def _enqueue(self, frame: _Pending) -> None:
+        """A frame the sampler took joins the encoder's queue (called with the lock held)."""
+        if frame.reset is not None:
+            self.log.info(f"camera stream restarts at {_fmt_stamp(frame.stamp_ns)} "
+                          f"({frame.reset}): the window starts again")
+        self.counts["frames taken"] += 1
+        self._pending.append(frame)
+        if len(self._pending) > self.config.max_pending_frames:
+            self._drop_pending("inference behind")
+        self._work.notify_all()
+
+    def _drop_frame(self, reason: str, stamp: int) -> None:
+        """Count and warn (throttled) about a frame refused for its stamp; the window goes on."""
+        self.counts[f"dropped: {reason}"] += 1
+        self._warn(f"frame: {reason}",
+                   f"dropped the camera frame stamped {_fmt_stamp(stamp)}: {reason}; the window "
+                   f"in progress is kept ({self.counts[f'dropped: {reason}']} so far)")
 
     def reject_frame(self, reason: str, detail: str = "") -> None:
         """Count (and log, throttled) a frame the caller could not turn into an image."""
@@ -348,6 +394,7 @@ class MemoryService:
         Waiting frames are dropped; call ``flush()`` first to keep them."""
         with self._process_lock, self._lock:
             self._pending.clear()
+            self._held = None
             self._carry_reset = None
             self._latest_image_ns = None
             self.sampler.reset()
@@ -415,8 +462,8 @@ class MemoryService:
         if frame.reset is not None:
             self.window.reset(frame.reset)
         elif self._window_frame_id is not None and frame_id != self._window_frame_id:
-            self.log.info(f"odometry frame changed from {self._window_frame_id!r} to "
-                          f"{frame_id!r}: the window starts again")
+            self._warn("window frame", f"odometry frame changed from {self._window_frame_id!r} "
+                       f"to {frame_id!r}: the window starts again")
             self.window.reset("odometry frame changed")
         self._window_frame_id = frame_id
         before = sum(v for k, v in self.window.counts.items() if k.startswith("reset"))
@@ -484,9 +531,10 @@ class MemoryService:
             traj = np.asarray(query.trajectory, dtype=np.float64)
             try:
                 rows = engine.resample_window(traj)
-            except ValueError as exc:
+                q = np.asarray(engine.encode_query([query.text], rows[None]),
+                               dtype=np.float32)[0]
+            except ValueError as exc:  # e.g. a window too long for the float16 pose encoder
                 raise QueryError(f"trajectory: {exc}") from exc
-            q = np.asarray(engine.encode_query([query.text], rows[None]), dtype=np.float32)[0]
             hits = self.store.index.search(k, query_embedding=q, since_ns=since, until_ns=until,
                                            near=near, radius=radius, min_score=min_score)
         segments = {s.id: s for s in self.store.get_many(hits.ids)}
@@ -520,7 +568,15 @@ class MemoryService:
                 "segments": len(self.store),
                 "last_segment": self.last_segment,
                 "odometry_frame": self.odometry.frame_id,
+                "warnings": self._recent_warnings(),
             }
+
+    def _recent_warnings(self) -> list[str]:
+        """Conditions diagnostics show as WARN while they are recent."""
+        if self._frame_warning is None:
+            return []
+        text, when = self._frame_warning
+        return [text] if time.monotonic() - when < self.config.warn_hold_s else []
 
     def _odometry_resets(self) -> int:
         return sum(v for k, v in self.odometry.counts.items() if k.startswith("reset"))

@@ -77,6 +77,7 @@ def diagnostic_array(
         _kv("inference ms per frame (last)", float(stats["last_latency_ms"])),
     ]
     dropped = sum(v for k, v in counts.items() if k.startswith("dropped"))
+    problems = problems + list(stats.get("warnings", []))
     if problems:
         ingest.level = DiagnosticStatus.WARN
         ingest.message = "; ".join(problems)

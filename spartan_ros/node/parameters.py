@@ -7,6 +7,7 @@ lists exactly these names.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,19 +69,52 @@ PARAMETERS: tuple[ParamSpec, ...] = (
 BY_NAME = {p.name: p for p in PARAMETERS}
 
 
-def validate(values: dict[str, Any]) -> list[str]:
-    """Return readable problems with the given parameter values (empty = all good)."""
+_KINDS = {bool: "a boolean (true or false)", int: "an integer", float: "a double",
+          str: "a string", list: "a list"}
+
+
+def type_problem(spec: ParamSpec, value: Any) -> str | None:
+    """One line when ``value`` does not have the parameter's type (ROS parameters are typed:
+    ``10`` is an integer, ``10.0`` a double)."""
+    want = type(spec.default)
+    if isinstance(value, want) and isinstance(value, bool) == (want is bool):
+        return None
+    have = _KINDS.get(type(value), type(value).__name__)
+    hint = ""
+    if want is float and type(value) is int:
+        hint = f": write {float(value)!r}"
+    elif want is list and isinstance(value, str):
+        hint = f": write [{value}]"
+    return f"{spec.name}={value!r} is {have}, this parameter is {_KINDS[want]}{hint}"
+
+
+def validate(values: dict[str, Any], names: tuple[str, ...] | None = None) -> list[str]:
+    """Return readable problems with the given parameter values (empty = all good); ``names``
+    limits the check to those parameters (default: all)."""
     problems = []
     for spec in PARAMETERS:
+        if names is not None and spec.name not in names:
+            continue
         value = values.get(spec.name, spec.default)
+        wrong_type = type_problem(spec, value)
+        if wrong_type is not None:
+            problems.append(wrong_type)
+            continue
+        if isinstance(value, float) and not math.isfinite(value):
+            problems.append(f"{spec.name}={value} is not a finite number")
+            continue
         if spec.min_value is not None and value < spec.min_value:
             problems.append(f"{spec.name}={value} is below its minimum {spec.min_value}")
         if spec.max_value is not None and value > spec.max_value:
             problems.append(f"{spec.name}={value} is above its maximum {spec.max_value}")
         if spec.choices is not None and value not in spec.choices:
             problems.append(f"{spec.name}={value!r} is not one of {', '.join(spec.choices)}")
+    if names is not None:
+        return problems
     window = values.get("window_frames", BY_NAME["window_frames"].default)
     stride = values.get("stride_frames", BY_NAME["stride_frames"].default)
+    if problems:  # the pair below is only compared when both are numbers in range
+        return problems
     if stride > window:
         problems.append(f"stride_frames={stride} is larger than window_frames={window}: "
                         "frames between windows would never be stored")

@@ -28,6 +28,7 @@ from rcl_interfaces.msg import (
 )
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import Clock, ClockType
+from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.publisher import Publisher
@@ -54,6 +55,7 @@ from spartan_ros.node.conversions import match_to_msg, query_from_request
 from spartan_ros.node.diagnostics import InputWatch, diagnostic_array
 from spartan_ros.node.markers import matches_markers
 from spartan_ros.query import QueryError, validate_query
+from spartan_ros.tokenizer import get_tokenizer
 
 # Odometry is small and frequent: best effort (matches reliable publishers too), a deep queue.
 ODOM_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=50,
@@ -143,6 +145,10 @@ def open_memory(values: dict[str, Any], logger: Any) -> MemoryService:
         engine = Engine(model_dir, providers=tuple(values["execution_providers"]), logger=logger)
     except ModelLoadError as exc:
         raise ConfigError(f"cannot load the model in {model_dir}: {exc}") from exc
+    try:  # queries need it: fail now, not at the first query
+        get_tokenizer()
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot load the text tokenizer: {exc}") from exc
     try:
         store = SegmentStore(values["memory_path"] or None, engine.model_hash, engine.embed_dim,
                              head=engine.fusion_head)
@@ -158,8 +164,9 @@ def open_memory(values: dict[str, Any], logger: Any) -> MemoryService:
 class SpartanNode(LifecycleNode):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__("spartan", **kwargs)
+        self._parameter_problems: list[str] = []  # values refused at declaration
         for spec in params.PARAMETERS:
-            self.declare_parameter(spec.name, spec.default, _descriptor(spec))
+            self._declare(spec)
         # Images, odometry, queries and timers each in their own group: a slow query never delays
         # frames, and a burst of images never holds odometry back.
         self._image_group = MutuallyExclusiveCallbackGroup()
@@ -177,6 +184,19 @@ class SpartanNode(LifecycleNode):
         self._warned: dict[str, float] = {}
         self._active = False
 
+    def _declare(self, spec: params.ParamSpec) -> None:
+        """Declare one parameter; a value given on the command line or in a YAML file that its
+        type or range refuses becomes one line for on_configure, not a traceback here."""
+        try:
+            self.declare_parameter(spec.name, spec.default, _descriptor(spec))
+        except ParameterException as exc:
+            given = getattr(self, "_parameter_overrides", {}).get(spec.name)
+            lines = [] if given is None else params.validate({spec.name: given.value},
+                                                             names=(spec.name,))
+            self._parameter_problems += lines or [f"{spec.name}: {exc}"]
+            self.declare_parameter(spec.name, spec.default, _descriptor(spec),
+                                   ignore_override=True)
+
     def autostart(self) -> bool:
         """Walk to active if the autostart parameter says so; False when that failed."""
         if not self.get_parameter("autostart").value:
@@ -193,7 +213,7 @@ class SpartanNode(LifecycleNode):
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         values = self.values()
         try:
-            problems = params.validate(values)
+            problems = self._parameter_problems + params.validate(values)
             if problems:
                 raise ConfigError("bad parameter: " + "; ".join(problems))
             if values["model_dir"]:
