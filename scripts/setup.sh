@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
 # Creates (or brings up to date) the project's environment; safe to run any number of times.
 #
+#   bash scripts/setup.sh               development: vehicle runtime, desk tools, trainer, tests
+#   bash scripts/setup.sh --vehicle     the vehicle runtime only (no torch, matplotlib, evo)
+#   add --gpu                           onnxruntime-gpu instead of onnxruntime (never both)
+#
 # Without a ROS 2 install: a venv (.venv, or $SPARTAN_VENV) that *is* the ROS prefix, with ROS 2
 # Kilted core from the PyPI ros-* wheels, spartan_interfaces built with CMake and installed into it,
-# and spartan_ros installed editable with its pinned Python dependencies.
+# and spartan_ros (editable; a regular install with --vehicle) with its pinned Python dependencies.
+# The prefix also gets what `ros2 run` / `ros2 launch` look for, as a colcon install has it: the
+# ament index entry, share/spartan_ros/{package.xml,launch,config} and lib/spartan_ros/<executable>.
 # With a sourced ROS 2 install (ROS_DISTRO set): the venv sees the system's rclpy and messages
 # (--system-site-packages) and the interfaces are built against that install instead.
 # A second run with nothing changed only compares a stamp and exits.
@@ -12,7 +18,15 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV=${SPARTAN_VENV:-$ROOT/.venv}
 STAMP=$VENV/.spartan-setup-stamp
-VOCAB_MD5=933b7abbbbde62c36f02f0e6ccde464f
+MODE=dev
+RUNTIME=vehicle.txt
+for arg in "$@"; do
+  case $arg in
+    --vehicle) MODE=vehicle ;;
+    --gpu) RUNTIME=vehicle-gpu.txt ;;
+    *) echo "usage: scripts/setup.sh [--vehicle] [--gpu]" >&2; exit 2 ;;
+  esac
+done
 log() { printf '[setup] %s\n' "$*"; }
 
 # What the environment is built from: any change here triggers the slow path again.
@@ -20,9 +34,9 @@ inputs_hash() {
   (
     cd "$ROOT"
     cat scripts/setup.sh requirements/*.txt setup.py setup.cfg package.xml cmake/*.cmake \
-      training/pyproject.toml
+      training/pyproject.toml resource/spartan_ros launch/*.launch.py config/*.yaml
     find interfaces -type f | LC_ALL=C sort | xargs cat
-    echo "ROS_DISTRO=${ROS_DISTRO:-}"
+    echo "ROS_DISTRO=${ROS_DISTRO:-} MODE=$MODE RUNTIME=$RUNTIME"
   ) | sha256sum | cut -d' ' -f1
 }
 want=$(inputs_hash)
@@ -58,37 +72,35 @@ pip_install() {
   return "${PIPESTATUS[0]}"
 }
 
-log "installing Python dependencies (first run: a few minutes)"
-reqs=(-r "$ROOT/requirements/base.txt" -r "$ROOT/requirements/dev.txt")
+log "installing Python dependencies ($MODE, $RUNTIME; first run: a few minutes)"
+# onnxruntime and onnxruntime-gpu share one import name: switching drops the other one first.
+other=onnxruntime-gpu
+[[ $RUNTIME == vehicle-gpu.txt ]] && other=onnxruntime
+if "$PY" -m pip show -q "$other" >/dev/null 2>&1; then
+  "$PY" -m pip uninstall -y -q "$other"
+fi
+reqs=(-r "$ROOT/requirements/$RUNTIME")
+if [[ $MODE == dev ]]; then
+  reqs+=(-r "$ROOT/requirements/desk.txt" -r "$ROOT/requirements/train.txt"
+         -r "$ROOT/requirements/dev.txt")
+fi
 if [[ -z ${ROS_DISTRO:-} ]]; then
   reqs+=(-r "$ROOT/requirements/ros.txt")
 else
   log "ROS_DISTRO=$ROS_DISTRO is sourced: using its rclpy and messages"
 fi
 pip_install "${reqs[@]}"
-# OpenAI's CLIP package carries the BPE vocabulary the tokenizer needs (and the reference tokenizer
-# the tests compare against); its declared dependencies (torchvision) are not wanted.
-pip_install --no-deps -r "$ROOT/requirements/vocab.txt"
-
-log "placing the BPE vocabulary"
-share=$VENV/share/spartan_ros
-mkdir -p "$share"
-"$PY" - "$share" "$VOCAB_MD5" <<'PYEOF'
-import hashlib, importlib.util, pathlib, shutil, sys
-dest, md5 = pathlib.Path(sys.argv[1]) / "bpe_simple_vocab_16e6.txt.gz", sys.argv[2]
-spec = importlib.util.find_spec("clip")
-src = pathlib.Path(spec.submodule_search_locations[0]) / "bpe_simple_vocab_16e6.txt.gz"
-if hashlib.md5(src.read_bytes()).hexdigest() != md5:
-    sys.exit(f"unexpected vocabulary checksum in {src}")
-shutil.copyfile(src, dest)
-PYEOF
+if [[ $MODE == dev ]]; then
+  # OpenAI's reference tokenizer and model, the tests' oracles; its declared dependencies
+  # (torchvision) are not wanted.
+  pip_install --no-deps -r "$ROOT/requirements/vocab.txt"
+fi
 
 log "building spartan_interfaces"
 export AMENT_PREFIX_PATH="$VENV${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}"
 export CMAKE_PREFIX_PATH="$VENV${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}"
-build=$ROOT/build/spartan_interfaces
-rm -rf "$build"
-mkdir -p "$build"
+build=$(mktemp -d "${TMPDIR:-/tmp}/spartan_interfaces-build.XXXXXX")
+trap 'rm -rf "$build"' EXIT
 (
   cd "$build"
   source "$VENV/bin/activate"
@@ -100,11 +112,40 @@ mkdir -p "$build"
   cmake --install . >install.log 2>&1 || { tail -40 install.log; exit 1; }
 )
 
-log "installing spartan_ros and spartan_train (editable)"
-pip_install --no-deps --no-build-isolation -e "$ROOT"
-pip_install --no-deps --no-build-isolation -e "$ROOT/training"
+if [[ $MODE == dev ]]; then
+  log "installing spartan_ros and spartan_train (editable)"
+  pip_install --no-deps --no-build-isolation -e "$ROOT"
+  pip_install --no-deps --no-build-isolation -e "$ROOT/training"
+  probe="import rclpy, spartan_interfaces.srv, torch, onnxruntime, spartan_train"
+else
+  log "installing spartan_ros"
+  pip_install --no-deps --no-build-isolation --force-reinstall "$ROOT"
+  probe="import rclpy, spartan_interfaces.srv, onnxruntime, spartan_ros.node.spartan_node"
+fi
 
-"$VENV/bin/python" -c "import rclpy, spartan_interfaces.srv, torch, onnxruntime" \
-  || { echo "set-up finished but imports fail" >&2; exit 1; }
+# What `ros2 run` and `ros2 launch` look for in a prefix (colcon's ament_python layout): real
+# files, not links (a linked launch folder is not found), and one executable per entry point.
+log "adding spartan_ros to the ROS prefix (ament index, share/spartan_ros, lib/spartan_ros)"
+share=$VENV/share/spartan_ros
+rm -rf "$share/launch" "$share/config" "$VENV/lib/spartan_ros"
+install -D -m 644 "$ROOT/resource/spartan_ros" \
+  "$VENV/share/ament_index/resource_index/packages/spartan_ros"
+install -D -m 644 "$ROOT/package.xml" "$share/package.xml"
+install -D -m 644 -t "$share/launch" "$ROOT"/launch/*.launch.py
+install -D -m 644 -t "$share/config" "$ROOT"/config/*.yaml
+"$PY" - "$PY" "$VENV/lib/spartan_ros" <<'PYEOF'
+import os, sys
+from importlib.metadata import distribution
+python, dest = sys.argv[1], sys.argv[2]
+os.makedirs(dest, exist_ok=True)
+for ep in distribution("spartan_ros").entry_points.select(group="console_scripts"):
+    path = os.path.join(dest, ep.name)
+    with open(path, "w") as f:
+        f.write(f"#!{python}\n# `ros2 run spartan_ros {ep.name}` (written by scripts/setup.sh)\n"
+                f"import sys\nfrom {ep.module} import {ep.attr}\nsys.exit({ep.attr}())\n")
+    os.chmod(path, 0o755)
+PYEOF
+
+"$VENV/bin/python" -c "$probe" || { echo "set-up finished but imports fail" >&2; exit 1; }
 echo "$want" >"$STAMP"
 log "done: $VENV"
