@@ -14,7 +14,9 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 from typing import Any
 
@@ -39,6 +41,7 @@ from rclpy.qos import (
     qos_profile_sensor_data,
 )
 from rclpy.service import Service
+from rclpy.signals import SignalHandlerOptions
 from rclpy.subscription import Subscription
 from rclpy.timer import Timer
 from sensor_msgs.msg import CompressedImage, Image
@@ -61,6 +64,8 @@ ODOM_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=50,
 # Latched, so RViz started after a query still shows its answer.
 MATCHES_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
                          durability=DurabilityPolicy.TRANSIENT_LOCAL)
+# How often main() looks for SIGINT / SIGTERM while the executor spins in its thread.
+_SIGNAL_POLL_S = 0.1
 
 
 class ConfigError(RuntimeError):
@@ -413,23 +418,61 @@ class SpartanNode(LifecycleNode):
                                      self._input_problems(), info))
 
 
+class _StopSignals:
+    """SIGINT / SIGTERM ask for a clean stop instead of raising KeyboardInterrupt anywhere.
+
+    Ctrl-C under ``ros2 launch`` reaches the node twice (from the terminal and from launch); an
+    exception raised in the middle of the shutdown would lose the last frames and end the process
+    with a traceback. The handler only sets a flag; ``main`` polls it and shuts down once.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous = {sig: signal.signal(sig, self._on_signal) for sig in self.SIGNALS}
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self.received = self.received or signum
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def _spin(executor: MultiThreadedExecutor) -> None:
+    try:
+        executor.spin()
+    except ExternalShutdownException:  # the context was shut down from elsewhere
+        pass
+
+
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args)
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    stop = _StopSignals()
     node = SpartanNode()
     code = 0
     try:
         if not node.autostart():
             code = 1  # on_configure / on_activate logged the one line saying why
-        else:
+        elif stop.received is None:
             executor = MultiThreadedExecutor(num_threads=5)
             executor.add_node(node)
-            executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+            spinner = threading.Thread(target=_spin, args=(executor,), name="spartan-executor",
+                                       daemon=True)
+            spinner.start()
+            while stop.received is None and spinner.is_alive():
+                spinner.join(_SIGNAL_POLL_S)
+            executor.shutdown()  # waits for running callbacks; no new ones start
+            spinner.join()
     finally:
-        node._release()
+        if stop.received is not None:
+            node.get_logger().info(f"{signal.Signals(stop.received).name}: storing the last "
+                                   "frames and closing the memory")
+        node._release()  # stops ingest, stores what was taken, closes the memory file
         node.destroy_node()
         rclpy.try_shutdown()
+        stop.restore()
     return code
 
 
