@@ -4,6 +4,8 @@
 #   bash scripts/setup.sh               development: vehicle runtime, desk tools, trainer, tests
 #   bash scripts/setup.sh --vehicle     the vehicle runtime only (no torch, matplotlib, evo)
 #   add --gpu                           onnxruntime-gpu instead of onnxruntime (never both)
+#   add --interfaces-from PREFIX        copy spartan_interfaces from another environment made by
+#                                       this script with the same ROS wheels and Python (fast CI)
 #
 # Without a ROS 2 install: a venv (.venv, or $SPARTAN_VENV) that *is* the ROS prefix, with ROS 2
 # Kilted core from the PyPI ros-* wheels, spartan_interfaces built with CMake and installed into it,
@@ -20,14 +22,17 @@ VENV=${SPARTAN_VENV:-$ROOT/.venv}
 STAMP=$VENV/.spartan-setup-stamp
 MODE=dev
 RUNTIME=vehicle.txt
-for arg in "$@"; do
-  case $arg in
+INTERFACES_FROM=
+while (($#)); do
+  case $1 in
     --vehicle) MODE=vehicle ;;
     --gpu) RUNTIME=vehicle-gpu.txt ;;
-    *) echo "usage: scripts/setup.sh [--vehicle] [--gpu]" >&2; exit 2 ;;
+    --interfaces-from) INTERFACES_FROM=$(cd "${2:?--interfaces-from needs a prefix}" && pwd); shift ;;
+    *) echo "usage: scripts/setup.sh [--vehicle] [--gpu] [--interfaces-from PREFIX]" >&2; exit 2 ;;
   esac
+  shift
 done
-log() { printf '[setup] %s\n' "$*"; }
+log() { printf '[setup %(%T)T] %s\n' -1 "$*"; }
 
 # What the environment is built from: any change here triggers the slow path again.
 inputs_hash() {
@@ -96,21 +101,32 @@ if [[ $MODE == dev ]]; then
   pip_install --no-deps -r "$ROOT/requirements/vocab.txt"
 fi
 
-log "building spartan_interfaces"
 export AMENT_PREFIX_PATH="$VENV${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}"
 export CMAKE_PREFIX_PATH="$VENV${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}"
-build=$(mktemp -d "${TMPDIR:-/tmp}/spartan_interfaces-build.XXXXXX")
-trap 'rm -rf "$build"' EXIT
-(
-  cd "$build"
-  source "$VENV/bin/activate"
-  cmake "$ROOT/interfaces/spartan_interfaces" -DPython3_EXECUTABLE="$PY" \
-    -DCMAKE_INSTALL_PREFIX="$VENV" -DBUILD_TESTING=OFF \
-    -DCMAKE_PROJECT_INCLUDE="$ROOT/cmake/fix_wheel_include_dirs.cmake" >cmake.log 2>&1 \
-    || { tail -40 cmake.log; exit 1; }
-  cmake --build . -j "$(nproc)" >build.log 2>&1 || { tail -40 build.log; exit 1; }
-  cmake --install . >install.log 2>&1 || { tail -40 install.log; exit 1; }
-)
+# The files of the interfaces' install, kept so that another environment can copy them.
+MANIFEST=.spartan-interfaces-manifest
+if [[ -n $INTERFACES_FROM ]]; then
+  log "copying spartan_interfaces from $INTERFACES_FROM"
+  [[ -f $INTERFACES_FROM/$MANIFEST ]] || { echo "$INTERFACES_FROM has no $MANIFEST" >&2; exit 1; }
+  (cd "$INTERFACES_FROM" && sed "s|^$INTERFACES_FROM/||" "$MANIFEST" |
+     xargs cp -p --parents -t "$VENV")
+  sed "s|^$INTERFACES_FROM/|$VENV/|" "$INTERFACES_FROM/$MANIFEST" >"$VENV/$MANIFEST"
+else
+  log "building spartan_interfaces"
+  build=$(mktemp -d "${TMPDIR:-/tmp}/spartan_interfaces-build.XXXXXX")
+  trap 'rm -rf "$build"' EXIT
+  (
+    cd "$build"
+    source "$VENV/bin/activate"
+    cmake "$ROOT/interfaces/spartan_interfaces" -DPython3_EXECUTABLE="$PY" \
+      -DCMAKE_INSTALL_PREFIX="$VENV" -DBUILD_TESTING=OFF \
+      -DCMAKE_PROJECT_INCLUDE="$ROOT/cmake/fix_wheel_include_dirs.cmake" >cmake.log 2>&1 \
+      || { tail -40 cmake.log; exit 1; }
+    cmake --build . -j "$(nproc)" >build.log 2>&1 || { tail -40 build.log; exit 1; }
+    cmake --install . >install.log 2>&1 || { tail -40 install.log; exit 1; }
+  )
+  cp "$build/install_manifest.txt" "$VENV/$MANIFEST"
+fi
 
 if [[ $MODE == dev ]]; then
   log "installing spartan_ros and spartan_train (editable)"
@@ -119,7 +135,7 @@ if [[ $MODE == dev ]]; then
   probe="import rclpy, spartan_interfaces.srv, torch, onnxruntime, spartan_train"
 else
   log "installing spartan_ros"
-  pip_install --no-deps --no-build-isolation --force-reinstall "$ROOT"
+  pip_install --no-deps --force-reinstall "$ROOT"
   probe="import rclpy, spartan_interfaces.srv, onnxruntime, spartan_ros.node.spartan_node"
 fi
 
