@@ -11,6 +11,7 @@ All the work is in ``spartan_ros.memory.service.MemoryService``; this file only 
 
 from __future__ import annotations
 
+import faulthandler
 import functools
 import logging
 import os
@@ -66,6 +67,9 @@ MATCHES_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
                          durability=DurabilityPolicy.TRANSIENT_LOCAL)
 # How often main() looks for SIGINT / SIGTERM while the executor spins in its thread.
 _SIGNAL_POLL_S = 0.1
+# Leave the ROS teardown (destroying entities, rclpy shutdown) after this long; `ros2 launch`
+# escalates to SIGKILL 10 s after its SIGINT.
+_TEARDOWN_TIMEOUT_S = 2.0
 
 
 class ConfigError(RuntimeError):
@@ -290,13 +294,7 @@ class SpartanNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def _stop_active(self) -> None:
-        self._active = False
-        if self._worker is not None:
-            self._worker.stop()
-            self._worker = None
-            if self.memory is not None:  # frames already taken are stored; the stream ends here
-                self.memory.flush()
-                self.memory.end_stream()
+        self._stop_ingest()
         for entity in self._entities:
             self._destroy(entity)
         self._entities, self._watches = [], []
@@ -312,12 +310,27 @@ class SpartanNode(LifecycleNode):
         elif isinstance(entity, Service):
             self.destroy_service(entity)
 
+    def _stop_ingest(self) -> None:
+        self._active = False
+        if self._worker is not None:
+            self._worker.stop()
+            self._worker = None
+            if self.memory is not None:  # frames already taken are stored; the stream ends here
+                self.memory.flush()
+                self.memory.end_stream()
+
+    def close_memory(self) -> None:
+        """Stop ingest, store the frames already taken and close the memory file."""
+        self._stop_ingest()
+        memory, self.memory = self.memory, None
+        if memory is not None:
+            memory.store.close()
+
     def _release(self) -> None:
-        """Stop everything and close the memory (any state; also at exit)."""
+        """Stop everything and close the memory (any state; also at exit). The memory goes
+        first: it is what must survive, whatever the middleware does while tearing down."""
+        self.close_memory()
         self._stop_active()
-        if self.memory is not None:
-            self.memory.store.close()
-            self.memory = None
 
     # -- ingest -------------------------------------------------------------------------------
     def _ingesting(self, watch: int) -> MemoryService | None:
@@ -469,11 +482,26 @@ def main(args: list[str] | None = None) -> int:
         if stop.received is not None:
             node.get_logger().info(f"{signal.Signals(stop.received).name}: storing the last "
                                    "frames and closing the memory")
-        node._release()  # stops ingest, stores what was taken, closes the memory file
+        node.close_memory()
+        # Fast DDS can deadlock deleting a reader while it drops a vanished remote participant
+        # (seen once under `ros2 launch`): with the memory closed, never hang on the teardown.
+        watchdog = threading.Timer(_TEARDOWN_TIMEOUT_S, _teardown_stuck, args=(code,))
+        watchdog.daemon = True
+        watchdog.start()
+        faulthandler.dump_traceback_later(2 * _TEARDOWN_TIMEOUT_S, exit=True)  # if the GIL is held
+        node._release()
         node.destroy_node()
         rclpy.try_shutdown()
+        faulthandler.cancel_dump_traceback_later()
+        watchdog.cancel()
         stop.restore()
     return code
+
+
+def _teardown_stuck(code: int) -> None:
+    print(f"spartan_node: the ROS middleware did not shut down within {_TEARDOWN_TIMEOUT_S} s; "
+          "the memory is closed, exiting", file=sys.stderr, flush=True)
+    os._exit(code)
 
 
 if __name__ == "__main__":
