@@ -20,13 +20,16 @@ from launch import LaunchContext, LaunchDescription
 
 # Node parameters a launch argument can set: (name, description). Empty = keep params_file's.
 PARAMETER_ARGUMENTS = (
-    ("model_dir", "Exported model directory (spartan-export OUT_DIR)"),
-    ("memory_path", "SQLite memory file; segments survive restarts (empty in params_file: RAM)"),
-    ("image_topic", "Camera topic; relative names follow the namespace (default camera/image_raw)"),
+    ("model_dir", "Exported model directory (spartan-export OUT_DIR); empty: params_file's"),
+    ("memory_path", "SQLite memory file, kept across restarts; empty: params_file's (the "
+                    "package's: RAM only)"),
+    ("image_topic", "Camera topic, relative names follow the namespace; empty: params_file's "
+                    "(the package's: camera/image_raw)"),
     ("image_transport", "raw (sensor_msgs/Image) or compressed (CompressedImage on "
-                        "<image_topic>/compressed)"),
-    ("odom_topic", "nav_msgs/Odometry topic (default odom)"),
-    ("precision", "Graphs of the export to run: float32, float16 or int8 (default float32)"),
+                        "<image_topic>/compressed); empty: params_file's (the package's: raw)"),
+    ("odom_topic", "nav_msgs/Odometry topic; empty: params_file's (the package's: odom)"),
+    ("precision", "Graphs of the export to run: float32, float16 or int8; empty: "
+                  "params_file's (float32)"),
 )
 
 
