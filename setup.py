@@ -8,6 +8,8 @@ setup(
     name=package_name,
     version="0.1.0",
     packages=find_packages(include=[package_name, f"{package_name}.*"]),
+    # The tokenizer's BPE vocabulary (OpenAI CLIP, MIT licence) travels with the package.
+    package_data={package_name: ["vocab/*.txt.gz", "vocab/NOTICE.md"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{package_name}"]),
         (f"share/{package_name}", ["package.xml"]),
@@ -15,12 +17,10 @@ setup(
         (f"share/{package_name}/config", glob("config/*.yaml")),
     ],
     install_requires=["setuptools"],
-    # Runtime dependencies are pinned in requirements/*.txt (installed by scripts/setup.sh).
-    extras_require={
-        # GPU vehicles: CUDA / TensorRT execution providers (replaces the CPU onnxruntime wheel).
-        "gpu": ["onnxruntime-gpu==1.31.1"],
-    },
-    zip_safe=True,
+    # Runtime dependencies: package.xml (rosdep keys) and requirements/vehicle.txt, or
+    # requirements/vehicle-gpu.txt on a GPU vehicle (one ONNX Runtime, never both); see
+    # docs/install.md. Not repeated here, so pip never pulls the CPU wheel beside the GPU one.
+    zip_safe=False,  # the tokenizer opens its vocabulary as a file
     maintainer="spartan_ros maintainers",
     maintainer_email="maintainers@example.com",
     description="Searchable visual memory for vehicles (SPARTAN pose-aware video retrieval).",

@@ -1,8 +1,9 @@
 """CLIP byte-level BPE tokenizer with Long-CLIP's 248-token context (numpy only).
 
 Produces the same ids as the reference ``simple_tokenizer.py`` (MODEL.md section 3). The merges file
-``bpe_simple_vocab_16e6.txt.gz`` is not in the repository; ``scripts/setup.sh`` places it in
-``<venv>/share/spartan_ros/``, or point ``SPARTAN_BPE_PATH`` at a copy.
+``bpe_simple_vocab_16e6.txt.gz`` (OpenAI CLIP's, MIT licence: see ``spartan_ros/vocab/NOTICE.md``)
+is package data of spartan_ros, so pip wheels and colcon installs carry it; ``SPARTAN_BPE_PATH``
+points at another copy.
 """
 
 from __future__ import annotations
@@ -11,10 +12,10 @@ import gzip
 import heapq
 import html
 import os
-import sys
 import threading
 from collections.abc import Sequence
 from functools import lru_cache
+from importlib import resources
 from pathlib import Path
 
 import ftfy
@@ -22,7 +23,7 @@ import numpy as np
 import regex
 
 VOCAB_FILENAME = "bpe_simple_vocab_16e6.txt.gz"
-VOCAB_MD5 = "933b7abbbbde62c36f02f0e6ccde464f"  # checked by scripts/setup.sh and the tests only
+VOCAB_MD5 = "933b7abbbbde62c36f02f0e6ccde464f"  # checked by the tests only
 CONTEXT_LENGTH = 248  # Long-CLIP: 4 * 77 - 3 * 20
 SOT_TEXT = "<|startoftext|>"
 EOT_TEXT = "<|endoftext|>"
@@ -66,19 +67,24 @@ def clean_text(text: str) -> str:
     return _WHITESPACE.sub(" ", text).strip().lower()
 
 
+def packaged_vocab_path() -> Path:
+    """The vocabulary installed with spartan_ros (``spartan_ros/vocab/``)."""
+    return Path(str(resources.files("spartan_ros") / "vocab" / VOCAB_FILENAME))
+
+
 def default_vocab_path() -> Path:
-    """Where the merges file is: ``$SPARTAN_BPE_PATH``, else ``<sys.prefix>/share/spartan_ros``."""
+    """Where the merges file is: ``$SPARTAN_BPE_PATH``, else the one installed with spartan_ros."""
     env = os.environ.get("SPARTAN_BPE_PATH")
     if env:
         path = Path(env)
         if not path.is_file():
             raise FileNotFoundError(f"SPARTAN_BPE_PATH points to {path}, which is not a file")
         return path
-    path = Path(sys.prefix) / "share" / "spartan_ros" / VOCAB_FILENAME
+    path = packaged_vocab_path()
     if not path.is_file():
         raise FileNotFoundError(
-            f"BPE vocabulary {VOCAB_FILENAME} not found at {path}; run scripts/setup.sh "
-            "(it installs it there), or set SPARTAN_BPE_PATH to a copy of the file"
+            f"BPE vocabulary {VOCAB_FILENAME} not found at {path}: this spartan_ros install lacks "
+            "its package data; reinstall it, or set SPARTAN_BPE_PATH to a copy of the file"
         )
     return path
 

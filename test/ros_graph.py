@@ -399,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--width", type=int, default=64)
     p.add_argument("--height", type=int, default=48)
     p.add_argument("--frame-id", default="odom")
-    p.add_argument("--image-topic", default="/image_raw")
+    p.add_argument("--image-topic", default="/camera/image_raw")
     p.add_argument("--odom-topic", default="/odom")
     p.add_argument("--compressed", action="store_true")
     p.add_argument("--no-odom", action="store_true")

@@ -1,5 +1,7 @@
-"""The colcon path a ROS 2 workspace uses: build both packages from this repo with colcon."""
+"""The colcon path a ROS 2 workspace uses: build both packages from this repo with colcon, then
+run the node and its query client from the install space."""
 
+import json
 import os
 import subprocess
 import sys
@@ -7,12 +9,13 @@ import sysconfig
 from pathlib import Path
 
 import pytest
+from ros_graph import Process, helper, node_params, ros_env
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
-def test_colcon_builds_both_packages(tmp_path):
+def test_colcon_builds_both_packages(tmp_path, model_dir):
     venv = Path(sys.prefix)
     env = dict(os.environ)
     env["AMENT_PREFIX_PATH"] = f"{venv}:{env.get('AMENT_PREFIX_PATH', '')}".rstrip(":")
@@ -49,3 +52,33 @@ def test_colcon_builds_both_packages(tmp_path):
         env=env, capture_output=True, text=True, timeout=120)
     assert probe.returncode == 0, probe.stderr
     assert str(install) in probe.stdout
+
+    # The node and the client from the install space (as `ros2 run` starts them), not the source
+    # tree: the vocabulary comes with the installed package.
+    env.pop("SPARTAN_BPE_PATH", None)
+    env["AMENT_PREFIX_PATH"] = f"{install}:{env['AMENT_PREFIX_PATH']}"
+    probe = subprocess.run(
+        [sys.executable, "-c", "import spartan_ros.tokenizer as t, ament_index_python as a; "
+         "print(t.__file__); print(t.default_vocab_path()); "
+         "print(a.get_package_share_directory('spartan_ros'))"],
+        env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert probe.returncode == 0, probe.stderr
+    module, vocab, share = probe.stdout.split()
+    assert module.startswith(str(site)) and vocab.startswith(str(site)), probe.stdout
+    assert Path(share) == install / "share" / "spartan_ros"
+    graph = ros_env(**{k: env[k] for k in ("PYTHONPATH", "LD_LIBRARY_PATH", "AMENT_PREFIX_PATH")})
+    node = Process([str(install / "lib" / "spartan_ros" / "spartan_node"), "--ros-args",
+                    "--params-file", share + "/config/spartan.yaml",
+                    *node_params(model_dir)], graph, tmp_path / "node.log")
+    publisher = helper(graph, tmp_path / "publisher.log", "publish", "--seconds", "4")
+    try:
+        node.wait_for_output("stored segment 1 ", timeout=120)
+        out = subprocess.run([str(install / "lib" / "spartan_ros" / "spartan_query"),
+                              "a straight road", "--json", "--timeout", "60"],
+                             env=graph, capture_output=True, text=True, timeout=90, cwd=tmp_path)
+    finally:
+        publisher.stop()
+        assert node.stop() == 0, node.output()[-3000:]
+    assert out.returncode == 0, out.stdout + out.stderr
+    answer = json.loads(out.stdout.strip().splitlines()[-1])
+    assert answer["success"] and answer["segments"], answer

@@ -50,7 +50,8 @@ def test_segments_are_stored_and_found(tmp_path, model_dir):
     node = start_node(tmp_path, env, *node_params(model_dir, tmp_path / "memory.db",
                                                   input_timeout_s=600.0))
     try:
-        node.wait_for_output("active: ingesting /image_raw and /odom; serving /spartan/query")
+        node.wait_for_output(
+            "active: ingesting /camera/image_raw and /odom; serving /spartan/query")
         [sent] = run_helper(env, "publish", "--seconds", "5.0", "--speed", "2")
         assert sent["images"] == 101
         diag = wait_idle(env)
@@ -118,7 +119,7 @@ def test_compressed_images_sim_time_and_max_segments(tmp_path, model_dir):
     node = start_node(tmp_path, env, *params)
     try:
         # use_sim_time with no /clock at all: stamps come from the headers, ingest still works
-        node.wait_for_output("active: ingesting /image_raw/compressed and /odom")
+        node.wait_for_output("active: ingesting /camera/image_raw/compressed and /odom")
         run_helper(env, "publish", "--seconds", "5.0", "--speed", "2", "--compressed")
         diag = wait_idle(env)
         ids = stored_ids(node.output())

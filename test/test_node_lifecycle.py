@@ -61,14 +61,14 @@ def test_no_input_warns_with_topic_and_qos(tmp_path, model_dir):
     node = start_node(tmp_path, env, *node_params(model_dir, input_timeout_s=1.0,
                                                   odom_topic="/vehicle/odom"))
     try:
-        node.wait_for_output("no image on /image_raw (sensor_msgs/Image) for ")
+        node.wait_for_output("no image on /camera/image_raw (sensor_msgs/Image) for ")
         node.wait_for_output("no odometry on /vehicle/odom (nav_msgs/Odometry) for ")
         assert "subscribed with QoS best effort, keep last 10; no publisher" in node.output()
         [msg] = run_helper(env, "echo", "/diagnostics", "diagnostic_msgs/msg/DiagnosticArray",
                            "--contains", "no odometry on /vehicle/odom")
         ingest = msg["status"][0]
         assert ingest["level"] == [1]  # WARN
-        assert "no image on /image_raw" in ingest["message"]
+        assert "no image on /camera/image_raw" in ingest["message"]
         assert node.alive()
     finally:
         node.stop()

@@ -58,9 +58,35 @@ def test_launch_file_is_valid_python_with_the_documented_arguments():
     names = {f.name for f in tree.body if isinstance(f, ast.FunctionDef)}
     assert "generate_launch_description" in names
     declared = {c.args[0].value for c in ast.walk(tree) if isinstance(c, ast.Call)
-                and getattr(c.func, "id", "") == "DeclareLaunchArgument"}
-    assert declared == {"params_file", "model_dir", "memory_path", "namespace", "use_sim_time"}
+                and getattr(c.func, "id", "") == "DeclareLaunchArgument"
+                and isinstance(c.args[0], ast.Constant)}
+    [table] = [n.value for n in tree.body if isinstance(n, ast.Assign)
+               and n.targets[0].id == "PARAMETER_ARGUMENTS"]
+    node_params = {row.elts[0].value for row in table.elts}
+    assert node_params == {"model_dir", "memory_path", "image_topic", "image_transport",
+                           "odom_topic", "precision"}
+    assert node_params <= {p.name for p in parameters.PARAMETERS} | {"precision"}
+    assert declared == {"params_file", "namespace", "node_name", "use_sim_time", "log_level"}
     compile(source, "spartan.launch.py", "exec")
+
+
+def test_default_topics_are_the_ones_spartan_bag_write_records():
+    """`ros2 launch` with no arguments plus `spartan-bag play` of a written bag stores segments:
+    the node's topics, resolved in the root namespace, are the bag's."""
+    from spartan_train.bag.write import WriteConfig
+
+    bag = WriteConfig(data=Path("."), seqs=["s"], out=Path("o"))
+    values = yaml.safe_load((REPO / "config" / "spartan.yaml").read_text())["/**"][
+        "ros__parameters"]
+    image, odom = values["image_topic"], values["odom_topic"]
+    assert "/" + image.lstrip("/") == bag.image_topic
+    assert "/" + odom.lstrip("/") == bag.odom_topic
+    # the command line's defaults are the same (the compressed topic is <image topic>/compressed
+    # on both sides: test_node_ingest, test_bag)
+    from spartan_ros.bag.cli import build_parser
+
+    cli = build_parser().parse_args(["write", "--data", "d", "--seq", "s", "--out", "o"])
+    assert (cli.image_topic, cli.odom_topic) == (bag.image_topic, bag.odom_topic)
 
 
 def test_package_manifests():

@@ -261,8 +261,8 @@ def test_vocabulary_lookup_errors(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="SPARTAN_BPE_PATH"):
         default_vocab_path()
     monkeypatch.delenv("SPARTAN_BPE_PATH")
-    monkeypatch.setattr(sys, "prefix", str(tmp_path))
-    with pytest.raises(FileNotFoundError, match="scripts/setup.sh"):
+    monkeypatch.setattr(tk, "packaged_vocab_path", lambda: tmp_path / "none.txt.gz")
+    with pytest.raises(FileNotFoundError, match="reinstall it"):
         default_vocab_path()
     # An explicit copy via the environment variable is honoured.
     copy = tmp_path / "vocab.gz"

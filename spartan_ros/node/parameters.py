@@ -29,8 +29,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("memory_path", "", "SQLite file of the segment memory; empty = keep it in RAM only."),
     ParamSpec("max_segments", 0, "Keep at most this many segments, evicting the oldest "
               "(0 = no limit).", min_value=0),
-    ParamSpec("image_topic", "image_raw", "sensor_msgs/Image topic (or CompressedImage, see "
-              "image_transport)."),
+    ParamSpec("image_topic", "camera/image_raw", "sensor_msgs/Image topic (or CompressedImage, "
+              "see image_transport); relative names follow the node's namespace."),
     ParamSpec("image_transport", "raw", "'raw' for sensor_msgs/Image on image_topic, "
               "'compressed' for sensor_msgs/CompressedImage (JPEG/PNG) on image_topic/compressed.",
               choices=("raw", "compressed")),

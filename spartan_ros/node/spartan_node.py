@@ -11,10 +11,13 @@ All the work is in ``spartan_ros.memory.service.MemoryService``; this file only 
 
 from __future__ import annotations
 
+import faulthandler
 import functools
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 from typing import Any
 
@@ -40,6 +43,7 @@ from rclpy.qos import (
     qos_profile_sensor_data,
 )
 from rclpy.service import Service
+from rclpy.signals import SignalHandlerOptions
 from rclpy.subscription import Subscription
 from rclpy.timer import Timer
 from sensor_msgs.msg import CompressedImage, Image
@@ -63,6 +67,11 @@ ODOM_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=50,
 # Latched, so RViz started after a query still shows its answer.
 MATCHES_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
                          durability=DurabilityPolicy.TRANSIENT_LOCAL)
+# How often main() looks for SIGINT / SIGTERM while the executor spins in its thread.
+_SIGNAL_POLL_S = 0.1
+# Leave the ROS teardown (destroying entities, rclpy shutdown) after this long; `ros2 launch`
+# escalates to SIGKILL 10 s after its SIGINT.
+_TEARDOWN_TIMEOUT_S = 2.0
 
 
 class ConfigError(RuntimeError):
@@ -305,13 +314,7 @@ class SpartanNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def _stop_active(self) -> None:
-        self._active = False
-        if self._worker is not None:
-            self._worker.stop()
-            self._worker = None
-            if self.memory is not None:  # frames already taken are stored; the stream ends here
-                self.memory.flush()
-                self.memory.end_stream()
+        self._stop_ingest()
         for entity in self._entities:
             self._destroy(entity)
         self._entities, self._watches = [], []
@@ -327,12 +330,27 @@ class SpartanNode(LifecycleNode):
         elif isinstance(entity, Service):
             self.destroy_service(entity)
 
+    def _stop_ingest(self) -> None:
+        self._active = False
+        if self._worker is not None:
+            self._worker.stop()
+            self._worker = None
+            if self.memory is not None:  # frames already taken are stored; the stream ends here
+                self.memory.flush()
+                self.memory.end_stream()
+
+    def close_memory(self) -> None:
+        """Stop ingest, store the frames already taken and close the memory file."""
+        self._stop_ingest()
+        memory, self.memory = self.memory, None
+        if memory is not None:
+            memory.store.close()
+
     def _release(self) -> None:
-        """Stop everything and close the memory (any state; also at exit)."""
+        """Stop everything and close the memory (any state; also at exit). The memory goes
+        first: it is what must survive, whatever the middleware does while tearing down."""
+        self.close_memory()
         self._stop_active()
-        if self.memory is not None:
-            self.memory.store.close()
-            self.memory = None
 
     # -- ingest -------------------------------------------------------------------------------
     def _ingesting(self, watch: int) -> MemoryService | None:
@@ -433,24 +451,77 @@ class SpartanNode(LifecycleNode):
                                      self._input_problems(), info))
 
 
+class _StopSignals:
+    """SIGINT / SIGTERM ask for a clean stop instead of raising KeyboardInterrupt anywhere.
+
+    Ctrl-C under ``ros2 launch`` reaches the node twice (from the terminal and from launch); an
+    exception raised in the middle of the shutdown would lose the last frames and end the process
+    with a traceback. The handler only sets a flag; ``main`` polls it and shuts down once.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous = {sig: signal.signal(sig, self._on_signal) for sig in self.SIGNALS}
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self.received = self.received or signum
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def _spin(executor: MultiThreadedExecutor) -> None:
+    try:
+        executor.spin()
+    except ExternalShutdownException:  # the context was shut down from elsewhere
+        pass
+
+
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args)
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    stop = _StopSignals()
     node = SpartanNode()
     code = 0
     try:
         if not node.autostart():
             code = 1  # on_configure / on_activate logged the one line saying why
-        else:
+        elif stop.received is None:
             executor = MultiThreadedExecutor(num_threads=5)
             executor.add_node(node)
-            executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+            spinner = threading.Thread(target=_spin, args=(executor,), name="spartan-executor",
+                                       daemon=True)
+            spinner.start()
+            while stop.received is None and spinner.is_alive():
+                spinner.join(_SIGNAL_POLL_S)
+            executor.shutdown()  # waits for running callbacks; no new ones start
+            spinner.join()
     finally:
+        if stop.received is not None:
+            node.get_logger().info(f"{signal.Signals(stop.received).name}: storing the last "
+                                   "frames and closing the memory")
+        node.close_memory()
+        # Fast DDS can deadlock deleting a reader while it drops a vanished remote participant
+        # (seen once under `ros2 launch`): with the memory closed, never hang on the teardown.
+        watchdog = threading.Timer(_TEARDOWN_TIMEOUT_S, _teardown_stuck, args=(code,))
+        watchdog.daemon = True
+        watchdog.start()
+        faulthandler.dump_traceback_later(2 * _TEARDOWN_TIMEOUT_S, exit=True)  # if the GIL is held
         node._release()
         node.destroy_node()
         rclpy.try_shutdown()
+        faulthandler.cancel_dump_traceback_later()
+        watchdog.cancel()
+        stop.restore()
     return code
+
+
+def _teardown_stuck(code: int) -> None:
+    print(f"spartan_node: the ROS middleware did not shut down within {_TEARDOWN_TIMEOUT_S} s; "
+          "the memory is closed, exiting", file=sys.stderr, flush=True)
+    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,60 @@
+"""Ctrl-C in a terminal: SIGINT reaches the whole process group (launch and node together, and
+launch forwards one more). The node, started from its executable as `ros2 launch` / `ros2 run`
+start it, stores what it has taken, closes the memory and exits 0 without a traceback."""
+
+import signal
+import sqlite3
+import sys
+import time
+from pathlib import Path
+
+from ros_graph import Process, helper, node_params, ros_env, stored_ids
+
+EXECUTABLE = Path(sys.prefix) / "lib" / "spartan_ros" / "spartan_node"  # by scripts/setup.sh
+PARAMS_FILE = Path(sys.prefix) / "share" / "spartan_ros" / "config" / "spartan.yaml"
+
+
+def test_sigint_to_the_group_during_ingest_exits_0_with_the_segments_stored(tmp_path, model_dir):
+    env = ros_env()
+    memory = tmp_path / "memory.db"
+    # The package's parameters file and the default topics, as `ros2 launch` starts the node;
+    # stride 2: a segment every 0.2 s, so SIGINT lands while segments are being made.
+    args = [str(EXECUTABLE), "--ros-args", "--params-file", str(PARAMS_FILE),
+            *node_params(model_dir, memory, stride_frames=2)]
+    node = Process(args, env, tmp_path / "node.log")
+    # the publisher's defaults are the bag's topics (/camera/image_raw, /odom)
+    publisher = helper(env, tmp_path / "publisher.log", "publish", "--seconds", "60")
+    try:
+        node.wait_for_output("stored segment 3 ", timeout=120)
+        node.signal(signal.SIGINT)  # the terminal's Ctrl-C: the whole group
+        time.sleep(0.05)
+        node.signal(signal.SIGINT)  # launch forwards it once more while the node shuts down
+        code = node.popen.wait(30)
+    finally:
+        node.stop()
+        publisher.stop()
+    log = node.output()
+    assert code == 0, log[-3000:]
+    assert "Traceback" not in log and "KeyboardInterrupt" not in log, log[-3000:]
+    assert "SIGINT: storing the last frames and closing the memory" in log
+    reported = stored_ids(log)
+    assert len(reported) >= 3
+    with sqlite3.connect(memory) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        rows = {r[0] for r in db.execute("SELECT id FROM segments")}
+    assert rows == set(reported)  # everything reported is stored, nothing half-written
+
+
+def test_sigterm_exits_0_too(tmp_path, model_dir):
+    """launch escalates to SIGTERM when SIGINT did not end a process: also a clean stop."""
+    env = ros_env()
+    node = Process([str(EXECUTABLE), "--ros-args",
+                    *node_params(model_dir, tmp_path / "memory.db")], env, tmp_path / "node.log")
+    try:
+        node.wait_for_output("configured:", timeout=120)
+        node.signal(signal.SIGTERM)
+        code = node.popen.wait(30)
+    finally:
+        node.stop()
+    assert code == 0, node.output()[-3000:]
+    assert "Traceback" not in node.output()
