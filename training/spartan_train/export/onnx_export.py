@@ -245,6 +245,36 @@ def quantize_image(src: Path, dst: Path) -> None:
                          weight_type=QuantType.QInt8, reduce_range=True)  # fmt: skip
 
 
+def quantize_image_static(src: Path, dst: Path, calibration: np.ndarray) -> None:
+    """Static int8 quantisation (QDQ, per-channel int8 weights, uint8 activations with scales
+    calibrated once on ``calibration`` pixels ``[N, 3, R, R]``) of the MatMuls and Gemms.
+
+    Unlike the dynamic graph, no activation range is computed per call; whether that pays on a
+    CPU depends on its int8 kernels (``make bench``, section ``quant``, measures both).
+    """
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    class _Pixels(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._batches = iter([calibration[i : i + 1] for i in range(len(calibration))])
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            batch = next(self._batches, None)
+            return None if batch is None else {"pixels": np.ascontiguousarray(batch)}
+
+    with _quiet_root_logger():
+        quantize_static(src, dst, _Pixels(), quant_format=QuantFormat.QDQ,
+                        op_types_to_quantize=["MatMul", "Gemm"], per_channel=True,
+                        reduce_range=True, activation_type=QuantType.QUInt8,
+                        weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax)
+
+
 def cpu_session(path: Path) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.log_severity_level = 3
