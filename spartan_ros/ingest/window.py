@@ -34,8 +34,8 @@ class SlidingWindow:
     a re-encode. A frame may come without a feature (``feature=None``: the caller encodes only
     every k-th frame); it still brings its pose and stamp, and the video feature is the mean of
     the frames of the window that have one. After the window first fills, a ``WindowReady``
-    comes out every ``stride_frames`` frames. A stamp that does not increase, or a gap over ``max_gap_s``, empties
-    the window (the frames around it are not one continuous clip).
+    comes out every ``stride_frames`` frames. A stamp that does not increase, or a gap over
+    ``max_gap_s``, empties the window (the frames around it are not one continuous clip).
     """
 
     def __init__(
