@@ -32,7 +32,9 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -363,6 +365,88 @@ def run_case(case: str, model: Path, bag: Path, env: dict[str, str], diag: Diagn
     return result
 
 
+# -- the executor's cost per image, before and after the raw subscription -------------------------
+
+def _deserialized_view(raw: bytes, cls: Any) -> Any:
+    from rclpy.serialization import deserialize_message
+
+    from spartan_ros.ingest.images import image_view
+
+    return image_view(deserialize_message(raw, cls))
+
+
+def _raw_view(raw: bytes) -> Any:
+    from spartan_ros.ingest.cdr import image_fields
+    from spartan_ros.ingest.images import image_view
+
+    return image_view(image_fields(raw))
+
+
+def _raw_rgb(raw: bytes) -> np.ndarray:
+    from spartan_ros.ingest.images import to_rgb
+
+    return to_rgb(*_raw_view(raw))
+
+
+def _raw_jpeg(raw: bytes) -> np.ndarray:
+    from spartan_ros.ingest.cdr import compressed_fields
+    from spartan_ros.ingest.images import decode_compressed
+
+    return decode_compressed(compressed_fields(raw).data)
+
+
+def handoff_costs(bags: dict[str, Path], min_time: float = 1.0) -> list[dict[str, Any]]:
+    """Per case, the time the image callback path costs the executor per message: rclpy
+    deserialising it into a message object (what a typed subscription does for every image) vs
+    reading the stamp and fields from the serialized bytes (the node's raw subscription); and
+    the decode of a taken frame (converting the view, or decoding the JPEG), paid 10 times a
+    second in the encoder thread. Timed in turns, so machine load hits both alike."""
+    from rclpy.serialization import deserialize_message
+    from sensor_msgs.msg import CompressedImage, Image
+
+    from bench.inputs import time_interleaved
+    from spartan_ros.bag.play import open_bag
+    from spartan_ros.ingest.cdr import compressed_fields
+
+    rows = []
+    for case, bag in bags.items():
+        transport = CASES[case][2]
+        topic = IMAGE_TOPIC if transport == "raw" else IMAGE_TOPIC + "/compressed"
+        reader = open_bag(bag)
+        try:
+            conns = [c for c in reader.connections if c.topic == topic]
+            raw = bytes(next(iter(reader.messages(connections=conns)))[2])
+        finally:
+            reader.close()
+        fns: dict[str, Callable[[], object]]
+        if transport == "raw":
+            fns = {"deserialize": partial(_deserialized_view, raw, Image),
+                   "raw view": partial(_raw_view, raw),
+                   "decode taken": partial(_raw_rgb, raw)}
+        else:
+            fns = {"deserialize": partial(deserialize_message, raw, CompressedImage),
+                   "raw view": partial(compressed_fields, raw),
+                   "decode taken": partial(_raw_jpeg, raw)}
+        timed = time_interleaved(fns, min_time=min_time, min_runs=5)
+        rows.append({"case": case, "bytes": len(raw),
+                     **{f"{k}_ms": 1000 * t.p50 for k, t in timed.items()}})
+    return rows
+
+
+def handoff_table(rows: list[dict[str, Any]]) -> str:
+    lines = ["| camera | message | executor per image: deserialize (before) | raw view (now) | "
+             "at 30 Hz, before → now | decode of a taken frame (worker, 10 Hz) |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        width, height, transport = CASES[r["case"]]
+        name = f"{width}x{height} {'rgb8' if transport == 'raw' else 'JPEG'}"
+        lines.append(
+            f"| {name} | {r['bytes'] / 1e6:.2f} MB | {r['deserialize_ms']:.3f} ms | "
+            f"{r['raw view_ms']:.3f} ms | {30 * r['deserialize_ms'] / 10:.1f} % → "
+            f"{30 * r['raw view_ms'] / 10:.2f} % of a core | {r['decode taken_ms']:.2f} ms |")
+    return "\n".join(lines)
+
+
 # -- report --------------------------------------------------------------------------------------
 
 def table(results: list[CaseResult]) -> str:
@@ -410,6 +494,8 @@ def main(argv: list[str] | None = None) -> int:
     print("preparing the model and bags ...", file=sys.stderr, flush=True)
     model, bags = make_inputs(args.work, cases)
     ref = ref_tree(args.work, args.compare) if args.compare else None
+    print("timing the image callback's hand-off per message ...", file=sys.stderr, flush=True)
+    costs = handoff_costs(bags, min_time=min(1.0, args.seconds / 10))
     env = ros_env()
     diag = Diagnostics(env)
     results = []
@@ -427,9 +513,12 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         diag.close()
     print(table(results))
+    print()
+    print(handoff_table(costs))
     doc = {"cases": [{**asdict(r), "taken_pct": r.taken_pct, "received_pct": r.received_pct}
                      for r in results],
-           "params": extra, "cpus": os.cpu_count()}
+           "handoff": costs, "params": extra, "cpus": os.cpu_count(),
+           "load_at_end": Path("/proc/loadavg").read_text().split()[:3]}
     print(json.dumps(doc))
     args.out.mkdir(parents=True, exist_ok=True)
     name = f"ingest{'_' + args.tag if args.tag else ''}.json"
