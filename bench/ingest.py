@@ -85,6 +85,7 @@ class CaseResult:
     peak_rss_mb: float = 0.0
     rss_first_mb: float = 0.0  # after the first tenth of the run
     rss_last_mb: float = 0.0
+    rss_curve_mb: list[float] = field(default_factory=list)  # one sample every ~2 s
     callback_p50_ms: float = float("nan")
     callback_p99_ms: float = float("nan")
     inference_ms: float = float("nan")
@@ -362,6 +363,7 @@ def run_case(case: str, model: Path, bag: Path, env: dict[str, str], diag: Diagn
         result.peak_rss_mb = max(samples)
         result.rss_first_mb = samples[len(samples) // 10]
         result.rss_last_mb = samples[-1]
+        result.rss_curve_mb = [round(mb, 1) for mb in samples[::8]]
     return result
 
 
