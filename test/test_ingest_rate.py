@@ -211,3 +211,27 @@ def test_write_a_30hz_camera_upscaled(tmp_path) -> None:
     assert len(doc["sequences"][0]["frame_ns"]) == 24  # the data frames, as before
     with pytest.raises(ValueError, match="compressed format"):
         write_bag(WriteConfig(data=data, seqs=[seq], out=tmp_path / "b2", raw=False))
+
+
+# -- static int8 ---------------------------------------------------------------------------------
+
+
+def test_static_int8_export_loads_and_matches_float32(tmp_path) -> None:
+    import torch
+    from spartan_train.export.onnx_export import export_model, min_cosine, sample_images
+    from spartan_train.model import build_model, save_checkpoint
+
+    torch.manual_seed(0)
+    model = build_model("tiny")
+    ckpt = save_checkpoint(model, tmp_path / "ckpt")
+    out = tmp_path / "model"
+    meta = export_model(ckpt, out, int8=True, int8_method="static", model=model,
+                        log=lambda _line: None)
+    assert [c for c in meta["checks"] if c["precision"] == "int8"][0]["min_cosine"] >= 0.99
+    e32 = Engine(out, providers=("cpu",))
+    e8 = Engine(out, providers=("cpu",), precision="int8")
+    pixels = sample_images(4, e32.image_resolution, seed=7)
+    assert min_cosine(e8.run_image(pixels), e32.run_image(pixels)) >= 0.99
+    with pytest.raises(Exception, match="int8 method"):
+        export_model(ckpt, tmp_path / "m2", int8=True, int8_method="fast", model=model,
+                     log=lambda _line: None)

@@ -59,6 +59,8 @@ WINDOW_RATE_HZ = 10.0  # the dataset's frame rate (MODEL.md 5.1): T = 24 poses s
 FUSION_FILE = "fusion.safetensors"
 FP16_MIN_COSINE = 0.999
 INT8_MIN_COSINE = 0.99
+# dynamic: activation ranges per call (the default); static: QDQ, calibrated once at export.
+INT8_METHODS = ("dynamic", "static")
 SOT, EOT = 49406, 49407
 
 Log = Callable[[str], None]
@@ -457,6 +459,7 @@ def export_model(
     *,
     fp16: bool = False,
     int8: bool = False,
+    int8_method: str = "dynamic",
     opset: int = DEFAULT_OPSET,
     name: str | None = None,
     overwrite: bool = False,
@@ -471,6 +474,8 @@ def export_model(
     """
     if opset < MIN_OPSET:
         raise ExportError(f"--opset must be >= {MIN_OPSET} (LayerNormalization), got {opset}")
+    if int8_method not in INT8_METHODS:
+        raise ExportError(f"int8 method must be one of {INT8_METHODS}, got {int8_method!r}")
     source, out = Path(checkpoint), Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise ExportError(f"{out}: exists and is not empty (use --overwrite)")
@@ -507,7 +512,11 @@ def export_model(
         if int8:
             path = tmp / graph_file("image", "int8")
             src = tmp / graph_file("image", "float32")
-            make = functools.partial(quantize_image, src, path)
+            if int8_method == "static":  # activation ranges calibrated on sample pictures
+                calibration = sample_images(16, cfg.image_resolution, seed=1234)
+                make = functools.partial(quantize_image_static, src, path, calibration)
+            else:
+                make = functools.partial(quantize_image, src, path)
             stamp = graph_metadata(meta, "image", "int8")
             checks.append(_build(SPECS["image"], model, path, "int8", atol, log, make, stamp))
             graphs["int8"] = {"image": {"file": path.name}}
@@ -574,7 +583,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("checkpoint", help="checkpoint file or our checkpoint directory")
     p.add_argument("out_dir", help="model directory to write (model.json + graphs)")
     p.add_argument("--fp16", action="store_true", help="also write float16 image/text graphs")
-    p.add_argument("--int8", action="store_true", help="also write a dynamic-int8 image graph")
+    p.add_argument("--int8", action="store_true", help="also write an int8 image graph")
+    p.add_argument("--int8-method", choices=INT8_METHODS, default="dynamic",
+                   help="dynamic (activation ranges per call, default) or static (QDQ, "
+                   "per-channel, calibrated once on sample pictures)")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET,
                    help=f"ONNX opset (>= {MIN_OPSET}, default {DEFAULT_OPSET})")  # fmt: skip
     p.add_argument("--name", default=None, help="model name recorded in model.json")
@@ -588,7 +600,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         export_model(
-            args.checkpoint, args.out_dir, fp16=args.fp16, int8=args.int8, opset=args.opset,
+            args.checkpoint, args.out_dir, fp16=args.fp16, int8=args.int8,
+            int8_method=args.int8_method, opset=args.opset,
             name=args.name, overwrite=args.overwrite, atol=args.atol,
         )  # fmt: skip
     except ExportError as e:
