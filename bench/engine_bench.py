@@ -878,10 +878,9 @@ def gemm_graphs(root: Path, m: int, k: int, n: int) -> dict[str, Path]:
     paths = {"float32": root / "gemm_fp32.onnx", "int8 dynamic": root / "gemm_dyn.onnx",
              "int8 static": root / "gemm_static.onnx"}
     onnx.save(model, str(paths["float32"]))
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from spartan_train.export.onnx_export import quantize_image
 
-    quantize_dynamic(paths["float32"], paths["int8 dynamic"], weight_type=QuantType.QInt8,
-                     reduce_range=True)
+    quantize_image(paths["float32"], paths["int8 dynamic"])  # the exporter's dynamic int8
     calib = rng.standard_normal((64, k)).astype(np.float32)  # rows, one per calibration run
     quantize_image_static(paths["float32"], paths["int8 static"], calib)
     return paths
