@@ -837,7 +837,7 @@ def bench_realtime(s: Settings, zoo: ModelZoo, log: Log) -> tuple[list[Row], dic
         feats = zoo.engine(name, "float32").encode_frames(drive)
         for k in ENCODE_EVERY[1:]:
             cos = window_cosines(feats, s.window, s.stride, k)
-            rows.append(Row(sec, f"{name}: window feature, every {k}-th frame vs all (cosine, "
+            rows.append(Row(sec, f"{name}: window feature, one frame in {k} vs all (cosine, "
                                  "min)", float(cos.min()), "",
                             f"≥ {ENCODE_EVERY_COSINE_GOAL}",
                             at_least(float(cos.min()), ENCODE_EVERY_COSINE_GOAL),
