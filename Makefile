@@ -1,6 +1,6 @@
 # The two commands that matter: `make demo` (the whole job end to end) and `make test` (everything
 # CI checks). Both set up their own environment first (scripts/setup.sh, idempotent).
-.PHONY: setup test lint demo bench bench-learning bench-drives fuzz model clean
+.PHONY: setup test lint demo bench bench-learning bench-drives fuzz model clean bench-ingest
 
 setup:
 	@bash scripts/setup.sh
@@ -19,6 +19,12 @@ demo: setup
 # checkpoint for the int8 retrieval row: make bench BENCH_ARGS="--checkpoint C --data D".
 bench: setup
 	@scripts/env.sh python -m bench.engine_bench --out bench/results $(BENCH_ARGS)
+
+# Ingest at camera rates (issue 12): a recorded camera (640x480, 720p, 1080p rgb8 and 1080p JPEG
+# at 30 Hz, odometry at 100 Hz) replayed into the live node over DDS, 60 s each; a table +
+# bench/results/ingest.json. Shorter: make bench-ingest INGEST_ARGS="--seconds 10".
+bench-ingest: setup
+	@scripts/env.sh python -m bench.ingest --out bench/results $(INGEST_ARGS)
 
 # Learning (issue 4): generate drives, train tiny with and without pose for 20 min, evaluate.
 bench-learning: setup

@@ -40,20 +40,23 @@ def chance_at(queries: list[dict[str, Any]], segments: int, k: int) -> float:
 
 
 def evaluate_checkpoint(ckpt: Path, work: Path, drives: tuple[tuple[int, int, int], ...],
-                        split: str) -> dict[str, Any]:
+                        split: str, encode_every: int = 1) -> dict[str, Any]:
     from spartan_train.bag.evaluate import BagEvalConfig, evaluate_bag
     from spartan_train.demo import DemoConfig, export_model, make_drive
 
     name = ckpt.name if ckpt.name not in ("best", "last") else f"{ckpt.parent.name}-{ckpt.name}"
     model = export_model(DemoConfig(checkpoint=ckpt, work=work / "models" / name))
+    if encode_every != 1:
+        name += f" k={encode_every}"
     per_drive = {}
     for seed, sequences, frames in drives:
         _, bag = make_drive(DemoConfig(checkpoint=ckpt, work=work, seed=seed,
                                        sequences=sequences, frames=frames))
         t0 = time.monotonic()
         results, _, _ = evaluate_bag(BagEvalConfig(
-            bag=bag, model=model, split=split, out=work / "eval" / name / f"seed{seed}",
-            progress=False, examples=4))
+            bag=bag, model=model, split=split,
+            out=work / "eval" / name.replace(" ", "_") / f"seed{seed}",
+            progress=False, examples=4, encode_every=encode_every))
         r = results["retrieval"]
         queries = results["queries"]
         row = {f"R@{k}": float(r[f"R@{k}"]) for k in KS}
@@ -66,7 +69,8 @@ def evaluate_checkpoint(ckpt: Path, work: Path, drives: tuple[tuple[int, int, in
     weights = np.array([d["queries"] for d in per_drive.values()], dtype=float)
     pooled = {key: float(np.average([d[key] for d in per_drive.values()], weights=weights))
               for key in [f"R@{k}" for k in KS] + [f"chance@{k}" for k in KS]}
-    return {"checkpoint": str(ckpt), "name": name, "drives": per_drive, "pooled": pooled}
+    return {"checkpoint": str(ckpt), "name": name, "encode_every": encode_every,
+            "drives": per_drive, "pooled": pooled}
 
 
 def table(results: list[dict[str, Any]]) -> str:
@@ -92,10 +96,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--split", choices=("val", "train", "all"), default="all",
                     help="annotated windows to ask (all: every window of the unseen drives)")
     ap.add_argument("--quick", action="store_true", help="only the end-to-end test's drive")
+    ap.add_argument("--encode-every", default="1", metavar="K[,K...]",
+                    help="also evaluate with the node encoding every K-th frame, e.g. 1,2,4")
     args = ap.parse_args(argv)
     drives = DRIVES[:1] if args.quick else DRIVES
+    try:
+        ks = [int(k) for k in args.encode_every.split(",")]
+    except ValueError:
+        ap.error(f"--encode-every must be integers like 1,2,4, got {args.encode_every!r}")
     t0 = time.monotonic()
-    results = [evaluate_checkpoint(c, args.out, drives, args.split) for c in args.checkpoints]
+    results = [evaluate_checkpoint(c, args.out, drives, args.split, k)
+               for c in args.checkpoints for k in ks]
     text = table(results)
     print(text)
     args.out.mkdir(parents=True, exist_ok=True)

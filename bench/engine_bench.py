@@ -19,6 +19,15 @@ Sections (each a function below, each row with its goal beside the figure):
 - ``bytes``: bytes per stored segment for scoring (float32, float16) and on disk (SQLite).
 - ``e2e``: frames/s MemoryService sustains on a synthetic 10 Hz stream (preprocessing, image
   tower, window, pose branch, SQLite store).
+- ``realtime``: per precision and ``encode_every`` k (1, 2, 4): the highest camera sample rate the
+  service keeps (taken frames/s it sustains, frames fed as fast as it goes), then a wall-clock
+  check: a 10 Hz stream into the service with its encoder thread and the node's queue bound,
+  counting frames dropped because inference fell behind; and what k does to a window's feature
+  (cosine between the mean of all its frames and the mean of every k-th, on a rendered drive).
+- ``quant``: the image tower as float32, dynamic int8 (the exporter's, per-call activation
+  ranges) and static int8 (QDQ, per-channel weights, activation ranges calibrated once), batch 1
+  and 8, with cosine to float32; and ONNX Runtime's raw GEMM throughput in float32 and int8 at
+  the size of the tower's MLP, which bounds what any int8 graph can gain on this CPU.
 
 Models are random-weight ``tiny`` / ``B/16`` built and exported (with the int8 image graph) in a
 temporary directory: speed does not depend on the weights. A trained ``--checkpoint`` is used
@@ -82,7 +91,7 @@ from spartan_ros.runtime.scoring import (
 )
 from spartan_ros.tokenizer import tokenize
 
-SECTIONS = ("image", "encodes", "query", "bytes", "e2e")
+SECTIONS = ("image", "encodes", "query", "bytes", "e2e", "realtime", "quant")
 Log = Callable[[str], None]
 
 # Goals of issue 5, point 5.
@@ -95,6 +104,9 @@ MEMORY_FLOOR_GOAL = 2.0  # fast p50 <= 2x streaming the data once
 FP16_RECALL_GOAL = 0.99
 BYTES_GOAL = 4.5 * 1024  # per segment at E = 512, float32
 E2E_RATE_GOAL = 10.0  # frames/s: the camera sample rate (ServiceConfig.sample_rate_hz)
+ENCODE_EVERY = (1, 2, 4)  # realtime: the encode_every values compared
+PRECISIONS = ("float32", "float16", "int8")
+ENCODE_EVERY_COSINE_GOAL = 0.99  # window feature with every k-th frame vs all frames
 ENCODE_TIME_TOLERANCE = 0.15  # time ratio within 15 % of the encode-count ratio
 
 QUERY_TEXT = "the gas station where we turned left"
@@ -136,6 +148,11 @@ class Settings:
     sqlite_segments: int = 300
     # e2e
     e2e_frames: dict[str, int] = field(default_factory=lambda: {"tiny": 480, "B/16": 96})
+    # realtime
+    realtime_models: tuple[str, ...] = ("B/16",)
+    realtime_frames: int = 48  # taken frames per sustained-rate run
+    realtime_seconds: float = 10.0  # wall-clock 10 Hz check
+    drive_frames: int = 72  # rendered drive for the window cosine
     # R@1 (needs a trained model and data)
     checkpoint: str | None = None
     data: str | None = None
@@ -150,6 +167,8 @@ class Settings:
             matmul_repeats=3, cosine_images=4, stream_frames=72, frame_size=(120, 160),
             query_sizes=(10**3, 10**4), naive_max=10**4, query_time_s=0.1, query_min_runs=3,
             naive_min_runs=2, recall_queries=3, sqlite_segments=20, e2e_frames={"tiny": 48},
+            realtime_models=("tiny",), realtime_frames=24, realtime_seconds=2.0,
+            drive_frames=36,
         )  # fmt: skip
         return replace(small, **changes)
 
@@ -185,8 +204,8 @@ class ModelZoo:
             safe = name.replace("/", "_")
             ckpt = save_checkpoint(model, self.root / f"{safe}-ckpt")
             out = self.root / f"{safe}-onnx"
-            self.log(f"exporting a random-weight {name} model (float32 + int8 image graph)")
-            export_model(ckpt, out, int8=True, model=model, name=f"bench-{safe}",
+            self.log(f"exporting a random-weight {name} model (float32 + float16 + int8)")
+            export_model(ckpt, out, fp16=True, int8=True, model=model, name=f"bench-{safe}",
                          log=lambda line: self.log("    " + line.strip()))  # fmt: skip
             self.log(f"{name} ready in {time.perf_counter() - t0:.1f} s")
             self._bundles[name] = Bundle(name, model, out)
@@ -700,6 +719,238 @@ def bench_e2e(s: Settings, zoo: ModelZoo, log: Log) -> tuple[list[Row], dict[str
     return rows, raw
 
 
+# --------------------------------------------------------------------------- realtime
+
+
+def sustained_rate(engine: Engine, frames: list[np.ndarray], s: Settings,
+                   encode_every: int) -> tuple[float, dict[str, Any]]:  # fmt: skip
+    """Taken frames/s the service keeps with ``encode_every`` (fed as fast as it goes)."""
+    rows_abs = drive_rows(len(frames), seed=s.seed + 1)
+    with tempfile.TemporaryDirectory(prefix="spartan-bench-rt-") as tmp:
+        store = SegmentStore(Path(tmp) / "memory.sqlite", engine.model_hash, engine.embed_dim,
+                             head=engine.fusion_head)  # fmt: skip
+        try:
+            config = ServiceConfig(window_frames=s.window, stride_frames=s.stride,
+                                   encode_every=encode_every)
+            service = MemoryService(engine, store, config)
+            seconds = run_stream(service, frames, rows_abs)
+            return len(frames) / seconds, service.stats()
+        finally:
+            store.close()
+
+
+def realtime_drops(engine: Engine, frames: list[np.ndarray], s: Settings, encode_every: int,
+                   rate_hz: float) -> dict[str, Any]:  # fmt: skip
+    """A wall-clock stream at ``rate_hz`` into the service with its encoder thread and the
+    node's default queue bound: how many frames were dropped because inference fell behind."""
+    from spartan_ros.memory.service import IngestWorker
+
+    n = max(1, int(round(s.realtime_seconds * rate_hz)))
+    rows_abs = drive_rows(n, rate_hz=rate_hz, seed=s.seed + 2)
+    with tempfile.TemporaryDirectory(prefix="spartan-bench-rt-") as tmp:
+        store = SegmentStore(Path(tmp) / "memory.sqlite", engine.model_hash, engine.embed_dim,
+                             head=engine.fusion_head)  # fmt: skip
+        service = MemoryService(engine, store, ServiceConfig(
+            window_frames=s.window, stride_frames=s.stride, encode_every=encode_every,
+            sample_rate_hz=rate_hz))
+        worker = IngestWorker(service, poll_s=0.05)
+        worker.start()
+        try:
+            t0 = time.perf_counter()
+            for i, row in enumerate(rows_abs):
+                delay = t0 + i / rate_hz - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+                stamp = int(round(row[0] * 1e9))
+                service.add_odometry(stamp, row[1:4], row[4:8], "odom")
+                service.add_frame(stamp, frames[i % len(frames)])
+            fed_s = time.perf_counter() - t0
+            backlog = service.pending()
+        finally:
+            worker.stop()
+            service.flush()
+            counts = service.stats()["counts"]
+            store.close()
+    return {"rate_hz": rate_hz, "frames": n, "seconds": fed_s, "backlog_at_end": backlog,
+            "dropped": int(counts.get("dropped: inference behind", 0)), "counts": counts}
+
+
+def drive_frames(count: int, seed: int) -> list[np.ndarray]:
+    """Consecutive frames of a rendered synthetic drive (neighbours look alike, as on a road)."""
+    from spartan_train.data.synth.generate import main as synth_main
+
+    with tempfile.TemporaryDirectory(prefix="spartan-bench-drive-") as tmp:
+        root = Path(tmp) / "drive"
+        synth_main(["--out", str(root), "--sequences", "1", "--frames", str(count), "--width",
+                    "320", "--height", "240", "--val-fraction", "0", "--seed", str(seed),
+                    "--quiet"])  # fmt: skip
+        from PIL import Image
+
+        files = sorted((root / "images").rglob("*.png"))
+        return [np.asarray(Image.open(f).convert("RGB")) for f in files[:count]]
+
+
+def window_cosines(feats: np.ndarray, window: int, stride: int, k: int) -> np.ndarray:
+    """Cosine per window between the mean of all its frame features and of every k-th."""
+    out = []
+    for lo in range(0, len(feats) - window + 1, stride):
+        full = feats[lo : lo + window].mean(axis=0, dtype=np.float64)
+        sub = feats[lo : lo + window : k].mean(axis=0, dtype=np.float64)
+        out.append(float(full @ sub / (np.linalg.norm(full) * np.linalg.norm(sub))))
+    return np.asarray(out)
+
+
+def bench_realtime(s: Settings, zoo: ModelZoo, log: Log) -> tuple[list[Row], dict[str, Any]]:
+    sec = "realtime"
+    rows: list[Row] = []
+    raw: dict[str, Any] = {}
+    h, w = s.frame_size
+    pool = synthetic_frames(8, h, w, seed=s.seed + 7)
+    frames = [pool[i % len(pool)] for i in range(s.realtime_frames)]
+    target = E2E_RATE_GOAL
+    for name in s.realtime_models:
+        raw[name] = {}
+        for precision in PRECISIONS:
+            try:
+                engine = zoo.engine(name, precision)
+            except Exception as exc:  # e.g. an export without that variant
+                rows.append(Row(sec, f"{name} {precision}", f"not measured: {exc}"))
+                continue
+            engine.encode_frames(frames[:2])  # warm-up
+            for k in ENCODE_EVERY:
+                log(f"realtime: {name} {precision} encode_every={k}: sustained rate, then a "
+                    f"{s.realtime_seconds:g} s wall-clock stream at {target:g} Hz")
+                fps, stats = sustained_rate(engine, frames, s, k)
+                check = realtime_drops(engine, frames, s, k, target)
+                keeps = check["dropped"] == 0
+                rows.append(Row(
+                    sec, f"{name} {precision}, encode_every={k}: highest sample rate kept", fps,
+                    "frames/s", f"≥ {target:g} and 0 drops at {target:g} Hz",
+                    at_least(fps, target) and keeps,
+                    note=f"{target:g} Hz for {check['seconds']:.0f} s: {check['dropped']} of "
+                         f"{check['frames']} dropped (inference behind)"))  # fmt: skip
+                raw[name][f"{precision}_k{k}"] = {
+                    "sustained_fps": fps, "encode_ms_per_frame": stats["latency_ms"],
+                    "realtime": check}  # fmt: skip
+        # what subsampling does to a window's feature (float32, consecutive rendered frames)
+        drive = drive_frames(s.drive_frames, s.seed + 3)
+        feats = zoo.engine(name, "float32").encode_frames(drive)
+        for k in ENCODE_EVERY[1:]:
+            cos = window_cosines(feats, s.window, s.stride, k)
+            rows.append(Row(sec, f"{name}: window feature, one frame in {k} vs all (cosine, "
+                                 "min)", float(cos.min()), "",
+                            f"≥ {ENCODE_EVERY_COSINE_GOAL}",
+                            at_least(float(cos.min()), ENCODE_EVERY_COSINE_GOAL),
+                            note=f"mean {cos.mean():.4f} over {cos.size} windows of a rendered "
+                                 "drive; random weights"))  # fmt: skip
+            raw[name][f"cosine_k{k}"] = {"min": float(cos.min()), "mean": float(cos.mean()),
+                                         "windows": int(cos.size)}
+    return rows, raw
+
+
+# --------------------------------------------------------------------------- quant
+
+
+def _session(path: Path, threads: int) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), sess_options=options,
+                                providers=["CPUExecutionProvider"])
+
+
+def gemm_graphs(root: Path, m: int, k: int, n: int) -> dict[str, Path]:
+    """One MatMul ``[m, k] x [k, n]`` (constant weights) as float32, dynamic int8 and static
+    QDQ int8 graphs."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    from spartan_train.export.onnx_export import quantize_image_static
+
+    rng = np.random.default_rng(0)
+    weight = numpy_helper.from_array(rng.standard_normal((k, n)).astype(np.float32) * 0.05, "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["pixels", "w"], ["y"])], "gemm",
+        [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, ["m", k])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["m", n])], [weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    paths = {"float32": root / "gemm_fp32.onnx", "int8 dynamic": root / "gemm_dyn.onnx",
+             "int8 static": root / "gemm_static.onnx"}
+    onnx.save(model, str(paths["float32"]))
+    from spartan_train.export.onnx_export import quantize_image
+
+    quantize_image(paths["float32"], paths["int8 dynamic"])  # the exporter's dynamic int8
+    calib = rng.standard_normal((64, k)).astype(np.float32)  # rows, one per calibration run
+    quantize_image_static(paths["float32"], paths["int8 static"], calib)
+    return paths
+
+
+def bench_quant(s: Settings, zoo: ModelZoo, log: Log) -> tuple[list[Row], dict[str, Any]]:
+    from spartan_train.export.onnx_export import quantize_image_static
+
+    sec = "quant"
+    rows: list[Row] = []
+    raw: dict[str, Any] = {}
+    name = s.realtime_models[0]
+    b = zoo.bundle(name)
+    r = b.model.config.image_resolution
+    with tempfile.TemporaryDirectory(prefix="spartan-bench-quant-") as tmp:
+        # raw GEMM throughput at the size of the tower's MLP (197 tokens x width -> 4 width)
+        w = b.model.config.vision_width
+        m = (r // b.model.config.vision_patch_size) ** 2 + 1
+        gemm = gemm_graphs(Path(tmp), 8 * m, w, 4 * w)
+        x = np.random.default_rng(1).standard_normal((8 * m, w)).astype(np.float32)
+        sessions = {key: _session(path, s.threads) for key, path in gemm.items()}
+        log(f"quant: ORT GEMM {8 * m}x{w} x {w}x{4 * w}, float32 vs int8")
+        timed = time_interleaved({key: partial(sess.run, None, {"pixels": x})
+                                  for key, sess in sessions.items()},
+                                 min_time=s.min_time_s, min_runs=s.min_runs)  # fmt: skip
+        gops = {key: 2 * 8 * m * w * 4 * w / t.p50 / 1e9 for key, t in timed.items()}
+        for key, value in gops.items():
+            rows.append(Row(sec, f"ORT GEMM {8 * m}x{w}x{4 * w}: {key}", value, "GOP/s",
+                            note=f"{value / gops['float32']:.2f}x float32"))
+        raw["gemm"] = {"m": 8 * m, "k": w, "n": 4 * w, "gops": gops}
+
+        # the image tower: float32, dynamic int8 (exported), static QDQ int8 (built here)
+        drive = drive_frames(24, s.seed + 4)
+        engine = zoo.engine(name, "float32")
+        calib = engine.preprocess(drive[::2])  # calibration frames; the others are the test
+        static = Path(tmp) / "image.static-int8.onnx"
+        log(f"quant: static QDQ int8 of the {name} image graph ({len(calib)} calibration frames)")
+        t0 = time.perf_counter()
+        quantize_image_static(b.model_dir / "image.onnx", static, calib)
+        raw["static_quantize_s"] = time.perf_counter() - t0
+        towers = {"float32": _session(b.model_dir / "image.onnx", s.threads),
+                  "int8 dynamic": _session(b.model_dir / "image.int8.onnx", s.threads),
+                  "int8 static": _session(static, s.threads)}
+        test = engine.preprocess(drive[1::2])
+
+        def run(key: str, pixels: np.ndarray) -> np.ndarray:
+            return np.asarray(towers[key].run(["features"], {"pixels": pixels})[0])
+
+        ref = run("float32", test)
+        for batch in s.batches:
+            pixels = np.ascontiguousarray(test[:batch])
+            log(f"quant: {name} image tower batch {batch}: float32, int8 dynamic, int8 static")
+            timed = time_interleaved({key: partial(run, key, pixels) for key in towers},
+                                     min_time=s.min_time_s, min_runs=s.min_runs)  # fmt: skip
+            fps = {key: batch / t.p50 for key, t in timed.items()}
+            raw[f"batch{batch}"] = {"fps": fps}
+            for key in ("int8 dynamic", "int8 static"):
+                speed = fps[key] / fps["float32"]
+                rows.append(Row(sec, f"{name} batch {batch}: {key} / float32 speed", speed, "x",
+                                f"≥ {INT8_SPEEDUP_GOAL:g}", at_least(speed, INT8_SPEEDUP_GOAL),
+                                note=f"{fps[key]:.3g} vs {fps['float32']:.3g} frames/s"))
+        for key in ("int8 dynamic", "int8 static"):
+            cos = min_cosine(run(key, test), ref)
+            rows.append(Row(sec, f"{name}: {key} cosine to float32 (min, {len(test)} frames)",
+                            cos, "", f"≥ {INT8_COSINE_GOAL}", at_least(cos, INT8_COSINE_GOAL),
+                            note="random weights, rendered drive frames"))
+            raw[f"cosine {key}"] = cos
+    return rows, raw
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -709,6 +960,8 @@ RUNNERS: dict[str, Callable[[Settings, ModelZoo, Log], tuple[list[Row], dict[str
     "query": bench_query,
     "bytes": bench_bytes,
     "e2e": bench_e2e,
+    "realtime": bench_realtime,
+    "quant": bench_quant,
 }
 
 
@@ -756,6 +1009,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Settings, Path | None
     }  # fmt: skip
     if a.models is not None:
         changes["models"] = a.models
+        changes["realtime_models"] = tuple(m for m in a.models if m != "tiny") or a.models
     settings = Settings.quick_settings(**changes) if a.quick else Settings(**changes)
     return settings, a.out
 

@@ -18,7 +18,7 @@ if str(REPO) not in sys.path:  # bench/ is a top-level folder beside spartan_ros
 
 from bench import engine_bench  # noqa: E402
 
-SECTIONS = {"image", "encodes", "query", "bytes", "e2e"}
+SECTIONS = {"image", "encodes", "query", "bytes", "e2e", "realtime", "quant"}
 ROW_TYPES: dict[str, type | tuple[type, ...]] = {
     "section": str,
     "measure": str,
@@ -74,7 +74,7 @@ def test_json_schema(quick: dict[str, Any]) -> None:
         assert "error" not in raw, (name, raw)
         assert raw["seconds"] >= 0
     assert {r["section"] for r in doc["rows"]} == {"image tower", "encodes", "query", "bytes",
-                                                   "end to end"}  # fmt: skip
+                                                   "end to end", "realtime", "quant"}  # fmt: skip
     for row in doc["rows"]:
         assert set(row) == set(ROW_TYPES)
         for key, kind in ROW_TYPES.items():

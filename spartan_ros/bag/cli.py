@@ -43,6 +43,9 @@ def add_play_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clock", nargs="?", type=float, const=40.0, default=0.0, metavar="HZ",
                    help=f"publish {CLOCK_TOPIC} (40 Hz unless given) for nodes with use_sim_time")
     p.add_argument("--loop", action="store_true", help="play again from the start until SIGINT")
+    p.add_argument("--restamp", action="store_true",
+                   help="with --loop: shift the header stamps of every pass by the bag's length, "
+                   "so a short bag plays as one continuous stream")
     p.add_argument("--start-offset", type=float, default=0.0, metavar="S",
                    help="skip the first S seconds of the bag")
     p.add_argument("--topics", nargs="+", default=None, metavar="TOPIC",
@@ -65,6 +68,7 @@ def run_play(args: argparse.Namespace) -> int:
         rate=args.rate,
         clock_hz=args.clock,
         loop=args.loop,
+        restamp=args.restamp,
         start_offset_s=args.start_offset,
         topics=args.topics,
         qos=args.qos,

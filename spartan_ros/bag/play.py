@@ -17,6 +17,13 @@ to local readers by data-sharing straight from the writer's history) 236/246 at 
 100, 246 at 1000, with the player's memory unchanged (~90 MB). Hence the default of 100; raise
 ``--depth`` for lossless delivery to readers that fall further behind.
 
+With ``restamp`` (looping only), every pass is shifted in time by one bag period (its span
+plus one interval of its least frequent topic): the header stamp inside the CDR bytes (the
+first field of std_msgs/Header-led types such as Image, CompressedImage and Odometry) is
+rewritten in a copy of the bytes, so a short bag loops into one continuous stream, as a
+vehicle's camera would give. Topics whose first stamp does not equal their log time are played
+unchanged (their layout is not known).
+
 ``/clock`` (``rosgraph_msgs/msg/Clock``, reliable, depth 1, compatible with the best-effort
 clock subscription of nodes using ``use_sim_time``) is published at ``clock_hz`` with the current
 bag time, and once more right before any message whose stamp is ahead of the last clock sent, so
@@ -34,6 +41,7 @@ from __future__ import annotations
 import importlib
 import math
 import signal
+import struct
 import sys
 import time
 from collections.abc import Callable
@@ -60,6 +68,7 @@ class PlayConfig:
     rate: float = 1.0  # playback speed factor
     clock_hz: float = 0.0  # > 0: publish /clock at this rate
     loop: bool = False
+    restamp: bool = False  # with loop: shift each pass's header stamps, one continuous stream
     start_offset_s: float = 0.0  # skip the first seconds of the bag
     topics: list[str] | None = None  # None: all topics of the bag
     qos: str = "reliable"  # reliable | sensor
@@ -128,6 +137,8 @@ def check_config(cfg: PlayConfig) -> None:
         raise ValueError(f"start offset must be >= 0 s, got {cfg.start_offset_s}")
     if cfg.qos not in QOS_CHOICES:
         raise ValueError(f"qos must be one of {QOS_CHOICES}, got {cfg.qos!r}")
+    if cfg.restamp and not cfg.loop:
+        raise ValueError("restamp shifts the stamps of repeated passes: it needs loop")
     if cfg.depth < 1:
         raise ValueError(f"depth must be >= 1, got {cfg.depth}")
     if cfg.wait_for_subscribers < 0:
@@ -276,6 +287,9 @@ def _play(cfg: PlayConfig, reader: Reader, connections: list[Any], stop: _Stop,
 
         clock_period = 1.0 / cfg.clock_hz if cfg.clock_hz > 0 else math.inf
         last_clock_ns = -1
+        period_ns = _loop_period_ns(played, start_ns, end_ns)
+        restampable = _restampable(reader, played, start_ns) if cfg.restamp else set()
+        shift = 0  # ns added to every stamp of this pass (restamp)
 
         def send_clock(ns: int) -> None:
             nonlocal last_clock_ns
@@ -289,34 +303,44 @@ def _play(cfg: PlayConfig, reader: Reader, connections: list[Any], stop: _Stop,
             last_clock_ns = ns
 
         first_wall = last_wall = None
+        wall0 = time.monotonic()
         while not stop.requested:
-            wall0 = time.monotonic()
-            next_tick = wall0
-            last_clock_ns = -1  # a new pass starts the clock again from the bag's start
-            send_clock(start_ns)
+            if not cfg.restamp or summary.loops == 0:
+                wall0 = time.monotonic()
+            next_tick = time.monotonic()
+            if not cfg.restamp:
+                last_clock_ns = -1  # a new pass starts the clock again from the bag's start
+            send_clock(start_ns + shift)
             for conn, stamp, raw in reader.messages(connections=played, start=start_ns):
                 target = wall0 + (stamp - start_ns) * 1e-9 / cfg.rate
                 while not stop.requested:
                     now = time.monotonic()
                     if now >= next_tick:
                         bag_now = start_ns + int((now - wall0) * cfg.rate * 1e9)
-                        send_clock(min(bag_now, stamp))
+                        send_clock(min(bag_now, stamp) + shift)
                         next_tick = now + clock_period
                     if now >= target:
                         break
                     time.sleep(min(target - now, next_tick - now, 0.05))
                 if stop.requested:
                     break
-                send_clock(stamp)
-                publishers[conn.topic].publish(bytes(raw))
+                send_clock(stamp + shift)
+                if shift and conn.topic in restampable:
+                    publishers[conn.topic].publish(shifted(raw, shift))
+                else:
+                    publishers[conn.topic].publish(bytes(raw))
                 summary.counts[conn.topic] += 1
                 last_wall = time.monotonic()
                 if first_wall is None:
                     first_wall = last_wall
             else:
                 summary.loops += 1
-                if cfg.loop:
+                if cfg.loop and not cfg.restamp:
                     say(f"pass {summary.loops} done")
+                if cfg.restamp:
+                    shift += period_ns
+                    # the next pass starts one period after this one did, not when it ended
+                    wall0 += period_ns * 1e-9 / cfg.rate
             if not cfg.loop:
                 break
         summary.interrupted = stop.requested
@@ -335,6 +359,45 @@ def _play(cfg: PlayConfig, reader: Reader, connections: list[Any], stop: _Stop,
         if node is not None:
             node.destroy_node()
         rclpy.shutdown(context=context)
+
+
+_CDR_LE = b"\x00\x01\x00\x00"
+_STAMP = struct.Struct("<iI")  # builtin_interfaces/Time right after the 4-byte CDR header
+
+
+def shifted(raw: bytes | bytearray | memoryview, shift_ns: int) -> bytes:
+    """A copy of a little-endian CDR message whose header stamp is ``shift_ns`` later."""
+    out = bytearray(raw)
+    sec, nanosec = _STAMP.unpack_from(out, 4)
+    _STAMP.pack_into(out, 4, *divmod(sec * 1_000_000_000 + nanosec + shift_ns, 1_000_000_000))
+    return bytes(out)
+
+
+def _restampable(reader: Reader, connections: list[Any], start_ns: int) -> set[str]:
+    """Topics whose first message holds its log time as the stamp right after the CDR header."""
+    ok: set[str] = set()
+    seen: set[str] = set()
+    for conn, stamp, raw in reader.messages(connections=connections, start=start_ns):
+        if conn.topic in seen:
+            if len(seen) == len({c.topic for c in connections}):
+                break
+            continue
+        seen.add(conn.topic)
+        if bytes(raw[:4]) == _CDR_LE and len(raw) >= 12:
+            sec, nanosec = _STAMP.unpack_from(raw, 4)
+            if sec * 1_000_000_000 + nanosec == stamp:
+                ok.add(conn.topic)
+    return ok
+
+
+def _loop_period_ns(connections: list[Any], start_ns: int, end_ns: int) -> int:
+    """One pass of a looped bag: its span plus one interval of its least frequent topic."""
+    counts: dict[str, int] = {}
+    for conn in connections:
+        counts[conn.topic] = counts.get(conn.topic, 0) + int(conn.msgcount)
+    span = end_ns - start_ns
+    fewest = min(counts.values(), default=1)
+    return span + (span // (fewest - 1) if fewest > 1 else 1_000_000_000)
 
 
 def _play_range(cfg: PlayConfig, reader: Reader) -> tuple[int, int]:

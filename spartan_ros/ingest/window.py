@@ -22,7 +22,8 @@ class WindowReady:
     end_ns: int  # stamp of the last frame
     stamps_ns: np.ndarray  # [T] int64
     poses: np.ndarray  # [T, 8] float64 absolute TUM rows (odometry frame)
-    video_feat: np.ndarray  # [E] float32 = mean of the T frame features (MODEL.md 4)
+    video_feat: np.ndarray  # [E] float32 = mean of the frame features (MODEL.md 4)
+    encoded: int = 0  # frames of the window whose feature the mean is over (T unless subsampled)
 
 
 class SlidingWindow:
@@ -30,9 +31,11 @@ class SlidingWindow:
 
     Each frame is encoded once by the caller and pushed once; the window's video feature is kept
     as a running sum (add the new frame, subtract the one leaving), so emitting costs O(E), never
-    a re-encode. After the window first fills, a ``WindowReady`` comes out every
-    ``stride_frames`` frames. A stamp that does not increase, or a gap over ``max_gap_s``, empties
-    the window (the frames around it are not one continuous clip).
+    a re-encode. A frame may come without a feature (``feature=None``: the caller encodes only
+    every k-th frame); it still brings its pose and stamp, and the video feature is the mean of
+    the frames of the window that have one. After the window first fills, a ``WindowReady``
+    comes out every ``stride_frames`` frames. A stamp that does not increase, or a gap over
+    ``max_gap_s``, empties the window (the frames around it are not one continuous clip).
     """
 
     def __init__(
@@ -54,6 +57,7 @@ class SlidingWindow:
         self._sum: np.ndarray | None = None  # [E] float64
         self._poses = np.zeros((window_frames, 8), dtype=np.float64)
         self._stamps = np.zeros(window_frames, dtype=np.int64)
+        self._has = np.zeros(window_frames, dtype=bool)  # slot holds a feature
         self._next = 0  # ring slot the next frame goes to
         self._count = 0  # frames in the window (<= T)
         self._since_emit = 0
@@ -71,26 +75,27 @@ class SlidingWindow:
         if self._count:
             self.counts[f"reset: {reason}"] += 1
         self._count = self._next = self._since_emit = 0
+        self._has[:] = False
         if self._sum is not None:
             self._sum[:] = 0.0
 
     def push(
-        self, stamp_ns: int, feature: npt.ArrayLike, pose_row: npt.ArrayLike
+        self, stamp_ns: int, feature: npt.ArrayLike | None, pose_row: npt.ArrayLike
     ) -> WindowReady | None:
-        """Add one encoded frame with its pose; returns a window when one is due."""
-        feat = np.asarray(feature, dtype=np.float32).reshape(-1)
+        """Add one frame (its feature, or None when it was not encoded) with its pose; returns
+        a window when one is due."""
+        feat = None if feature is None else np.asarray(feature, dtype=np.float32).reshape(-1)
         pose = np.asarray(pose_row, dtype=np.float64).reshape(-1)
         if pose.shape != (8,):
             raise ValueError(f"pose_row must be a TUM row [8], got shape {list(pose.shape)}")
-        if self._feats is None:
+        if self._feats is None and feat is not None:
             self._feats = np.zeros((self.window_frames, feat.shape[0]), dtype=np.float32)
             self._sum = np.zeros(feat.shape[0], dtype=np.float64)
-        assert self._sum is not None
-        if feat.shape[0] != self._feats.shape[1]:
+        if feat is not None and self._feats is not None and feat.shape[0] != self._feats.shape[1]:
             raise ValueError(
                 f"frame feature has {feat.shape[0]} values, earlier frames {self._feats.shape[1]}"
             )
-        if not (np.isfinite(feat).all() and np.isfinite(pose).all()):
+        if not ((feat is None or np.isfinite(feat).all()) and np.isfinite(pose).all()):
             self.counts["dropped: not finite"] += 1
             self.reset("frame not finite")  # the clip now has a hole
             return None
@@ -107,24 +112,35 @@ class SlidingWindow:
 
         slot = self._next
         if self._count == self.window_frames:
-            self._sum -= self._feats[slot]
+            if self._has[slot]:
+                assert self._feats is not None and self._sum is not None
+                self._sum -= self._feats[slot]
         else:
             self._count += 1
-        self._feats[slot] = feat
-        self._sum += feat
+        self._has[slot] = feat is not None
+        if feat is not None:
+            assert self._feats is not None and self._sum is not None
+            self._feats[slot] = feat
+            self._sum += feat
         self._poses[slot] = pose
         self._stamps[slot] = stamp
         self._next = (slot + 1) % self.window_frames
         self._since_emit += 1
         self._pushes += 1
         self.counts["frames"] += 1
-        if self._pushes % _RESYNC_EVERY == 0:
-            self._sum[:] = self._feats[: self._count].sum(axis=0, dtype=np.float64)
+        if self._pushes % _RESYNC_EVERY == 0 and self._feats is not None:
+            assert self._sum is not None
+            self._sum[:] = self._feats[: self._count][self._has[: self._count]].sum(
+                axis=0, dtype=np.float64)
 
         # Just filled (since_emit == T >= stride) or stride frames since the last window.
         if self._count < self.window_frames or self._since_emit < self.stride_frames:
             return None
         self._since_emit = 0
+        encoded = int(self._has.sum())
+        if encoded == 0 or self._sum is None:
+            self.counts["dropped: window without an encoded frame"] += 1
+            return None
         self.counts["windows"] += 1
         order = (self._next + np.arange(self.window_frames)) % self.window_frames
         stamps = self._stamps[order].copy()
@@ -133,5 +149,6 @@ class SlidingWindow:
             end_ns=int(stamps[-1]),
             stamps_ns=stamps,
             poses=self._poses[order].copy(),
-            video_feat=(self._sum / self.window_frames).astype(np.float32),
+            video_feat=(self._sum / encoded).astype(np.float32),
+            encoded=encoded,
         )

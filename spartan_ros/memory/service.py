@@ -75,6 +75,8 @@ class ServiceConfig:
     max_pose_gap_s: float = 0.25
     max_pending_frames: int = 16
     encode_batch_size: int = 8
+    # Encode every k-th taken frame (1 = all); a window's feature is the mean of those it encoded.
+    encode_every: int = 1
     max_segments: int = 0  # 0 = unbounded
     default_top_k: int = 5
     odometry_history_s: float = 10.0
@@ -195,6 +197,9 @@ class MemoryService:
         for name in ("max_pending_frames", "encode_batch_size", "default_top_k"):
             if getattr(cfg, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+        if not 1 <= cfg.encode_every <= cfg.window_frames:
+            raise ValueError(f"encode_every must be in [1, window_frames={cfg.window_frames}], "
+                             f"got {cfg.encode_every}")
         if cfg.max_segments < 0:
             raise ValueError(f"max_segments must be >= 0, got {cfg.max_segments}")
         self.log: Log = log or logging.getLogger("spartan_ros.memory")
@@ -214,6 +219,7 @@ class MemoryService:
         self._latest_image_ns: int | None = None
         self._flushing = False
         self._window_frame_id: str | None = None
+        self._since_encoded = 0  # frames pushed without a feature since the last encoded one
         self._throttle = _Throttle(cfg.log_every_s)
         self._frame_warning: tuple[str, float] | None = None  # (text, monotonic time)
         self._odom_frame: str | None = None  # frame_id of the last accepted odometry sample
@@ -342,32 +348,42 @@ class MemoryService:
         if not batch:
             return []
         images, kept = [], []
-        for frame, row, frame_id in batch:
+        for (frame, row, frame_id), encode in zip(batch, self._to_encode(batch), strict=True):
+            if not encode:  # encode_every: only its pose joins the window, never decoded
+                kept.append((frame, row, frame_id, False))
+                continue
             try:
                 img = frame.image() if callable(frame.image) else frame.image
                 images.append(check_rgb(img))
-                kept.append((frame, row, frame_id))
+                kept.append((frame, row, frame_id, True))
             except Exception as exc:  # a bad frame must not stop ingest
                 self._carry(frame.reset)
                 self._count_drop("bad image", f"frame at {_fmt_stamp(frame.stamp_ns)}: {exc}")
-        if not images:
+        if not kept:
             return []
-        t0 = time.perf_counter()
-        try:
-            feats = np.asarray(self.engine.encode_frames(images, color="rgb"),
-                               dtype=np.float32)
-        except Exception as exc:
-            for frame, _, _ in kept:
-                self._carry(frame.reset)
+        feats = np.zeros((0, 0), dtype=np.float32)
+        if images:
+            t0 = time.perf_counter()
+            try:
+                feats = np.asarray(self.engine.encode_frames(images, color="rgb"),
+                                   dtype=np.float32)
+            except Exception as exc:
+                for frame, _, _, _ in kept:
+                    self._carry(frame.reset)
+                with self._lock:
+                    self.counts["dropped: encoding failed"] += len(kept)
+                self.log.error(f"encoding {len(kept)} frames failed: {type(exc).__name__}: {exc}")
+                return []
             with self._lock:
-                self.counts["dropped: encoding failed"] += len(kept)
-            self.log.error(f"encoding {len(kept)} frames failed: {type(exc).__name__}: {exc}")
-            return []
-        with self._lock:
-            self.latency.add(time.perf_counter() - t0, len(images))
-            self.counts["frames encoded"] += len(images)
+                self.latency.add(time.perf_counter() - t0, len(images))
+                self.counts["frames encoded"] += len(images)
+        if len(kept) > len(images):
+            with self._lock:
+                self.counts["frames not encoded (encode_every)"] += len(kept) - len(images)
         stored = []
-        for (frame, row, frame_id), feat in zip(kept, feats, strict=True):
+        next_feat = iter(feats)
+        for frame, row, frame_id, encoded in kept:
+            feat = next(next_feat) if encoded else None
             with self._lock:  # the window's counters are read by stats()
                 ready = self._push(frame, row, frame_id, feat)
             if ready is not None:
@@ -375,6 +391,21 @@ class MemoryService:
                 if info is not None:
                     stored.append(info)
         return stored
+
+    def _to_encode(self, batch: list[tuple[_Pending, np.ndarray, str]]) -> list[bool]:
+        """Which frames of the batch to encode: every ``encode_every``-th, and always the first
+        of a window (after a reset or into an empty window)."""
+        k = self.config.encode_every
+        if k == 1:
+            return [True] * len(batch)
+        out = []
+        empty = len(self.window) == 0
+        for frame, _, _ in batch:
+            encode = empty or frame.reset is not None or self._since_encoded >= k - 1
+            self._since_encoded = 0 if encode else self._since_encoded + 1
+            empty = False
+            out.append(encode)
+        return out
 
     def flush(self) -> list[StoredInfo]:
         """End of stream: decide every waiting frame now and process them all."""
@@ -401,6 +432,7 @@ class MemoryService:
             self.window.reset("stream ended")
             self.odometry.clear()
             self._window_frame_id = None
+            self._since_encoded = 0
 
     def _has_ready(self) -> bool:
         return bool(self._pending) and self._decidable(self._pending[0])
@@ -457,7 +489,7 @@ class MemoryService:
                 self._carry_reset = self._carry_reset or reset
 
     def _push(
-        self, frame: _Pending, row: np.ndarray, frame_id: str, feat: np.ndarray
+        self, frame: _Pending, row: np.ndarray, frame_id: str, feat: np.ndarray | None
     ) -> WindowReady | None:
         if frame.reset is not None:
             self.window.reset(frame.reset)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import threading
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
 
@@ -40,6 +43,27 @@ class InputWatch:
                 f"(subscribed with QoS {self.qos}; {who}; {ever})")
 
 
+class CallbackTimes:
+    """Durations of the last ``keep`` calls of a subscription callback (bounded memory)."""
+
+    def __init__(self, keep: int = 2000) -> None:
+        self._times: deque[float] = deque(maxlen=keep)
+        self._lock = threading.Lock()
+
+    def add(self, seconds: float) -> None:
+        with self._lock:
+            self._times.append(seconds)
+
+    def percentiles_ms(self) -> dict[str, float]:
+        """{"image callback ms (p50)": .., "(p99)": ..} of the kept calls; empty before any."""
+        with self._lock:
+            times = np.fromiter(self._times, dtype=np.float64)
+        if times.size == 0:
+            return {}
+        p50, p99 = np.percentile(times, [50, 99]) * 1000.0
+        return {"image callback ms (p50)": float(p50), "image callback ms (p99)": float(p99)}
+
+
 def _kv(key: str, value: Any) -> KeyValue:
     if isinstance(value, float):
         value = f"{value:.3f}"
@@ -52,6 +76,7 @@ def diagnostic_array(
     stats: dict[str, Any] | None,
     problems: list[str],
     info: dict[str, Any],
+    timing: dict[str, float] | None = None,
 ) -> DiagnosticArray:
     """Two statuses: ingest (frames, drops and why, latency, provider) and memory (size, last
     segment). ``stats`` is ``MemoryService.stats()`` (None when no model is loaded)."""
@@ -76,6 +101,7 @@ def diagnostic_array(
         _kv("inference ms per frame (mean)", float(stats["latency_ms"])),
         _kv("inference ms per frame (last)", float(stats["last_latency_ms"])),
     ]
+    ingest.values += [_kv(key, value) for key, value in (timing or {}).items()]
     dropped = sum(v for k, v in counts.items() if k.startswith("dropped"))
     problems = problems + list(stats.get("warnings", []))
     if problems:

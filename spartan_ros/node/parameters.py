@@ -51,6 +51,10 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "oldest first.", min_value=1, max_value=10000),
     ParamSpec("encode_batch_size", 8, "Frames encoded per inference call.", min_value=1,
               max_value=256),
+    ParamSpec("encode_every", 1, "Encode every k-th taken frame (1 = every frame); a segment's "
+              "video feature is the mean of the frames it encoded. Raise it when the model cannot "
+              "keep up with sample_rate_hz on this computer: poses stay at the full rate.",
+              min_value=1, max_value=256),
     ParamSpec("execution_providers", ["cuda", "cpu"], "ONNX Runtime providers in order of "
               "preference (tensorrt, cuda, cpu); unavailable ones are skipped with a log line."),
     ParamSpec("default_top_k", 5, "Segments returned when a request asks for top_k = 0.",
@@ -118,4 +122,8 @@ def validate(values: dict[str, Any], names: tuple[str, ...] | None = None) -> li
     if stride > window:
         problems.append(f"stride_frames={stride} is larger than window_frames={window}: "
                         "frames between windows would never be stored")
+    every = values.get("encode_every", BY_NAME["encode_every"].default)
+    if every > window:
+        problems.append(f"encode_every={every} is larger than window_frames={window}: "
+                        "some segments would have no encoded frame")
     return problems

@@ -50,13 +50,14 @@ from sensor_msgs.msg import CompressedImage, Image
 from spartan_interfaces.srv import QuerySegments
 from visualization_msgs.msg import MarkerArray
 
+from spartan_ros.ingest.cdr import compressed_fields, image_fields
 from spartan_ros.ingest.images import ImageError, decode_compressed, image_view, to_rgb
-from spartan_ros.ingest.messages import odometry_fields, stamp_to_ns
+from spartan_ros.ingest.messages import odometry_fields
 from spartan_ros.memory.service import IngestWorker, MemoryService, ServiceConfig
 from spartan_ros.memory.store import MemoryFileError, SegmentStore
 from spartan_ros.node import parameters as params
 from spartan_ros.node.conversions import match_to_msg, query_from_request
-from spartan_ros.node.diagnostics import InputWatch, diagnostic_array
+from spartan_ros.node.diagnostics import CallbackTimes, InputWatch, diagnostic_array
 from spartan_ros.node.markers import matches_markers
 from spartan_ros.query import QueryError, validate_query
 from spartan_ros.tokenizer import get_tokenizer
@@ -136,6 +137,7 @@ def service_config(values: dict[str, Any]) -> ServiceConfig:
         max_pose_gap_s=float(values["max_pose_gap_s"]),
         max_pending_frames=int(values["max_pending_frames"]),
         encode_batch_size=int(values["encode_batch_size"]),
+        encode_every=int(values["encode_every"]),
         max_segments=int(values["max_segments"]),
         default_top_k=int(values["default_top_k"]),
     )
@@ -191,6 +193,7 @@ class SpartanNode(LifecycleNode):
         self._diag_pub: Any = None
         self._watches: list[InputWatch] = []
         self._warned: dict[str, float] = {}
+        self._image_times = CallbackTimes()  # how long the image callback holds the executor
         self._active = False
 
     def _declare(self, spec: params.ParamSpec) -> None:
@@ -266,16 +269,19 @@ class SpartanNode(LifecycleNode):
                                    depth=int(v["image_queue_depth"]),
                                    reliability=qos_profile_sensor_data.reliability,
                                    durability=qos_profile_sensor_data.durability)
+            # Images arrive as their serialized bytes (raw=True): the callback reads the stamp
+            # and the header fields and views the pixels in place; only frames the sampler
+            # takes are ever converted or decoded, in the encoder thread.
             if v["image_transport"] == "compressed":
                 image_topic = v["image_topic"].rstrip("/") + "/compressed"
                 sub = self.create_subscription(CompressedImage, image_topic, self._on_compressed,
-                                               image_qos,
-                                               callback_group=self._image_group)
+                                               image_qos, callback_group=self._image_group,
+                                               raw=True)
                 image_type = "sensor_msgs/CompressedImage"
             else:
                 sub = self.create_subscription(Image, v["image_topic"], self._on_image,
-                                               image_qos,
-                                               callback_group=self._image_group)
+                                               image_qos, callback_group=self._image_group,
+                                               raw=True)
                 image_type = "sensor_msgs/Image"
             odom = self.create_subscription(Odometry, v["odom_topic"], self._on_odometry,
                                             ODOM_QOS, callback_group=self._odom_group)
@@ -361,23 +367,33 @@ class SpartanNode(LifecycleNode):
         watches[watch].seen(time.monotonic())
         return memory
 
-    def _on_image(self, msg: Image) -> None:
+    def _on_image(self, raw: bytes) -> None:
+        t0 = time.perf_counter()
         memory = self._ingesting(0)
         if memory is None:
             return
         try:
+            msg = image_fields(raw)
             pixels, encoding = image_view(msg)  # header checks only; converted in the worker
         except ImageError as exc:
             memory.reject_frame("malformed image", f"{exc}")
             return
-        memory.add_frame(stamp_to_ns(msg.header.stamp),
-                         functools.partial(to_rgb, pixels, encoding))
+        memory.add_frame(msg.stamp_ns, functools.partial(to_rgb, pixels, encoding))
+        self._image_times.add(time.perf_counter() - t0)
 
-    def _on_compressed(self, msg: CompressedImage) -> None:
+    def _on_compressed(self, raw: bytes) -> None:
+        t0 = time.perf_counter()
         memory = self._ingesting(0)
-        if memory is not None:  # decoded in the worker
-            memory.add_frame(stamp_to_ns(msg.header.stamp),
-                             functools.partial(decode_compressed, msg.data))
+        if memory is None:
+            return
+        try:
+            msg = compressed_fields(raw)
+        except ImageError as exc:
+            memory.reject_frame("malformed image", f"{exc}")
+            return
+        # decoded in the worker, and only when the sampler takes the frame
+        memory.add_frame(msg.stamp_ns, functools.partial(decode_compressed, msg.data))
+        self._image_times.add(time.perf_counter() - t0)
 
     def _on_odometry(self, msg: Odometry) -> None:
         memory = self._ingesting(1)
@@ -448,7 +464,8 @@ class SpartanNode(LifecycleNode):
             stats = self.memory.stats()
         pub.publish(diagnostic_array(self.get_clock().now().to_msg(),
                                      self.get_fully_qualified_name(), stats,
-                                     self._input_problems(), info))
+                                     self._input_problems(), info,
+                                     self._image_times.percentiles_ms()))
 
 
 class _StopSignals:

@@ -16,6 +16,17 @@ from spartan_ros.bag.cli import Command
 from spartan_train.bag.write import COMPRESSED_FORMATS, ENCODINGS, STORAGES, WriteConfig, write_bag
 
 
+def _size(text: str) -> tuple[int, int]:
+    """``WIDTHxHEIGHT`` -> (width, height)."""
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must look like 1920x1080, got {text!r}") from None
+    if width < 1 or height < 1:
+        raise argparse.ArgumentTypeError(f"size must be positive, got {text!r}")
+    return width, height
+
+
 def _seconds_to_ns(text: str) -> int:
     """Exact ns of a decimal seconds string (a float would lose ~100 ns at 1.7e9 s)."""
     try:
@@ -49,6 +60,13 @@ def add_write_arguments(p: argparse.ArgumentParser) -> None:
                    default=None, help="also write sensor_msgs/CompressedImage on "
                    "<image-topic>/compressed (png unless jpeg is given)")
     p.add_argument("--jpeg-quality", type=int, default=90)
+    p.add_argument("--frame-rate", type=float, default=None, metavar="HZ",
+                   help="camera rate (default: one image per data frame, 10 Hz); between two "
+                   "data frames the camera repeats the latest")
+    p.add_argument("--size", type=_size, default=None, metavar="WxH",
+                   help="resize every image to this size, e.g. 1920x1080")
+    p.add_argument("--no-raw", dest="raw", action="store_false",
+                   help="write only <image-topic>/compressed (needs --compressed)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -66,6 +84,9 @@ def run_write(args: argparse.Namespace) -> int:
         gap_s=args.gap,
         compressed=args.compressed,
         jpeg_quality=args.jpeg_quality,
+        frame_rate=args.frame_rate,
+        size=args.size,
+        raw=args.raw,
         progress=not args.quiet,
     )
     summary = write_bag(cfg)
@@ -102,6 +123,8 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
                    help="nav_msgs/Odometry topic (default: captions.json's)")
     p.add_argument("--examples", type=int, default=4, help="example queries in the report")
     p.add_argument("--batch-size", type=int, default=8, help="frames encoded per inference call")
+    p.add_argument("--encode-every", type=int, default=1, metavar="K",
+                   help="encode every K-th sampled frame (the node's encode_every)")
     p.add_argument("--providers", nargs="+", default=["cpu"], metavar="PROVIDER",
                    help="ONNX Runtime providers in order of preference (cpu, cuda, tensorrt)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -126,6 +149,7 @@ def run_eval(args: argparse.Namespace) -> int:
         examples=args.examples,
         providers=tuple(args.providers),
         batch_size=args.batch_size,
+        encode_every=args.encode_every,
         progress=not args.quiet,
     )
     try:

@@ -96,6 +96,7 @@ class BagEvalConfig:
     examples: int = 4
     providers: tuple[str, ...] = ("cpu",)
     batch_size: int = 8  # frames encoded per inference call
+    encode_every: int = 1  # encode every k-th sampled frame (the node's encode_every)
     progress: bool = True
 
     @property
@@ -312,7 +313,7 @@ def select_windows(doc: dict[str, Any], split: str, where: Path) -> list[dict[st
 def check_config(cfg: BagEvalConfig) -> None:
     if cfg.split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {cfg.split!r}")
-    for name in ("stride_frames", "top_k", "batch_size"):
+    for name in ("stride_frames", "top_k", "batch_size", "encode_every"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"{name.replace('_', ' ')} must be >= 1, got {getattr(cfg, name)}")
     if cfg.examples < 0:
@@ -376,6 +377,7 @@ def evaluate_bag(cfg: BagEvalConfig) -> tuple[dict[str, Any], dict[str, Path], d
         window_frames=engine.window,
         stride_frames=cfg.stride_frames,
         encode_batch_size=cfg.batch_size,
+        encode_every=cfg.encode_every,
         # Offline nothing falls behind: never drop a frame for queue length.
         max_pending_frames=max(256, 4 * cfg.batch_size),
         default_top_k=cfg.depth,

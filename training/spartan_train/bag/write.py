@@ -3,7 +3,10 @@
 Per sequence the bag gets, on one time line:
 
 - ``sensor_msgs/msg/Image`` on the image topic, one per frame, stamped
-  ``seq_start + (t_r - t_0)`` where ``t_r`` is the frame's pose time (10 Hz in the data);
+  ``seq_start + (t_r - t_0)`` where ``t_r`` is the frame's pose time (10 Hz in the data); with
+  ``frame_rate`` the camera runs at that rate instead (each image shows the latest data frame at
+  its stamp, as a faster camera would between two recorded frames), and with ``size`` every
+  image is upscaled to that size (to replay a vehicle camera's data volume from small frames);
 - optionally ``sensor_msgs/msg/CompressedImage`` (png or jpeg) on ``<image topic>/compressed``;
 - ``nav_msgs/msg/Odometry`` at ``odom_rate`` Hz: position interpolated linearly and orientation with
   slerp between the 10 Hz pose rows (``spartan_ros.poses.interpolate_pose``), twist by finite
@@ -83,6 +86,9 @@ class WriteConfig:
     gap_s: float = 5.0  # silence between consecutive sequences
     compressed: str | None = None  # None, "png" or "jpeg": also write <image_topic>/compressed
     jpeg_quality: int = 90
+    frame_rate: float | None = None  # Hz of the camera; None = one image per data frame
+    size: tuple[int, int] | None = None  # (width, height) to resize every image to
+    raw: bool = True  # write the raw Image topic (False: only <image_topic>/compressed)
     camera_frame: str = "camera"
     odom_frame: str = "odom"
     base_frame: str = "base_link"
@@ -101,10 +107,19 @@ class SequencePlan:
     odom: np.ndarray  # float64 [m, 8] interpolated TUM rows (t = pose-file time)
     linear: np.ndarray  # float64 [m, 3] body-frame velocity (m/s)
     angular: np.ndarray  # float64 [m, 3] body-frame angular velocity (rad/s)
+    camera_ns: np.ndarray | None = None  # int64 [c] camera stamps (None: the frames' own)
+    camera_frame: np.ndarray | None = None  # int64 [c] data frame each camera image shows
 
     @property
     def end_ns(self) -> int:
-        return int(max(self.frame_ns[-1], self.odom_ns[-1]))
+        last_image = self.frame_ns[-1] if self.camera_ns is None else self.camera_ns[-1]
+        return int(max(last_image, self.odom_ns[-1]))
+
+    def camera(self) -> tuple[np.ndarray, np.ndarray]:
+        """(stamps, data frame index) of every camera image written."""
+        if self.camera_ns is None or self.camera_frame is None:
+            return self.frame_ns, np.arange(len(self.frame_ns))
+        return self.camera_ns, self.camera_frame
 
 
 @dataclass
@@ -125,6 +140,12 @@ def check_config(cfg: WriteConfig) -> None:
         raise ValueError(f"encoding must be one of {ENCODINGS}, got {cfg.encoding!r}")
     if cfg.compressed is not None and cfg.compressed not in COMPRESSED_FORMATS:
         raise ValueError(f"compressed must be one of {COMPRESSED_FORMATS}, got {cfg.compressed!r}")
+    if cfg.frame_rate is not None and not (cfg.frame_rate > 0 and math.isfinite(cfg.frame_rate)):
+        raise ValueError(f"frame rate must be a positive number of Hz, got {cfg.frame_rate}")
+    if cfg.size is not None and (len(cfg.size) != 2 or min(cfg.size) < 1):
+        raise ValueError(f"size must be WIDTH x HEIGHT in pixels, got {cfg.size}")
+    if not cfg.raw and cfg.compressed is None:
+        raise ValueError("without the raw image topic, a compressed format must be given")
     if not (cfg.odom_rate > 0 and math.isfinite(cfg.odom_rate)):
         raise ValueError(f"odom rate must be a positive number of Hz, got {cfg.odom_rate}")
     if not (cfg.gap_s >= 0 and math.isfinite(cfg.gap_s)):
@@ -199,22 +220,31 @@ def odometry_twist(times: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.
     return linear, angular
 
 
-def plan_sequence(seq: str, poses: np.ndarray, start_ns: int, odom_rate: float) -> SequencePlan:
+def _grid_ns(span_s: float, rate: float) -> np.ndarray:
+    """Offsets k / rate (ns) for k = 0.. up to ``span_s`` (a hair of tolerance for rounding)."""
+    count = int(math.floor(span_s * rate + 1e-6)) + 1
+    return np.round(np.arange(count, dtype=np.int64) * (1e9 / rate)).astype(np.int64)
+
+
+def plan_sequence(seq: str, poses: np.ndarray, start_ns: int, odom_rate: float,
+                  frame_rate: float | None = None) -> SequencePlan:  # fmt: skip
     """Stamps of frames and odometry of ``seq`` with frame 0 at ``start_ns``."""
     t = poses[:, 0]
     rel = t - t[0]
     frame_ns = start_ns + np.round(rel * 1e9).astype(np.int64)
     span = float(rel[-1])
-    # Samples k / rate for k = 0.. up to the last pose (a hair of tolerance for float rounding).
-    count = int(math.floor(span * odom_rate + 1e-6)) + 1
-    k = np.arange(count, dtype=np.int64)
-    odom_rel_ns = np.round(k * (1e9 / odom_rate)).astype(np.int64)
+    odom_rel_ns = _grid_ns(span, odom_rate)
     odom_ns = start_ns + odom_rel_ns
     query = np.minimum(t[0] + odom_rel_ns * 1e-9, t[-1])
     odom = interpolate_pose(query, poses)
     odom = odom.reshape(-1, 8)
     linear, angular = odometry_twist(odom_rel_ns * 1e-9, odom)
-    return SequencePlan(seq, poses, start_ns, frame_ns, odom_ns, odom, linear, angular)
+    plan = SequencePlan(seq, poses, start_ns, frame_ns, odom_ns, odom, linear, angular)
+    if frame_rate is not None:
+        plan.camera_ns = start_ns + _grid_ns(span, frame_rate)
+        # the latest data frame at each camera stamp (1 us of tolerance for float stamps)
+        plan.camera_frame = np.searchsorted(frame_ns, plan.camera_ns + 1000, side="right") - 1
+    return plan
 
 
 def caption_windows(root: Path, plans: list[SequencePlan]) -> list[dict[str, Any]]:
@@ -282,25 +312,25 @@ def image_message(types: Any, rgb: np.ndarray, stamp_ns: int, frame_id: str, enc
     )
 
 
-def compressed_message(
-    types: Any, path: Path, img: PILImage.Image, rgb: np.ndarray, stamp_ns: int, cfg: WriteConfig
-) -> Any:
-    fmt = cfg.compressed
-    if fmt == "png" and img.format == "PNG" and img.mode == "RGB":
-        payload = path.read_bytes()  # already what we would encode: keep the file's bytes
+def compressed_payload(path: Path, img: PILImage.Image, rgb: np.ndarray, cfg: WriteConfig) -> bytes:
+    """The PNG or JPEG bytes of one frame (the file's own bytes when they already are that)."""
+    if cfg.compressed == "png" and img.format == "PNG" and img.mode == "RGB":
+        return path.read_bytes()
+    buf = io.BytesIO()
+    pil = PILImage.fromarray(rgb)
+    if cfg.compressed == "png":
+        pil.save(buf, format="PNG")
     else:
-        buf = io.BytesIO()
-        pil = PILImage.fromarray(rgb)
-        if fmt == "png":
-            pil.save(buf, format="PNG")
-        else:
-            pil.save(buf, format="JPEG", quality=cfg.jpeg_quality)
-        payload = buf.getvalue()
+        pil.save(buf, format="JPEG", quality=cfg.jpeg_quality)
+    return buf.getvalue()
+
+
+def compressed_message(types: Any, payload: bytes, stamp_ns: int, cfg: WriteConfig) -> Any:
     # image_transport's convention: "<raw encoding>; <codec> compressed <decoded channel order>"
     # (OpenCV decodes colour files to bgr8).
     return types[COMPRESSED_IMAGE](
         header=_header(types, stamp_ns, cfg.camera_frame),
-        format=f"{cfg.encoding}; {fmt} compressed bgr8",
+        format=f"{cfg.encoding}; {cfg.compressed} compressed bgr8",
         data=np.frombuffer(payload, dtype=np.uint8),
     )
 
@@ -331,7 +361,7 @@ def plan_bag(cfg: WriteConfig) -> list[SequencePlan]:
     gap_ns = int(round(cfg.gap_s * 1e9))
     for seq in cfg.seqs:
         poses = load_sequence_poses(Path(cfg.data), seq)
-        plan = plan_sequence(seq, poses, start, cfg.odom_rate)
+        plan = plan_sequence(seq, poses, start, cfg.odom_rate, cfg.frame_rate)
         plans.append(plan)
         start = plan.end_ns + gap_ns
     return plans
@@ -370,10 +400,12 @@ def _write_messages(cfg: WriteConfig, plans: list[SequencePlan]) -> dict[str, in
     types = store.types
     root = Path(cfg.data)
     compressed_topic = f"{cfg.image_topic}/compressed"
-    counts = {cfg.odom_topic: 0, cfg.image_topic: 0}
+    counts = {cfg.odom_topic: 0}
+    if cfg.raw:
+        counts[cfg.image_topic] = 0
     if cfg.compressed:
         counts[compressed_topic] = 0
-    total = sum(len(p.frame_ns) for p in plans)
+    total = sum(len(p.camera()[0]) for p in plans)
 
     writer = Writer(cfg.out, version=Writer.VERSION_LATEST, storage_plugin=STORAGES[cfg.storage])
     writer.set_custom_data("spartan_ros.captions", CAPTIONS_FILE)
@@ -383,33 +415,48 @@ def _write_messages(cfg: WriteConfig, plans: list[SequencePlan]) -> dict[str, in
         odom_conn = writer.add_connection(
             cfg.odom_topic, ODOMETRY, typestore=store, offered_qos_profiles=qos
         )
-        image_conn = writer.add_connection(
-            cfg.image_topic, IMAGE, typestore=store, offered_qos_profiles=qos
-        )
+        image_conn = None
+        if cfg.raw:
+            image_conn = writer.add_connection(
+                cfg.image_topic, IMAGE, typestore=store, offered_qos_profiles=qos
+            )
         comp_conn = None
         if cfg.compressed:
             comp_conn = writer.add_connection(
                 compressed_topic, COMPRESSED_IMAGE, typestore=store, offered_qos_profiles=qos
             )
         for plan in plans:
+            camera_ns, camera_frame = plan.camera()
             # Merge by stamp; kind 0 (odometry) sorts before kind 1 (image) at equal stamps.
             events = sorted(
                 [(int(ns), 0, i) for i, ns in enumerate(plan.odom_ns)]
-                + [(int(ns), 1, i) for i, ns in enumerate(plan.frame_ns)]
+                + [(int(ns), 1, i) for i, ns in enumerate(camera_ns)]
             )
+            shown = -1  # data frame of the last image: a fast camera repeats it
+            payload: bytes | None = None
             for ns, kind, i in events:
                 if kind == 0:
                     msg = odometry_message(types, plan, i, cfg)
                     writer.write(odom_conn, ns, store.serialize_cdr(msg, ODOMETRY))
                     counts[cfg.odom_topic] += 1
                     continue
-                path = image_path(root, plan.seq, i)
-                rgb, img = read_rgb(path)
-                msg = image_message(types, rgb, ns, cfg.camera_frame, cfg.encoding)
-                writer.write(image_conn, ns, store.serialize_cdr(msg, IMAGE))
-                counts[cfg.image_topic] += 1
+                if camera_frame[i] != shown:
+                    shown = int(camera_frame[i])
+                    path = image_path(root, plan.seq, shown)
+                    rgb, img = read_rgb(path)
+                    size = None if cfg.size is None else (int(cfg.size[0]), int(cfg.size[1]))
+                    if size is not None and (rgb.shape[1], rgb.shape[0]) != size:
+                        img = img.convert("RGB").resize(size, PILImage.Resampling.BILINEAR)
+                        rgb = np.asarray(img)  # (no format: encoded anew, not the file)
+                    payload = None
+                if image_conn is not None:
+                    msg = image_message(types, rgb, ns, cfg.camera_frame, cfg.encoding)
+                    writer.write(image_conn, ns, store.serialize_cdr(msg, IMAGE))
+                    counts[cfg.image_topic] += 1
                 if comp_conn is not None:
-                    cmsg = compressed_message(types, path, img, rgb, ns, cfg)
+                    if payload is None:  # encoded once per data frame
+                        payload = compressed_payload(path, img, rgb, cfg)
+                    cmsg = compressed_message(types, payload, ns, cfg)
                     writer.write(comp_conn, ns, store.serialize_cdr(cmsg, COMPRESSED_IMAGE))
                     counts[compressed_topic] += 1
                 bar.update(1)

@@ -59,6 +59,8 @@ WINDOW_RATE_HZ = 10.0  # the dataset's frame rate (MODEL.md 5.1): T = 24 poses s
 FUSION_FILE = "fusion.safetensors"
 FP16_MIN_COSINE = 0.999
 INT8_MIN_COSINE = 0.99
+# dynamic: activation ranges per call (the default); static: QDQ, calibrated once at export.
+INT8_METHODS = ("dynamic", "static")
 SOT, EOT = 49406, 49407
 
 Log = Callable[[str], None]
@@ -245,6 +247,36 @@ def quantize_image(src: Path, dst: Path) -> None:
                          weight_type=QuantType.QInt8, reduce_range=True)  # fmt: skip
 
 
+def quantize_image_static(src: Path, dst: Path, calibration: np.ndarray) -> None:
+    """Static int8 quantisation (QDQ, per-channel int8 weights, uint8 activations with scales
+    calibrated once on ``calibration`` pixels ``[N, 3, R, R]``) of the MatMuls and Gemms.
+
+    Unlike the dynamic graph, no activation range is computed per call; whether that pays on a
+    CPU depends on its int8 kernels (``make bench``, section ``quant``, measures both).
+    """
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    class _Pixels(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._batches = iter([calibration[i : i + 1] for i in range(len(calibration))])
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            batch = next(self._batches, None)
+            return None if batch is None else {"pixels": np.ascontiguousarray(batch)}
+
+    with _quiet_root_logger():
+        quantize_static(src, dst, _Pixels(), quant_format=QuantFormat.QDQ,
+                        op_types_to_quantize=["MatMul", "Gemm"], per_channel=True,
+                        reduce_range=True, activation_type=QuantType.QUInt8,
+                        weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax)
+
+
 def cpu_session(path: Path) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.log_severity_level = 3
@@ -427,6 +459,7 @@ def export_model(
     *,
     fp16: bool = False,
     int8: bool = False,
+    int8_method: str = "dynamic",
     opset: int = DEFAULT_OPSET,
     name: str | None = None,
     overwrite: bool = False,
@@ -441,6 +474,8 @@ def export_model(
     """
     if opset < MIN_OPSET:
         raise ExportError(f"--opset must be >= {MIN_OPSET} (LayerNormalization), got {opset}")
+    if int8_method not in INT8_METHODS:
+        raise ExportError(f"int8 method must be one of {INT8_METHODS}, got {int8_method!r}")
     source, out = Path(checkpoint), Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise ExportError(f"{out}: exists and is not empty (use --overwrite)")
@@ -477,7 +512,11 @@ def export_model(
         if int8:
             path = tmp / graph_file("image", "int8")
             src = tmp / graph_file("image", "float32")
-            make = functools.partial(quantize_image, src, path)
+            if int8_method == "static":  # activation ranges calibrated on sample pictures
+                calibration = sample_images(16, cfg.image_resolution, seed=1234)
+                make = functools.partial(quantize_image_static, src, path, calibration)
+            else:
+                make = functools.partial(quantize_image, src, path)
             stamp = graph_metadata(meta, "image", "int8")
             checks.append(_build(SPECS["image"], model, path, "int8", atol, log, make, stamp))
             graphs["int8"] = {"image": {"file": path.name}}
@@ -544,7 +583,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("checkpoint", help="checkpoint file or our checkpoint directory")
     p.add_argument("out_dir", help="model directory to write (model.json + graphs)")
     p.add_argument("--fp16", action="store_true", help="also write float16 image/text graphs")
-    p.add_argument("--int8", action="store_true", help="also write a dynamic-int8 image graph")
+    p.add_argument("--int8", action="store_true", help="also write an int8 image graph")
+    p.add_argument("--int8-method", choices=INT8_METHODS, default="dynamic",
+                   help="dynamic (activation ranges per call, default) or static (QDQ, "
+                   "per-channel, calibrated once on sample pictures)")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET,
                    help=f"ONNX opset (>= {MIN_OPSET}, default {DEFAULT_OPSET})")  # fmt: skip
     p.add_argument("--name", default=None, help="model name recorded in model.json")
@@ -558,7 +600,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         export_model(
-            args.checkpoint, args.out_dir, fp16=args.fp16, int8=args.int8, opset=args.opset,
+            args.checkpoint, args.out_dir, fp16=args.fp16, int8=args.int8,
+            int8_method=args.int8_method, opset=args.opset,
             name=args.name, overwrite=args.overwrite, atol=args.atol,
         )  # fmt: skip
     except ExportError as e:
