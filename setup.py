@@ -19,6 +19,9 @@ setup(
     extras_require={
         # GPU vehicles: CUDA / TensorRT execution providers (replaces the CPU onnxruntime wheel).
         "gpu": ["onnxruntime-gpu==1.31.1"],
+        # Fleet memory on Milvus (memory_backend milvus, fleet_uri, spartan-fleet); milvus-lite
+        # runs the engine embedded from a local .db path.
+        "fleet": ["pymilvus==3.0.2", "milvus-lite==3.2.2"],
     },
     zip_safe=True,
     maintainer="spartan_ros maintainers",
@@ -30,6 +33,7 @@ setup(
             "spartan_node = spartan_ros.node.spartan_node:main",
             "spartan_query = spartan_ros.node.query_client:main",
             "spartan-bag = spartan_ros.bag.cli:main",
+            "spartan-fleet = spartan_ros.fleet.cli:main",
         ],
     },
 )

@@ -59,7 +59,7 @@ pip_install() {
 }
 
 log "installing Python dependencies (first run: a few minutes)"
-reqs=(-r "$ROOT/requirements/base.txt" -r "$ROOT/requirements/dev.txt")
+reqs=(-r "$ROOT/requirements/base.txt" -r "$ROOT/requirements/dev.txt" -r "$ROOT/requirements/fleet.txt")
 if [[ -z ${ROS_DISTRO:-} ]]; then
   reqs+=(-r "$ROOT/requirements/ros.txt")
 else

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+SCOPES = ("vehicle", "fleet")
+
 
 class QueryError(ValueError):
     """A request that cannot be answered; the message is meant for the caller."""
@@ -23,6 +25,8 @@ class Query:
     near: tuple[float, float, float] = (0.0, 0.0, 0.0)
     radius: float = 0.0  # 0 = no spatial filter
     min_score: float = 0.0
+    scope: str = "vehicle"  # "vehicle": this vehicle's memory; "fleet": every vehicle's
+    vehicle_id: str = ""  # only segments of this vehicle ("" = any)
     extra: dict = field(default_factory=dict)
 
 
@@ -40,6 +44,8 @@ def validate_query(query: Query) -> None:
         raise QueryError(f"radius must be a finite number >= 0, got {query.radius}")
     if query.radius > 0 and not np.all(np.isfinite(query.near)):
         raise QueryError("near has non-finite coordinates")
+    if query.scope not in SCOPES:
+        raise QueryError(f"scope must be one of {', '.join(SCOPES)}, got {query.scope!r}")
     if not np.isfinite(query.min_score):
         raise QueryError("min_score is not finite")
     if query.trajectory is not None:
