@@ -66,3 +66,28 @@ def text_queries(head: FusionHead, segments: list[Segment], count: int, seed: in
         out.append(t.astype(np.float32))
     out.append(rng.standard_normal(head.embed_dim).astype(np.float32))
     return out
+
+
+def drive_memory(engine, path: Path, seconds: float, offset=(0.0, 0.0), image_shift: int = 0,
+                 vehicle_id: str = ""):
+    """A real drive's memory: a synthetic drive (images 20 Hz, odometry 50 Hz) fed through
+    MemoryService and the exported model into a SQLite file; returns the closed file's path."""
+    from ros_graph import QUAT, START_NS, drive_image, drive_position
+
+    from spartan_ros.memory.service import MemoryService, ServiceConfig
+    from spartan_ros.memory.store import SegmentStore
+
+    store = SegmentStore(path, engine.model_hash, engine.embed_dim, head=engine.fusion_head,
+                         vehicle_id=vehicle_id)
+    svc = MemoryService(engine, store, ServiceConfig(max_pending_frames=10_000))
+    events = [(START_NS + i * 50_000_000, 1, i) for i in range(int(seconds * 20) + 1)]
+    events += [(START_NS + j * 20_000_000, 0, j) for j in range(int(seconds * 50) + 1)]
+    for stamp, kind, k in sorted(events):
+        if kind == 0:
+            x, y, z = drive_position(stamp)
+            svc.add_odometry(stamp, (x + offset[0], y + offset[1], z), QUAT, "odom")
+        else:
+            svc.add_frame(stamp, drive_image(k + image_shift))
+    svc.flush()
+    store.close()
+    return path

@@ -27,20 +27,19 @@ from spartan_ros.memory.milvus_store import (
     segment_record,
 )
 
-_OUTBOX_SQL = f"""
-CREATE TABLE IF NOT EXISTS fleet_outbox (
-    segment_id INTEGER PRIMARY KEY,
-    start_ns INTEGER NOT NULL, end_ns INTEGER NOT NULL, frame_id TEXT NOT NULL,
-    poses BLOB NOT NULL, video_feat BLOB NOT NULL, pose_feat BLOB NOT NULL,
-    terms BLOB NOT NULL, beta REAL NOT NULL, gamma REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS fleet_state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TRIGGER IF NOT EXISTS fleet_outbox_on_store AFTER INSERT ON segments BEGIN
-    INSERT OR REPLACE INTO fleet_outbox (segment_id, {ROW_COLUMNS})
-    VALUES (NEW.id, NEW.start_ns, NEW.end_ns, NEW.frame_id, NEW.poses, NEW.video_feat,
-            NEW.pose_feat, NEW.terms, NEW.beta, NEW.gamma);
-END
-"""
+_OUTBOX_SQL = (
+    """CREATE TABLE IF NOT EXISTS fleet_outbox (
+        segment_id INTEGER PRIMARY KEY,
+        start_ns INTEGER NOT NULL, end_ns INTEGER NOT NULL, frame_id TEXT NOT NULL,
+        poses BLOB NOT NULL, video_feat BLOB NOT NULL, pose_feat BLOB NOT NULL,
+        terms BLOB NOT NULL, beta REAL NOT NULL, gamma REAL NOT NULL)""",
+    "CREATE TABLE IF NOT EXISTS fleet_state (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    f"""CREATE TRIGGER IF NOT EXISTS fleet_outbox_on_store AFTER INSERT ON segments BEGIN
+        INSERT OR REPLACE INTO fleet_outbox (segment_id, {ROW_COLUMNS})
+        VALUES (NEW.id, NEW.start_ns, NEW.end_ns, NEW.frame_id, NEW.poses, NEW.video_feat,
+                NEW.pose_feat, NEW.terms, NEW.beta, NEW.gamma);
+    END""",
+)
 
 
 def _connect(path: str) -> sqlite3.Connection:
@@ -60,9 +59,8 @@ def enable(memory_path: str) -> int:
     try:
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for statement in _OUTBOX_SQL.split(";\n"):
-                if statement.strip():
-                    conn.execute(statement)
+            for statement in _OUTBOX_SQL:
+                conn.execute(statement)
             done = conn.execute("SELECT value FROM fleet_state WHERE key = 'backfilled'").fetchone()
             if done is None:
                 conn.execute(f"INSERT OR IGNORE INTO fleet_outbox (segment_id, {ROW_COLUMNS}) "
