@@ -14,7 +14,7 @@ from spartan_ros.memory.milvus_store import (
 from spartan_ros.memory.store import ModelMismatchError, SegmentStore
 
 E = 128
-N = 2500
+N = 1500
 
 
 def assert_same(a, b, what):
@@ -29,7 +29,7 @@ def assert_same(a, b, what):
 def stores(tmp_path_factory):
     """The same segments of car1 in SQLite and in Milvus, plus car2's in Milvus only."""
     head, segs = random_segments(N, E, seed=0)
-    _, other = random_segments(300, E, seed=5, head=head)
+    _, other = random_segments(200, E, seed=5, head=head)
     sqlite = SegmentStore(None, "m0", E, head=head, vehicle_id="car1")
     for s in segs:
         sqlite.add(s)
@@ -65,10 +65,10 @@ def test_text_queries_give_the_same_top_k_with_few_candidates(stores):
 
 
 @pytest.mark.parametrize("filters", [
-    {"since_ns": "seg:400", "until_ns": "seg:1900"},
-    {"since_ns": "seg:2200"},
+    {"since_ns": "seg:300", "until_ns": "seg:1100"},
+    {"since_ns": "seg:1300"},
     {"near": (0.0, 0.0, 0.0), "radius": 80.0},
-    {"near": (250.0, -100.0, 0.0), "radius": 150.0, "until_ns": "seg:2000"},
+    {"near": (250.0, -100.0, 0.0), "radius": 150.0, "until_ns": "seg:1200"},
     {"min_score": 0.3},
 ])
 def test_filters_give_the_same_answers(stores, filters):
@@ -85,7 +85,7 @@ def test_trajectory_queries_give_the_same_answers(stores):
     for i in range(4):
         q = head.fuse(head.w_text.T @ segs[i * 300].terms.video_unit * 30,
                       rng.standard_normal(E))
-        for kw in ({}, {"since_ns": segs[1000].start_ns}, {"near": (0, 0, 0), "radius": 100.0}):
+        for kw in ({}, {"since_ns": segs[700].start_ns}, {"near": (0, 0, 0), "radius": 100.0}):
             a = sqlite.search(10, query_embedding=q, **kw)
             b = milvus.search(10, query_embedding=q, vehicle_id="car1", **kw)
             assert_same(a, b, f"trajectory {kw}")
@@ -105,13 +105,13 @@ def test_when_the_bound_cannot_apply_every_segment_is_scored(stores):
 def test_vehicle_filter_and_fleet_answers_name_vehicles(stores):
     head, segs, sqlite, milvus = stores
     t = text_queries(head, segs, 1, seed=11)[0]
-    both = milvus.search(3000, t)
+    both = milvus.search(2000, t)
     vehicles = {f.segment.vehicle_id for f in both.found}
-    assert vehicles == {"car1", "car2"} and len(both.found) == N + 300
+    assert vehicles == {"car1", "car2"} and len(both.found) == N + 200
     only2 = milvus.search(5, t, vehicle_id="car2")
     assert {f.segment.vehicle_id for f in only2.found} == {"car2"}
     assert sqlite.search(5, t, vehicle_id="car2").found == []  # one vehicle's file
-    assert milvus.vehicles() == {"car1": N, "car2": 300}
+    assert milvus.vehicles() == {"car1": N, "car2": 200}
 
 
 def test_segments_round_trip(stores):

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import math
 import os
 import re
@@ -117,6 +118,9 @@ def connect(conn: Connection) -> Any:
     except ImportError as exc:  # pragma: no cover - the fleet extra is not installed
         raise FleetUnavailable("the Milvus client is not installed: pip install "
                                "'spartan_ros[fleet]' (pymilvus, milvus-lite)") from exc
+    # pymilvus logs every failed RPC with a traceback (and notes on iterators); the store turns
+    # failures into FleetUnavailable with one line, which the caller logs (throttled).
+    logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
     if conn.is_local and not conn.uri.endswith(".db"):
         raise FleetUnavailable(f"{conn.uri!r}: a Milvus Lite store is a path ending in .db; "
                                "a server is http(s)://host:19530")
