@@ -1,6 +1,6 @@
 # The two commands that matter: `make demo` (the whole job end to end) and `make test` (everything
 # CI checks). Both set up their own environment first (scripts/setup.sh, idempotent).
-.PHONY: setup test lint demo bench bench-learning bench-drives model clean
+.PHONY: setup test lint demo bench bench-learning bench-drives bench-fleet model clean
 
 setup:
 	@bash scripts/setup.sh
@@ -27,6 +27,12 @@ bench-learning: setup
 # The node's task (issue 6): within-drive text retrieval on unseen drives, via spartan-bag eval.
 bench-drives: setup
 	@scripts/env.sh python -m bench.drive_retrieval assets/models/tiny-synth --out runs/drive_retrieval
+
+# Fleet memory (issue 13): Milvus Lite vs the in-RAM exact scan. The 10⁶ case takes long and
+# ~15 GB: make bench-fleet FLEET_SIZES=100000,1000000
+FLEET_SIZES ?= 100000
+bench-fleet: setup
+	@scripts/env.sh python -m bench.fleet --sizes $(FLEET_SIZES) --out runs/bench_fleet
 
 # Rebuild assets/models/tiny-synth from scratch (about 2 h on 2 cores; stages are kept).
 model: setup
