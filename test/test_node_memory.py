@@ -168,7 +168,10 @@ def test_queries(engine, tmp_path, backend):
                      (Query("x", since_ns=5, until_ns=1), "after until"),
                      (Query("x", radius=-1.0), "radius"),
                      (Query("x", trajectory=traj[:1]), "at least 2"),
-                     (Query("x", trajectory=holed), "not finite")]:
+                     (Query("x", trajectory=holed), "not finite"),
+                     (Query("x", scope="fleet"), "no fleet store"),
+                     (Query("x", scope="cars"), "scope must be one of"),
+                     (Query("x", vehicle_id="car2"), "scope fleet for 'car2'")]:
         with pytest.raises(QueryError, match=msg):
             svc.query(bad)
 

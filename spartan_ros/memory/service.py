@@ -483,6 +483,12 @@ class MemoryService:
             "min_score": query.min_score or None,
             "vehicle_id": query.vehicle_id or None,
         }
+        if memory is self.store:  # this vehicle's memory, even in a store shared with others
+            own = self.store.vehicle_id
+            if query.vehicle_id and query.vehicle_id != own:
+                raise QueryError(f"this vehicle's memory holds vehicle {own!r} only: ask with "
+                                 f"scope fleet for {query.vehicle_id!r}")
+            filters["vehicle_id"] = own
         engine = self.engine
         if query.trajectory is None:
             t = np.asarray(engine.encode_text([query.text]), dtype=np.float32)[0]
