@@ -76,6 +76,9 @@ def test_push_is_resumable_after_a_kill_and_idempotent(tmp_path, fleet):
                            timeout=300)
     assert f"{n} already in the fleet, 0 sent" in third.stdout
     assert fleet_rows(uri, "m-sync", 32, "car1")[0] == n
+    status = subprocess.run([sys.executable, "-m", "spartan_ros.fleet.cli", "status", "--uri",
+                             uri], env=env, capture_output=True, text=True, timeout=120)
+    assert "model m-sync (embed_dim 32)" in status.stdout and f"car1: {n}" in status.stdout
 
 
 def test_outbox_keeps_segments_while_the_fleet_store_is_down(tmp_path, fleet):
