@@ -14,7 +14,7 @@ from spartan_ros.memory.milvus_store import (
 from spartan_ros.memory.store import ModelMismatchError, SegmentStore
 
 E = 128
-N = 1500
+N = 2000
 
 
 def assert_same(a, b, what):
