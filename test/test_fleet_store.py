@@ -105,7 +105,7 @@ def test_when_the_bound_cannot_apply_every_segment_is_scored(stores):
 def test_vehicle_filter_and_fleet_answers_name_vehicles(stores):
     head, segs, sqlite, milvus = stores
     t = text_queries(head, segs, 1, seed=11)[0]
-    both = milvus.search(2000, t)
+    both = milvus.search(3000, t)
     vehicles = {f.segment.vehicle_id for f in both.found}
     assert vehicles == {"car1", "car2"} and len(both.found) == N + 200
     only2 = milvus.search(5, t, vehicle_id="car2")
