@@ -592,8 +592,8 @@ class _Query:
             return self._full_scan("u", score)
         magnitude = abs(thr) * (abs(icept) + abs(slope) * max(abs(x_lo), abs(x_hi)) + d_hi) + 1.0
         bound = thr * icept - _SLACK * magnitude
-        hits = self._search("u", direction(thr * slope), MAX_LIMIT, ["u"], radius=bound)
-        if len(hits) >= MAX_LIMIT:
+        hits = self._range("u", direction(thr * slope), bound)
+        if hits is None:
             return self._full_scan("u", score)
         self._score_rows(hits, "u", score)
         return self._answer()
@@ -613,8 +613,8 @@ class _Query:
         thr = self._threshold()
         if thr is None:
             return self._full_scan("v", score)
-        hits = self._search("v", qh, MAX_LIMIT, ["v"], radius=thr - _SLACK * (1 + abs(thr)))
-        if len(hits) >= MAX_LIMIT:
+        hits = self._range("v", qh, thr - _SLACK * (1 + abs(thr)))
+        if hits is None:
             return self._full_scan("v", score)
         self._score_rows(hits, "v", score)
         return self._answer()
@@ -647,6 +647,19 @@ class _Query:
                                anns_field=field, limit=limit, filter=self.expr,
                                search_params=params, output_fields=out_fields)
         return [{"distance": h["distance"], **h["entity"]} for h in res[0]]
+
+    def _range(self, field: str, vec: np.ndarray, radius: float) -> list[dict] | None:
+        """Every row with inner product above ``radius``; None when there are more than Milvus
+        returns at once. The limit starts small and grows only when a page comes back full (a
+        range search costs more the larger its limit, on Milvus Lite markedly)."""
+        limit = max(4 * self.k, 64)
+        while True:
+            hits = self._search(field, vec, min(limit, MAX_LIMIT), [field], radius=radius)
+            if len(hits) < min(limit, MAX_LIMIT):
+                return hits
+            if limit >= MAX_LIMIT:
+                return None
+            limit *= 8
 
     def _score_rows(self, rows: list[dict], field: str, score: Any) -> None:
         rows = [r for r in rows if r["key"] not in self.scored.seen]
