@@ -100,7 +100,7 @@ def test_outbox_keeps_segments_while_the_fleet_store_is_down(tmp_path, fleet):
             time.sleep(0.05)
         assert mirror.stats.sent == 30
 
-        server.stop()  # the fleet store goes away (clean shutdown) while segments keep coming
+        server.stop(timeout=30)  # the fleet store shuts down while segments keep coming
         t0 = time.monotonic()
         for s in segs[30:50]:
             store.add(s)  # never waits for the network
