@@ -32,13 +32,15 @@ def test_node_mirrors_across_a_store_restart_and_a_kill(tmp_path, model_dir):
         assert "mirroring segments to the fleet" in node.output()
         publisher = helper(env, tmp_path / "publish.log", "publish", "--seconds", "40")
         wait_until(lambda: len(stored_ids(node.output())) >= 3, 90, "the first segments")
-        time.sleep(1.0)  # the mirror sends within its 0.5 s poll
+        model = file_model(memory)
+        wait_until(lambda: fleet_count(uri, model) >= 1, 60, "the first mirrored segment")
         server.stop(timeout=30)  # the fleet store shuts down while the node keeps storing
         before = len(stored_ids(node.output()))
         wait_until(lambda: len(stored_ids(node.output())) >= before + 4, 60,
                    "segments stored while the fleet store is down")
         server, _ = start_milvus_server(tmp_path, env, tmp_path / "fleet-data", port,
                                         name="milvus-restarted")
+        wait_until(lambda: fleet_count(uri, model) >= before, 90, "the queue sent")
         answer = query(env, "a straight road", "--fleet", "--top-k", "50")
         assert answer["success"], answer["message"]
         assert {s["vehicle_id"] for s in answer["segments"]} == {"car1"}
@@ -53,7 +55,6 @@ def test_node_mirrors_across_a_store_restart_and_a_kill(tmp_path, model_dir):
     try:
         assert "fleet store unreachable" in node.output()
         assert "Traceback" not in node.output()
-        model = file_model(memory)
         db = sqlite3.connect(memory)
         stored = {r[0] for r in db.execute("SELECT id FROM segments")}
         queued = {r[0] for r in db.execute("SELECT segment_id FROM fleet_outbox")}
@@ -84,3 +85,8 @@ def file_model(memory) -> tuple[str, int]:
         return memory_meta(db)
     finally:
         db.close()
+
+
+def fleet_count(uri: str, model: tuple[str, int]) -> int:
+    with MilvusSegmentStore(uri, *model, vehicle_id="watcher") as fleet:
+        return fleet.count("car1")
