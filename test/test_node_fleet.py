@@ -21,7 +21,17 @@ def wait_until(predicate, timeout, what):
 
 def test_node_mirrors_across_a_store_restart_and_a_kill(tmp_path, model_dir):
     env = ros_env()
+    servers = []  # every Milvus Lite server started here is stopped at the end, pass or fail
+    try:
+        check_mirroring(tmp_path, model_dir, env, servers)
+    finally:
+        for server in servers:
+            server.stop(timeout=30)
+
+
+def check_mirroring(tmp_path, model_dir, env, servers):
     server, uri = start_milvus_server(tmp_path, env, tmp_path / "fleet-data")
+    servers.append(server)
     port = int(uri.rsplit(":", 1)[1])
     memory = tmp_path / "car1.db"
     node = start_node(tmp_path, env, *node_params(model_dir, memory, vehicle_id="car1",
@@ -40,6 +50,7 @@ def test_node_mirrors_across_a_store_restart_and_a_kill(tmp_path, model_dir):
                    "segments stored while the fleet store is down")
         server, _ = start_milvus_server(tmp_path, env, tmp_path / "fleet-data", port,
                                         name="milvus-restarted")
+        servers.append(server)
         wait_until(lambda: fleet_count(uri, model) >= before, 90, "the queue sent")
         answer = query(env, "a straight road", "--fleet", "--top-k", "50")
         assert answer["success"], answer["message"]
@@ -52,30 +63,27 @@ def test_node_mirrors_across_a_store_restart_and_a_kill(tmp_path, model_dir):
         if publisher is not None:
             publisher.stop()
         node.stop()
+    assert "fleet store unreachable" in node.output()
+    assert "Traceback" not in node.output()
+    db = sqlite3.connect(memory)
+    stored = {r[0] for r in db.execute("SELECT id FROM segments")}
+    queued = {r[0] for r in db.execute("SELECT segment_id FROM fleet_outbox")}
+    db.close()
+    with MilvusSegmentStore(uri, *model, vehicle_id="car1") as fleet:
+        rows, sent = fleet.count("car1"), fleet.segment_ids("car1")
+    assert rows == len(sent)  # nothing duplicated
+    # nothing lost
+    assert stored == sent | queued, (f"lost {sorted(stored - sent - queued)}, unknown "
+                                     f"{sorted((sent | queued) - stored)}")
+    assert len(stored) >= 9
+    # What was queued at the kill is sent by the next start (the node's own mirror code).
+    mirror = FleetMirror(str(memory), Connection(uri), "car1")
     try:
-        assert "fleet store unreachable" in node.output()
-        assert "Traceback" not in node.output()
-        db = sqlite3.connect(memory)
-        stored = {r[0] for r in db.execute("SELECT id FROM segments")}
-        queued = {r[0] for r in db.execute("SELECT segment_id FROM fleet_outbox")}
-        db.close()
-        with MilvusSegmentStore(uri, *model, vehicle_id="car1") as fleet:
-            rows, sent = fleet.count("car1"), fleet.segment_ids("car1")
-        assert rows == len(sent)  # nothing duplicated
-        # nothing lost
-        assert stored == sent | queued, (f"lost {sorted(stored - sent - queued)}, unknown "
-                                         f"{sorted((sent | queued) - stored)}")
-        assert len(stored) >= 9
-        # What was queued at the kill is sent by the next start (the node's own mirror code).
-        mirror = FleetMirror(str(memory), Connection(uri), "car1")
-        try:
-            assert mirror.drain(60)
-        finally:
-            mirror.stop()
-        with MilvusSegmentStore(uri, *model, vehicle_id="car1") as fleet:
-            assert fleet.count("car1") == len(stored) and fleet.segment_ids("car1") == stored
+        assert mirror.drain(60)
     finally:
-        server.stop(timeout=30)
+        mirror.stop()
+    with MilvusSegmentStore(uri, *model, vehicle_id="car1") as fleet:
+        assert fleet.count("car1") == len(stored) and fleet.segment_ids("car1") == stored
 
 
 def file_model(memory) -> tuple[str, int]:
