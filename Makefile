@@ -1,6 +1,6 @@
 # The two commands that matter: `make demo` (the whole job end to end) and `make test` (everything
 # CI checks). Both set up their own environment first (scripts/setup.sh, idempotent).
-.PHONY: setup test lint demo bench bench-learning bench-drives fuzz model clean bench-ingest
+.PHONY: setup test lint demo bench bench-learning bench-drives fuzz model clean bench-ingest bench-fleet
 
 setup:
 	@bash scripts/setup.sh
@@ -38,6 +38,12 @@ bench-drives: setup
 FUZZ_EXAMPLES ?= 500
 fuzz: setup
 	@SPARTAN_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) scripts/env.sh python -m pytest test/test_fuzz_inputs.py -s -q --timeout=0
+
+# Fleet memory (issue 13): Milvus Lite vs the in-RAM exact scan. The 10⁶ case takes long and
+# ~15 GB: make bench-fleet FLEET_SIZES=100000,1000000
+FLEET_SIZES ?= 100000
+bench-fleet: setup
+	@scripts/env.sh python -m bench.fleet --sizes $(FLEET_SIZES) --out runs/bench_fleet
 
 # Rebuild assets/models/tiny-synth from scratch (about 2 h on 2 cores; stages are kept).
 model: setup

@@ -21,6 +21,11 @@ setup(
     # requirements/vehicle-gpu.txt on a GPU vehicle (one ONNX Runtime, never both); see
     # docs/install.md. Not repeated here, so pip never pulls the CPU wheel beside the GPU one.
     zip_safe=False,  # the tokenizer opens its vocabulary as a file
+    extras_require={
+        # Fleet memory on Milvus (memory_backend milvus, fleet_uri, spartan-fleet); milvus-lite
+        # runs the engine embedded from a local .db path. Pinned in requirements/fleet.txt.
+        "fleet": ["pymilvus==3.0.2", "milvus-lite==3.2.2"],
+    },
     maintainer="spartan_ros maintainers",
     maintainer_email="maintainers@example.com",
     description="Searchable visual memory for vehicles (SPARTAN pose-aware video retrieval).",
@@ -30,6 +35,7 @@ setup(
             "spartan_node = spartan_ros.node.spartan_node:main",
             "spartan_query = spartan_ros.node.query_client:main",
             "spartan-bag = spartan_ros.bag.cli:main",
+            "spartan-fleet = spartan_ros.fleet.cli:main",
         ],
     },
 )

@@ -87,7 +87,8 @@ fi
 reqs=(-r "$ROOT/requirements/$RUNTIME")
 if [[ $MODE == dev ]]; then
   reqs+=(-r "$ROOT/requirements/desk.txt" -r "$ROOT/requirements/train.txt"
-         -r "$ROOT/requirements/dev.txt")
+         -r "$ROOT/requirements/dev.txt"
+         -r "$ROOT/requirements/fleet.txt")
 fi
 if [[ -z ${ROS_DISTRO:-} ]]; then
   reqs+=(-r "$ROOT/requirements/ros.txt")

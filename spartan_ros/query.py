@@ -17,6 +17,7 @@ MAX_DISTANCE_M = MAX_POSITION_M
 # Trajectory stamps (seconds) beyond this are not times: about year 2286 since the epoch.
 MAX_STAMP_S = 1e10
 MAX_TOP_K = 1_000_000
+SCOPES = ("vehicle", "fleet")
 
 
 class QueryError(ValueError):
@@ -35,6 +36,8 @@ class Query:
     near: tuple[float, float, float] = (0.0, 0.0, 0.0)
     radius: float = 0.0  # 0 = no spatial filter
     min_score: float = 0.0
+    scope: str = "vehicle"  # "vehicle": this vehicle's memory; "fleet": every vehicle's
+    vehicle_id: str = ""  # only segments of this vehicle ("" = any)
     extra: dict = field(default_factory=dict)
 
 
@@ -61,6 +64,8 @@ def validate_query(query: Query) -> None:
         if np.abs(near).max() > MAX_DISTANCE_M:
             raise QueryError(f"near {near.tolist()} is out of range: coordinates must be "
                              f"within +-{MAX_DISTANCE_M:g} m")
+    if query.scope not in SCOPES:
+        raise QueryError(f"scope must be one of {', '.join(SCOPES)}, got {query.scope!r}")
     if not np.isfinite(query.min_score):
         raise QueryError("min_score is not finite")
     if query.trajectory is not None:

@@ -44,11 +44,15 @@ def check_segment(seg: dict) -> None:
 
 
 @DDS_STREAM
-def test_segments_are_stored_and_found(tmp_path, model_dir):
+@pytest.mark.parametrize("backend", ["sqlite", "milvus"])
+def test_segments_are_stored_and_found(tmp_path, model_dir, backend):
     env = ros_env()
+    # Milvus: Milvus Lite embedded in the node, the engine (and API) of a Milvus server
+    memory = {"memory_path": tmp_path / "memory.db"} if backend == "sqlite" else {
+        "memory_backend": "milvus", "milvus_uri": tmp_path / "memory.db"}
     # a long input timeout: the "no input" warning after the drive must not turn diagnostics WARN
-    node = start_node(tmp_path, env, *node_params(model_dir, tmp_path / "memory.db",
-                                                  input_timeout_s=600.0))
+    node = start_node(tmp_path, env, *node_params(model_dir, input_timeout_s=600.0,
+                                                  vehicle_id="car1", **memory))
     try:
         node.wait_for_output(
             "active: ingesting /camera/image_raw and /odom; serving /spartan/query")
@@ -84,6 +88,7 @@ def test_segments_are_stored_and_found(tmp_path, model_dir):
         assert scores == sorted(scores, reverse=True)
         for seg in every["segments"]:
             check_segment(seg)
+            assert seg["vehicle_id"] == "car1"
         assert [s["id"] for s in two["segments"]] == [s["id"] for s in every["segments"][:2]]
         assert all(s["start_ns"] >= since for s in late["segments"])
         assert late["candidates"] == sum(s["start_ns"] >= since for s in every["segments"])

@@ -20,9 +20,19 @@ def engine(tmp_path_factory):
     return Engine(tiny_model(tmp_path_factory.getbasetemp() / "models"), providers=("cpu",))
 
 
-def service(engine, path=None, **cfg) -> MemoryService:
-    store = SegmentStore(path, engine.model_hash, engine.embed_dim, head=engine.fusion_head)
+def service(engine, path=None, backend="sqlite", **cfg) -> MemoryService:
+    if backend == "milvus":  # Milvus Lite, embedded: the engine a Milvus server runs
+        from spartan_ros.memory.milvus_store import MilvusSegmentStore
+
+        store = MilvusSegmentStore(str(path), engine.model_hash, engine.embed_dim,
+                                   head=engine.fusion_head, vehicle_id="car1")
+    else:
+        store = SegmentStore(path, engine.model_hash, engine.embed_dim, head=engine.fusion_head,
+                             vehicle_id="car1")
     return MemoryService(engine, store, ServiceConfig(**cfg))
+
+
+BACKENDS = pytest.mark.parametrize("backend", ["sqlite", "milvus"])
 
 
 def feed(svc, seconds, start_ns=START_NS, odom_lag_ns=0, odom=True, process=True, frame_id="odom"):
@@ -125,8 +135,10 @@ def test_time_jump_back_restarts_the_window(engine):
     assert svc.stats()["counts"]["sampler reset: time jumped back"] == 1
 
 
-def test_queries(engine):
-    svc = service(engine, max_segments=0)
+@BACKENDS
+def test_queries(engine, tmp_path, backend):
+    path = tmp_path / "m.db" if backend == "milvus" else None
+    svc = service(engine, path, backend, max_segments=0)
     with pytest.raises(QueryError, match="memory is empty"):
         svc.query(Query("a road"))
     feed(svc, 4.6)
@@ -137,7 +149,7 @@ def test_queries(engine):
     assert [m.rank for m in res.matches] == list(range(n))
     assert all(a.score >= b.score for a, b in zip(res.matches, res.matches[1:], strict=False))
     m = res.matches[0]
-    assert m.frame_count == 24 and m.frame_id == "odom"
+    assert m.frame_count == 24 and m.frame_id == "odom" and m.vehicle_id == "car1"
     assert m.stamps_ns[0] == m.start_ns and m.stamps_ns[-1] == m.end_ns
     # inner stamps come from the float64 seconds of the stored rows: exact to ~250 ns
     np.testing.assert_allclose(np.diff(m.stamps_ns), 100_000_000, atol=500)
@@ -159,13 +171,17 @@ def test_queries(engine):
                      (Query("x", since_ns=5, until_ns=1), "after until"),
                      (Query("x", radius=-1.0), "radius"),
                      (Query("x", trajectory=traj[:1]), "at least 2"),
-                     (Query("x", trajectory=holed), "not finite")]:
+                     (Query("x", trajectory=holed), "not finite"),
+                     (Query("x", scope="fleet"), "no fleet store"),
+                     (Query("x", scope="cars"), "scope must be one of"),
+                     (Query("x", vehicle_id="car2"), "scope fleet for 'car2'")]:
         with pytest.raises(QueryError, match=msg):
             svc.query(bad)
 
 
-def test_max_segments_evicts_oldest(engine, tmp_path):
-    svc = service(engine, tmp_path / "m.db", max_segments=2)
+@BACKENDS
+def test_max_segments_evicts_oldest(engine, tmp_path, backend):
+    svc = service(engine, tmp_path / "m.db", backend, max_segments=2)
     stored = feed(svc, 4.6)
     assert [s.id for s in stored] == [1, 2, 3, 4]
     assert stored[2].evicted == (1,) and stored[3].evicted == (2,)

@@ -32,7 +32,8 @@ import numpy.typing as npt
 
 from spartan_ros.ingest import FrameSampler, OdometryBuffer, SlidingWindow, WindowReady
 from spartan_ros.ingest.sampler import STAMP_JUMP
-from spartan_ros.memory.store import Segment, SegmentStore
+from spartan_ros.memory.backend import MemoryBackend, Searchable
+from spartan_ros.memory.store import Segment
 from spartan_ros.query import Query, QueryError, validate_query
 from spartan_ros.runtime.scoring import FusionHead
 
@@ -105,6 +106,7 @@ class Match:
     poses: np.ndarray  # [T, 8] absolute TUM rows in frame_id
     stamps_ns: np.ndarray  # [T] int64 stamps of the poses
     distance: float  # path length, metres
+    vehicle_id: str = ""  # the vehicle that recorded the segment
 
     @property
     def frame_count(self) -> int:
@@ -182,12 +184,14 @@ class MemoryService:
     def __init__(
         self,
         engine: Encoder,
-        store: SegmentStore,
+        store: MemoryBackend,
         config: ServiceConfig | None = None,
         log: Log | None = None,
+        fleet: Searchable | None = None,
     ) -> None:
         self.engine = engine
         self.store = store
+        self.fleet = fleet  # answers requests with scope "fleet" (every vehicle's segments)
         self.config = cfg = config or ServiceConfig()
         if store.model_hash != engine.model_hash or store.embed_dim != engine.embed_dim:
             raise ValueError("the store was opened for another model than the engine")
@@ -546,19 +550,28 @@ class MemoryService:
         """Best segments for ``query``; QueryError (message for the caller) when it cannot be
         answered."""
         validate_query(query)
-        if len(self.store) == 0:
+        memory = self._memory_for(query.scope)
+        if memory is self.store and len(self.store) == 0:
             raise QueryError("memory is empty")
         k = query.top_k or self.config.default_top_k
-        since = query.since_ns or None
-        until = query.until_ns or None
-        near = query.near if query.radius > 0 else None
-        radius = query.radius if query.radius > 0 else None
-        min_score = query.min_score or None
+        filters: dict[str, Any] = {
+            "since_ns": query.since_ns or None,
+            "until_ns": query.until_ns or None,
+            "near": query.near if query.radius > 0 else None,
+            "radius": query.radius if query.radius > 0 else None,
+            "min_score": query.min_score or None,
+            "vehicle_id": query.vehicle_id or None,
+        }
+        if memory is self.store:  # this vehicle's memory, even in a store shared with others
+            own = self.store.vehicle_id
+            if query.vehicle_id and query.vehicle_id != own:
+                raise QueryError(f"this vehicle's memory holds vehicle {own!r} only: ask with "
+                                 f"scope fleet for {query.vehicle_id!r}")
+            filters["vehicle_id"] = own
         engine = self.engine
         if query.trajectory is None:
             t = np.asarray(engine.encode_text([query.text]), dtype=np.float32)[0]
-            hits = self.store.index.search(k, t, since_ns=since, until_ns=until, near=near,
-                                           radius=radius, min_score=min_score)
+            result = memory.search(k, t, **filters)
         else:
             traj = np.asarray(query.trajectory, dtype=np.float64)
             try:
@@ -567,20 +580,22 @@ class MemoryService:
                                dtype=np.float32)[0]
             except ValueError as exc:  # e.g. a window too long for the float16 pose encoder
                 raise QueryError(f"trajectory: {exc}") from exc
-            hits = self.store.index.search(k, query_embedding=q, since_ns=since, until_ns=until,
-                                           near=near, radius=radius, min_score=min_score)
-        segments = {s.id: s for s in self.store.get_many(hits.ids)}
-        matches: list[Match] = []
-        for seg_id, score in zip(hits.ids.tolist(), hits.scores.tolist(), strict=True):
-            seg = segments.get(seg_id)
-            if seg is None:  # evicted between scoring and reading
-                continue
-            matches.append(Match(
-                id=seg_id, rank=len(matches), score=float(score), start_ns=seg.start_ns,
-                end_ns=seg.end_ns, frame_id=seg.frame_id, poses=seg.poses,
-                stamps_ns=pose_stamps(seg.poses, seg.start_ns, seg.end_ns),
-                distance=seg.path_length))
-        return QueryResult(matches, hits.candidates)
+            result = memory.search(k, query_embedding=q, **filters)
+        matches = [Match(
+            id=int(seg.id or 0), rank=rank, score=f.score, start_ns=seg.start_ns,
+            end_ns=seg.end_ns, frame_id=seg.frame_id, poses=seg.poses,
+            stamps_ns=pose_stamps(seg.poses, seg.start_ns, seg.end_ns),
+            distance=seg.path_length, vehicle_id=seg.vehicle_id)
+            for rank, f in enumerate(result.found) for seg in [f.segment]]
+        return QueryResult(matches, result.candidates)
+
+    def _memory_for(self, scope: str) -> Searchable:
+        if scope == "fleet":
+            if self.fleet is None:
+                raise QueryError("no fleet store: set the node parameter fleet_uri to ask the "
+                                 "fleet")
+            return self.fleet
+        return self.store
 
     # -- state ----------------------------------------------------------------------------------
 

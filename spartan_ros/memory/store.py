@@ -20,6 +20,7 @@ import sqlite3
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
@@ -32,6 +33,9 @@ from spartan_ros.runtime.scoring import (
     segment_terms,
     unit_rows,
 )
+
+if TYPE_CHECKING:
+    from spartan_ros.memory.backend import SearchResult
 
 SCHEMA_VERSION = 1
 _SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -80,6 +84,7 @@ class Segment:
     video_feat: np.ndarray  # [E] float32
     pose_feat: np.ndarray  # [E] float32
     terms: SegmentTerms
+    vehicle_id: str = ""  # the vehicle that recorded it (node parameter vehicle_id)
 
     @classmethod
     def build(
@@ -168,6 +173,7 @@ class SegmentStore:
         head: FusionHead | None = None,
         index_dtype: str = "float32",
         cell_size: float = 10.0,
+        vehicle_id: str = "",
     ) -> None:
         if not model_hash:
             raise ValueError("model_hash must be a non-empty string")
@@ -175,6 +181,7 @@ class SegmentStore:
             raise ValueError(f"embed_dim must be positive, got {embed_dim}")
         self.model_hash = str(model_hash)
         self.embed_dim = int(embed_dim)
+        self.vehicle_id = str(vehicle_id)  # names this store's segments in answers
         self.in_memory = path is None or str(path) in ("", ":memory:")
         self.path = ":memory:" if path is None or self.in_memory else str(Path(path).expanduser())
         self._head = head
@@ -399,6 +406,7 @@ class SegmentStore:
                         gamma=float(r[9]),
                         video_unit=unit_rows(video.astype(np.float64)).astype(np.float32),
                     ),
+                    vehicle_id=self.vehicle_id,
                 )
             )
         return out
@@ -428,6 +436,36 @@ class SegmentStore:
                 self._conn.execute("ROLLBACK")
                 raise
             return gone
+
+    def describe(self) -> str:
+        return "RAM only" if self.in_memory else self.path
+
+    def search(
+        self,
+        k: int,
+        t: np.ndarray | None = None,
+        *,
+        query_embedding: np.ndarray | None = None,
+        since_ns: int | None = None,
+        until_ns: int | None = None,
+        near: npt.ArrayLike | None = None,
+        radius: float | None = None,
+        min_score: float | None = None,
+        vehicle_id: str | None = None,
+    ) -> SearchResult:
+        """Top-k stored segments (``backend.MemoryBackend.search``), scored by the index."""
+        from spartan_ros.memory.backend import Found, SearchResult
+
+        if vehicle_id is not None and vehicle_id != self.vehicle_id:
+            return SearchResult([], 0)  # this file holds one vehicle's segments
+        hits = self.index.search(k, t, query_embedding=query_embedding, since_ns=since_ns,
+                                 until_ns=until_ns, near=near, radius=radius,
+                                 min_score=min_score)
+        segments = {s.id: s for s in self.get_many(hits.ids)}
+        found = [Found(segments[i], float(s))
+                 for i, s in zip(hits.ids.tolist(), hits.scores.tolist(), strict=True)
+                 if i in segments]  # a segment evicted between scoring and reading is skipped
+        return SearchResult(found, hits.candidates)
 
     def meta(self) -> dict[str, str]:
         with self._lock:

@@ -12,6 +12,9 @@ from spartan_ros.ingest.messages import stamp_to_ns
 from spartan_ros.memory.service import Match
 from spartan_ros.query import Query
 
+_SCOPES = {QuerySegments.Request.SCOPE_VEHICLE: "vehicle",
+           QuerySegments.Request.SCOPE_FLEET: "fleet"}
+
 
 def ns_to_stamp(ns: int, stamp_type=Time):
     return stamp_type(sec=int(ns // 1_000_000_000), nanosec=int(ns % 1_000_000_000))
@@ -36,6 +39,8 @@ def query_from_request(request: QuerySegments.Request) -> Query:
         near=(request.near.x, request.near.y, request.near.z),
         radius=float(request.radius),
         min_score=float(request.min_score),
+        scope=_SCOPES.get(int(request.scope), f"unknown ({int(request.scope)})"),
+        vehicle_id=request.vehicle_id,
     )
 
 
@@ -52,7 +57,8 @@ def _pose_stamped(row: np.ndarray, stamp_ns: int, frame_id: str) -> PoseStamped:
 def match_to_msg(match: Match) -> Segment:
     """A query result as spartan_interfaces/Segment (path in the odometry frame)."""
     seg = Segment(id=int(match.id), score=float(match.score), rank=int(match.rank),
-                  frame_count=match.frame_count, distance=float(match.distance))
+                  frame_count=match.frame_count, distance=float(match.distance),
+                  vehicle_id=match.vehicle_id)
     seg.start = ns_to_stamp(match.start_ns)
     seg.end = ns_to_stamp(match.end_ns)
     seg.path.header.frame_id = match.frame_id

@@ -121,6 +121,7 @@ def diagnostic_array(
         _kv("last segment end stamp", f"{last.end_ns * 1e-9:.3f}" if last else "none"),
         _kv("odometry frame", stats["odometry_frame"] or "none"),
     ]
+    memory.values += [_kv(k, v) for k, v in info.get("fleet", {}).items()]
     if counts.get("segments failed"):
         memory.level = DiagnosticStatus.ERROR
         memory.message += f", {counts['segments failed']} failed to store"

@@ -66,6 +66,22 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               max_value=60.0),
     ParamSpec("publish_matches", True, "Publish the last query's results on ~/matches "
               "(visualization_msgs/MarkerArray).", read_only=False),
+    ParamSpec("vehicle_id", "", "Name of this vehicle: stored segments carry it and fleet answers "
+              "name it (needed with fleet_uri)."),
+    ParamSpec("memory_backend", "sqlite", "Where segments live: 'sqlite' (memory_path, the "
+              "default) or 'milvus' (milvus_uri).", choices=("sqlite", "milvus")),
+    ParamSpec("milvus_uri", "", "With memory_backend milvus: a local file (Milvus Lite runs "
+              "inside the node) or http(s)://host:19530 (a Milvus server or cluster)."),
+    ParamSpec("fleet_uri", "", "Mirror every stored segment to this Milvus (URI or local Milvus "
+              "Lite file) through a queue in memory_path, and answer fleet-scope queries from it; "
+              "empty = off."),
+    ParamSpec("milvus_token", "", "Milvus credentials ('user:password' or an API key) for "
+              "milvus_uri and fleet_uri; empty = none."),
+    ParamSpec("milvus_tls_ca", "", "CA certificate (PEM) of the Milvus server; set = use TLS."),
+    ParamSpec("milvus_tls_cert", "", "Client certificate (PEM) for mutual TLS with Milvus."),
+    ParamSpec("milvus_tls_key", "", "Client key (PEM) for mutual TLS with Milvus."),
+    ParamSpec("milvus_tls_server_name", "", "Name in the Milvus server certificate, when it "
+              "differs from the host in the URI."),
     ParamSpec("autostart", True, "Walk the lifecycle to active at start-up (plain `ros2 run` "
               "works); false = wait for a lifecycle manager."),
 )
@@ -126,4 +142,22 @@ def validate(values: dict[str, Any], names: tuple[str, ...] | None = None) -> li
     if every > window:
         problems.append(f"encode_every={every} is larger than window_frames={window}: "
                         "some segments would have no encoded frame")
+    problems += _memory_problems(values)
+    return problems
+
+
+def _memory_problems(values: dict[str, Any]) -> list[str]:
+    def get(name: str) -> Any:
+        return values.get(name, BY_NAME[name].default)
+
+    problems = []
+    if get("memory_backend") == "milvus" and not get("milvus_uri"):
+        problems.append("memory_backend=milvus needs milvus_uri (a file path for Milvus Lite, "
+                        "or http://host:19530)")
+    if get("fleet_uri"):
+        if get("memory_backend") != "sqlite" or not get("memory_path"):
+            problems.append("fleet_uri needs memory_backend=sqlite and a memory_path file: the "
+                            "queue of segments to mirror lives in that file")
+        if not get("vehicle_id"):
+            problems.append("fleet_uri needs a vehicle_id: fleet segments are keyed by vehicle")
     return problems

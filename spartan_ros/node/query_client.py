@@ -3,6 +3,7 @@
 spartan_query "the gas station where we turned left" --top-k 3
 spartan_query "a red light" --since 1700000000 --near 10 20 0 --radius 30 --json
 spartan_query "turning left at the lights" --trajectory left_turn.tum
+spartan_query "a fallen tree by a crossing" --fleet --vehicle car7
 
 --trajectory reads a TUM file (one pose per line: t x y z qx qy qz qw; # starts a comment).
 """
@@ -20,6 +21,7 @@ from geometry_msgs.msg import PoseStamped
 from rclpy.client import Client
 from spartan_interfaces.srv import QuerySegments
 
+from spartan_ros.answers import format_answer
 from spartan_ros.ingest.messages import stamp_to_ns
 from spartan_ros.node.conversions import ns_to_stamp
 
@@ -34,6 +36,9 @@ def build_request(args: argparse.Namespace) -> QuerySegments.Request:
         req.near.x, req.near.y, req.near.z = args.near
     req.radius = args.radius
     req.min_score = args.min_score
+    req.scope = QuerySegments.Request.SCOPE_FLEET if args.fleet else \
+        QuerySegments.Request.SCOPE_VEHICLE
+    req.vehicle_id = args.vehicle
     for row in args.trajectory if args.trajectory is not None else []:
         ps = PoseStamped()
         ps.header.stamp = ns_to_stamp(int(round(row[0] * 1e9)), Time)
@@ -74,22 +79,10 @@ def response_to_dict(res: QuerySegments.Response) -> dict:
             "start_position": [p.x, p.y, p.z], "distance": float(s.distance),
             "path": [[q.pose.position.x, q.pose.position.y, q.pose.position.z]
                      for q in s.path.poses],
+            "vehicle_id": s.vehicle_id,
         })
     return {"success": bool(res.success), "message": res.message,
             "candidates": int(res.candidates), "segments": segments}
-
-
-def format_answer(answer: dict, text: str) -> str:
-    if not answer["success"]:
-        return f"query {text!r} failed: {answer['message']}"
-    lines = [f"query {text!r}: {len(answer['segments'])} segments "
-             f"(of {answer['candidates']} candidates)"]
-    for s in answer["segments"]:
-        x, y, z = s["start_position"]
-        lines.append(f"  #{s['rank'] + 1} id={s['id']} score={s['score']:.3f} "
-                     f"t=[{s['start_ns'] * 1e-9:.2f}, {s['end_ns'] * 1e-9:.2f}] s "
-                     f"start=({x:.1f}, {y:.1f}, {z:.1f}) in {s['frame_id'] or '?'}")
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -104,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-score", type=float, default=0.0)
     parser.add_argument("--trajectory", type=read_tum, default=None, metavar="TUM_FILE",
                         help="motion to match (>= 2 poses); default: each segment's own")
+    parser.add_argument("--fleet", action="store_true",
+                        help="ask every vehicle's memory (the node's fleet_uri)")
+    parser.add_argument("--vehicle", default="", help="only segments of this vehicle")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait")
     parser.add_argument("--json", action="store_true", help="print the answer as JSON")
     args = parser.parse_args(argv)

@@ -53,6 +53,7 @@ from visualization_msgs.msg import MarkerArray
 from spartan_ros.ingest.cdr import compressed_fields, image_fields
 from spartan_ros.ingest.images import ImageError, decode_compressed, image_view, to_rgb
 from spartan_ros.ingest.messages import odometry_fields
+from spartan_ros.memory.backend import MemoryBackend
 from spartan_ros.memory.service import IngestWorker, MemoryService, ServiceConfig
 from spartan_ros.memory.store import MemoryFileError, SegmentStore
 from spartan_ros.node import parameters as params
@@ -161,15 +162,44 @@ def open_memory(values: dict[str, Any], logger: Any) -> MemoryService:
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot load the text tokenizer: {exc}") from exc
     try:
-        store = SegmentStore(values["memory_path"] or None, engine.model_hash, engine.embed_dim,
-                             head=engine.fusion_head)
-    except MemoryFileError as exc:
+        store = open_store(values, engine)
+    except (MemoryFileError, RuntimeError) as exc:
         raise ConfigError(str(exc)) from exc
     try:
         return MemoryService(engine, store, service_config(values), log=logger)
     except ValueError as exc:
         store.close()
         raise ConfigError(str(exc)) from exc
+
+
+def open_store(values: dict[str, Any], engine: Any) -> MemoryBackend:
+    """The segment store the parameters name (memory_backend)."""
+    vehicle = str(values["vehicle_id"])
+    if values["memory_backend"] == "milvus":
+        from spartan_ros.fleet.link import connection
+        from spartan_ros.memory.milvus_store import MilvusSegmentStore
+
+        return MilvusSegmentStore(connection(values, "milvus_uri"), engine.model_hash,
+                                  engine.embed_dim, head=engine.fusion_head, vehicle_id=vehicle)
+    return SegmentStore(values["memory_path"] or None, engine.model_hash, engine.embed_dim,
+                        head=engine.fusion_head, vehicle_id=vehicle)
+
+
+def link_fleet(values: dict[str, Any], memory: MemoryService, logger: Any) -> Any:
+    """Start mirroring to fleet_uri (or stop queueing when it is empty); the link or None."""
+    from spartan_ros.fleet.link import FleetLink, turn_off
+
+    store = memory.store
+    if not isinstance(store, SegmentStore) or store.in_memory:
+        return None
+    if not values["fleet_uri"]:
+        turn_off(store.path, logger)
+        return None
+    engine = memory.engine
+    link = FleetLink(values, store.path, engine.model_hash, engine.embed_dim,
+                     engine.fusion_head, logger)
+    memory.fleet = link.reader
+    return link
 
 
 class SpartanNode(LifecycleNode):
@@ -186,6 +216,7 @@ class SpartanNode(LifecycleNode):
         self._timer_group = MutuallyExclusiveCallbackGroup()
         self._steady = Clock(clock_type=ClockType.STEADY_TIME)  # runs without /clock too
         self.memory: MemoryService | None = None
+        self._fleet: Any = None  # fleet.link.FleetLink when fleet_uri is set
         self._worker: IngestWorker | None = None
         self._values: dict[str, Any] = {}
         self._entities: list[Any] = []  # subscriptions, timers, publishers, service of "active"
@@ -230,6 +261,7 @@ class SpartanNode(LifecycleNode):
                 raise ConfigError("bad parameter: " + "; ".join(problems))
             if values["model_dir"]:
                 self.memory = open_memory(values, python_logger(self.get_logger()))
+                self._fleet = link_fleet(values, self.memory, python_logger(self.get_logger()))
         except ConfigError as exc:
             self.get_logger().error(f"cannot configure: {exc}")
             return TransitionCallbackReturn.FAILURE
@@ -245,7 +277,7 @@ class SpartanNode(LifecycleNode):
             self.get_logger().info(
                 f"configured: model {engine.model_hash[:12]} (embed_dim {engine.embed_dim}, "
                 f"providers {', '.join(getattr(engine, 'providers', []))}), memory "
-                f"{'RAM only' if store.in_memory else store.path} with {len(store)} segments")
+                f"{store.describe()} with {len(store)} segments")
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -348,6 +380,9 @@ class SpartanNode(LifecycleNode):
     def close_memory(self) -> None:
         """Stop ingest, store the frames already taken and close the memory file."""
         self._stop_ingest()
+        if self._fleet is not None:  # the mirror reads the memory file's outbox: stop it first
+            self._fleet.close()
+            self._fleet = None
         memory, self.memory = self.memory, None
         if memory is not None:
             memory.store.close()
@@ -462,6 +497,8 @@ class SpartanNode(LifecycleNode):
             info["model"] = engine.model_hash
             info["provider"] = ", ".join(getattr(engine, "providers", []))
             stats = self.memory.stats()
+        if self._fleet is not None:
+            info["fleet"] = self._fleet.stats()
         pub.publish(diagnostic_array(self.get_clock().now().to_msg(),
                                      self.get_fully_qualified_name(), stats,
                                      self._input_problems(), info,
