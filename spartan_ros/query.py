@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+MAX_TRAJECTORY_SPEED = 100.0  # m/s; the node's trajectory_speed parameter has the same bound
+
 
 class QueryError(ValueError):
     """A request that cannot be answered; the message is meant for the caller."""
@@ -18,6 +20,8 @@ class Query:
     # Optional motion to match: [N, 8] TUM rows [t, x, y, z, qx, qy, qz, qw]; None = each
     # segment's own recorded motion.
     trajectory: np.ndarray | None = None
+    # m/s for timing a trajectory whose stamps are all equal (a path); 0 = the caller's default
+    trajectory_speed: float = 0.0
     since_ns: int = 0  # 0 = unbounded
     until_ns: int = 0  # 0 = unbounded
     near: tuple[float, float, float] = (0.0, 0.0, 0.0)
@@ -51,8 +55,20 @@ def validate_query(query: Query) -> None:
         bad = np.flatnonzero(~np.isfinite(traj).all(axis=1))
         if bad.size:
             raise QueryError(f"trajectory pose {int(bad[0])} is not finite")
-        if np.any(np.diff(traj[:, 0]) <= 0):
-            raise QueryError("trajectory stamps must be strictly increasing")
+        if not untimed(traj) and np.any(np.diff(traj[:, 0]) <= 0):
+            raise QueryError("trajectory stamps must be strictly increasing (or all equal, e.g. "
+                             "all zero: a path then timed at trajectory_speed)")
         norms = np.linalg.norm(traj[:, 4:8], axis=1)
         if np.any(norms < 1e-6):
             raise QueryError(f"trajectory pose {int(np.argmin(norms))} has a zero quaternion")
+    speed = query.trajectory_speed
+    if not (np.isfinite(speed) and 0 <= speed <= MAX_TRAJECTORY_SPEED):
+        raise QueryError(f"trajectory_speed must be in [0, {MAX_TRAJECTORY_SPEED:g}] m/s "
+                         f"(0 = the node's default), got {speed}")
+
+
+def untimed(trajectory: np.ndarray) -> bool:
+    """True for a trajectory whose stamps carry no timing: all equal (e.g. all zero), as
+    planners send a nav_msgs/Path."""
+    stamps = np.asarray(trajectory, dtype=np.float64)[:, 0]
+    return len(stamps) >= 2 and bool(np.all(stamps == stamps[0]))

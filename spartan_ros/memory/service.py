@@ -32,7 +32,8 @@ import numpy.typing as npt
 
 from spartan_ros.ingest import FrameSampler, OdometryBuffer, SlidingWindow, WindowReady
 from spartan_ros.memory.store import Segment, SegmentStore
-from spartan_ros.query import Query, QueryError, validate_query
+from spartan_ros.poses import path_length, time_along_path
+from spartan_ros.query import Query, QueryError, untimed, validate_query
 from spartan_ros.runtime.scoring import FusionHead
 
 # A frame is an RGB uint8 [H, W, 3] array, or a function returning one (decoded in the worker).
@@ -74,6 +75,7 @@ class ServiceConfig:
     encode_batch_size: int = 8
     max_segments: int = 0  # 0 = unbounded
     default_top_k: int = 5
+    trajectory_speed: float = 5.0  # m/s for a query trajectory without stamps (speed 0 asked)
     odometry_history_s: float = 10.0
     # A taken frame waits (in camera time) this long for odometry to reach its stamp, so its pose
     # is interpolated even when odometry arrives late; then it is decided with what is there.
@@ -109,6 +111,7 @@ class Match:
 class QueryResult:
     matches: list[Match]
     candidates: int  # segments left after the time and spatial filters
+    notes: tuple[str, ...] = ()  # how the request was read, for the caller (e.g. timing)
 
 
 @dataclass(frozen=True)
@@ -211,6 +214,9 @@ class MemoryService:
         self._flushing = False
         self._window_frame_id: str | None = None
         self._throttle = _Throttle(cfg.log_every_s)
+        # Called with each segment (as a Match with rank 0 and score 0) once its commit returned,
+        # from the thread that stored it; the node publishes it on ~/segments.
+        self.on_stored: Callable[[Match], None] | None = None
 
     # -- input ----------------------------------------------------------------------------------
 
@@ -459,7 +465,23 @@ class MemoryService:
         if evicted:
             self.log.info(f"evicted segments {', '.join(map(str, evicted))} "
                           f"(max_segments={self.config.max_segments})")
+        self._announce(seg_id, segment)
         return info
+
+    def _announce(self, seg_id: int, segment: Segment) -> None:
+        """Hand a stored segment to ``on_stored``; a failing listener never stops ingest."""
+        listener = self.on_stored
+        if listener is None:
+            return
+        try:
+            listener(Match(
+                id=seg_id, rank=0, score=0.0, start_ns=segment.start_ns, end_ns=segment.end_ns,
+                frame_id=segment.frame_id, poses=segment.poses,
+                stamps_ns=pose_stamps(segment.poses, segment.start_ns, segment.end_ns),
+                distance=segment.path_length))
+        except Exception as exc:
+            self._warn("on_stored", f"announcing segment {seg_id} failed: "
+                                    f"{type(exc).__name__}: {exc}")
 
     # -- queries --------------------------------------------------------------------------------
 
@@ -476,12 +498,14 @@ class MemoryService:
         radius = query.radius if query.radius > 0 else None
         min_score = query.min_score or None
         engine = self.engine
+        notes: list[str] = []
         if query.trajectory is None:
             t = np.asarray(engine.encode_text([query.text]), dtype=np.float32)[0]
             hits = self.store.index.search(k, t, since_ns=since, until_ns=until, near=near,
                                            radius=radius, min_score=min_score)
         else:
-            traj = np.asarray(query.trajectory, dtype=np.float64)
+            traj = self._timed(np.asarray(query.trajectory, dtype=np.float64),
+                               query.trajectory_speed, notes)
             try:
                 rows = engine.resample_window(traj)
             except ValueError as exc:
@@ -500,7 +524,24 @@ class MemoryService:
                 end_ns=seg.end_ns, frame_id=seg.frame_id, poses=seg.poses,
                 stamps_ns=pose_stamps(seg.poses, seg.start_ns, seg.end_ns),
                 distance=seg.path_length))
-        return QueryResult(matches, hits.candidates)
+        return QueryResult(matches, hits.candidates, tuple(notes))
+
+    def _timed(self, traj: np.ndarray, speed: float, notes: list[str]) -> np.ndarray:
+        """The trajectory with usable stamps: its own, or (all equal) timed along its length at
+        ``speed`` m/s (0 = ``config.trajectory_speed``), noted for the caller."""
+        if not untimed(traj):
+            return traj
+        speed = speed or self.config.trajectory_speed
+        try:
+            timed = time_along_path(traj, speed)
+        except ValueError as exc:
+            raise QueryError(f"trajectory: {exc}") from exc
+        seconds = float(timed[-1, 0])
+        span = (self.engine.window - 1) / self.engine.window_rate_hz
+        part = (f"; the model's {span:.1f} s window takes its middle" if seconds > span else "")
+        notes.append(f"trajectory without stamps timed along its {path_length(timed):.1f} m at "
+                     f"{speed:g} m/s ({seconds:.1f} s{part})")
+        return timed
 
     # -- state ----------------------------------------------------------------------------------
 

@@ -3,8 +3,10 @@
 spartan_query "the gas station where we turned left" --top-k 3
 spartan_query "a red light" --since 1700000000 --near 10 20 0 --radius 30 --json
 spartan_query "turning left at the lights" --trajectory left_turn.tum
+spartan_query "turning left at the lights" --trajectory planned_path.tum --trajectory-speed 8
 
 --trajectory reads a TUM file (one pose per line: t x y z qx qy qz qw; # starts a comment).
+A path without timing (every t equal, e.g. 0) is timed by the node at --trajectory-speed m/s.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ def build_request(args: argparse.Namespace) -> QuerySegments.Request:
         req.near.x, req.near.y, req.near.z = args.near
     req.radius = args.radius
     req.min_score = args.min_score
+    req.trajectory_speed = args.trajectory_speed
     for row in args.trajectory if args.trajectory is not None else []:
         ps = PoseStamped()
         ps.header.stamp = ns_to_stamp(int(round(row[0] * 1e9)), Time)
@@ -104,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-score", type=float, default=0.0)
     parser.add_argument("--trajectory", type=read_tum, default=None, metavar="TUM_FILE",
                         help="motion to match (>= 2 poses); default: each segment's own")
+    parser.add_argument("--trajectory-speed", type=float, default=0.0, metavar="M_PER_S",
+                        help="speed for a trajectory without stamps (0 = the node's default)")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait")
     parser.add_argument("--json", action="store_true", help="print the answer as JSON")
     args = parser.parse_args(argv)

@@ -42,6 +42,7 @@ from rclpy.service import Service
 from rclpy.subscription import Subscription
 from rclpy.timer import Timer
 from sensor_msgs.msg import CompressedImage, Image
+from spartan_interfaces.msg import Segment
 from spartan_interfaces.srv import QuerySegments
 from visualization_msgs.msg import MarkerArray
 
@@ -61,6 +62,11 @@ ODOM_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=50,
 # Latched, so RViz started after a query still shows its answer.
 MATCHES_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
                          durability=DurabilityPolicy.TRANSIENT_LOCAL)
+# Every stored segment, once committed: reliable, and the last 100 kept for late subscribers
+# (a transient-local subscriber gets them on joining; a volatile one only what follows).
+SEGMENTS_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100,
+                          reliability=ReliabilityPolicy.RELIABLE,
+                          durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
 class ConfigError(RuntimeError):
@@ -127,7 +133,20 @@ def service_config(values: dict[str, Any]) -> ServiceConfig:
         encode_batch_size=int(values["encode_batch_size"]),
         max_segments=int(values["max_segments"]),
         default_top_k=int(values["default_top_k"]),
+        trajectory_speed=float(values["trajectory_speed"]),
     )
+
+
+def check_precision(model_dir: str, precision: str) -> None:
+    """ConfigError in one line when the export in ``model_dir`` has no ``precision`` graphs."""
+    from spartan_ros.runtime.engine import read_model_json  # onnxruntime: load lazily
+
+    exported = sorted(read_model_json(model_dir)["graphs"])
+    if precision not in exported:
+        flag = {"float16": "--fp16", "int8": "--int8"}.get(precision, "")
+        raise ConfigError(f"precision {precision!r} is not in the export in {model_dir} (it has "
+                          f"{', '.join(exported)}): set precision to one of those, or re-export "
+                          f"with `spartan-export {flag}`")
 
 
 def open_memory(values: dict[str, Any], logger: Any) -> MemoryService:
@@ -139,13 +158,16 @@ def open_memory(values: dict[str, Any], logger: Any) -> MemoryService:
                           "`spartan-export CHECKPOINT OUT_DIR` and point model_dir at OUT_DIR")
     from spartan_ros.runtime.engine import Engine, ModelLoadError  # onnxruntime: load lazily
 
+    precision = str(values["precision"])
     try:
-        engine = Engine(model_dir, providers=tuple(values["execution_providers"]), logger=logger)
+        check_precision(model_dir, precision)
+        engine = Engine(model_dir, providers=tuple(values["execution_providers"]), logger=logger,
+                        precision=precision)
     except ModelLoadError as exc:
         raise ConfigError(f"cannot load the model in {model_dir}: {exc}") from exc
     try:
         store = SegmentStore(values["memory_path"] or None, engine.model_hash, engine.embed_dim,
-                             head=engine.fusion_head)
+                             head=engine.fusion_head, precision=precision)
     except MemoryFileError as exc:
         raise ConfigError(str(exc)) from exc
     try:
@@ -211,7 +233,8 @@ class SpartanNode(LifecycleNode):
         else:
             engine, store = self.memory.engine, self.memory.store
             self.get_logger().info(
-                f"configured: model {engine.model_hash[:12]} (embed_dim {engine.embed_dim}, "
+                f"configured: model {engine.model_hash[:12]} ({getattr(engine, 'precision', '?')}, "
+                f"embed_dim {engine.embed_dim}, "
                 f"providers {', '.join(getattr(engine, 'providers', []))}), memory "
                 f"{'RAM only' if store.in_memory else store.path} with {len(store)} segments")
         return TransitionCallbackReturn.SUCCESS
@@ -257,6 +280,9 @@ class SpartanNode(LifecycleNode):
                 InputWatch("odometry", odom.topic_name, "nav_msgs/Odometry",
                            _qos_text(ODOM_QOS), now),
             ]
+            segments_pub = self.create_publisher(Segment, "~/segments", SEGMENTS_QOS)
+            self._entities.append(segments_pub)
+            self.memory.on_stored = lambda match: segments_pub.publish(match_to_msg(match))
             self._worker = IngestWorker(self.memory)
             self._worker.start()
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
@@ -292,6 +318,8 @@ class SpartanNode(LifecycleNode):
             if self.memory is not None:  # frames already taken are stored; the stream ends here
                 self.memory.flush()
                 self.memory.end_stream()
+        if self.memory is not None:
+            self.memory.on_stored = None  # ~/segments goes away with the other entities
         for entity in self._entities:
             self._destroy(entity)
         self._entities, self._watches = [], []
@@ -353,6 +381,8 @@ class SpartanNode(LifecycleNode):
             query = query_from_request(request)
             if query.top_k == 0:
                 query.top_k = int(self.get_parameter("default_top_k").value)
+            if query.trajectory_speed == 0:
+                query.trajectory_speed = float(self.get_parameter("trajectory_speed").value)
             if self.memory is None:
                 validate_query(query)
                 raise QueryError("memory is empty")
@@ -366,7 +396,8 @@ class SpartanNode(LifecycleNode):
             response.message = f"internal error: {type(exc).__name__}: {exc}"
             return response
         response.success = True
-        response.message = f"{len(result.matches)} of {result.candidates} candidates"
+        response.message = "; ".join([f"{len(result.matches)} of {result.candidates} candidates",
+                                      *result.notes])
         response.candidates = int(result.candidates)
         response.segments = [match_to_msg(m) for m in result.matches]
         pub = self._matches_pub
@@ -406,6 +437,7 @@ class SpartanNode(LifecycleNode):
         if self.memory is not None:
             engine = self.memory.engine
             info["model"] = engine.model_hash
+            info["precision"] = str(getattr(engine, "precision", ""))
             info["provider"] = ", ".join(getattr(engine, "providers", []))
             stats = self.memory.stats()
         pub.publish(diagnostic_array(self.get_clock().now().to_msg(),
