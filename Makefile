@@ -1,6 +1,6 @@
 # The two commands that matter: `make demo` (the whole job end to end) and `make test` (everything
 # CI checks). Both set up their own environment first (scripts/setup.sh, idempotent).
-.PHONY: setup test lint demo bench bench-learning bench-drives model clean
+.PHONY: setup test lint demo bench bench-learning bench-drives bench-export model clean
 
 setup:
 	@bash scripts/setup.sh
@@ -27,6 +27,11 @@ bench-learning: setup
 # The node's task (issue 6): within-drive text retrieval on unseen drives, via spartan-bag eval.
 bench-drives: setup
 	@scripts/env.sh python -m bench.drive_retrieval assets/models/tiny-synth --out runs/drive_retrieval
+
+# Export time and parity, dynamo exporter vs TorchScript: a table + bench/results/export.json.
+# make bench-export BENCH_ARGS="--models tiny B/16 --repeats 2"
+bench-export: setup
+	@scripts/env.sh python -m bench.export_bench --out bench/results $(BENCH_ARGS)
 
 # Rebuild assets/models/tiny-synth from scratch (about 2 h on 2 cores; stages are kept).
 model: setup

@@ -185,3 +185,67 @@ def test_each_segment_is_announced_once_after_its_commit(engine, tmp_path):
         svc.process()
     svc.flush()
     assert len(store) == 7  # windows end at frames 23, 29, ..., 59
+
+
+# -- a trajectory picks between look-alike places -------------------------------------------------
+
+@pytest.fixture(scope="module")
+def lookalike_memory(tmp_path_factory):
+    """One spartan-synth family (seed 11, never trained on): drives that start at the same place
+    of the same town in the same weather and part at the first intersection (synth_000 turns
+    right, synth_003 goes straight; synth_002 is synth_000's drive in another town), stored by the
+    committed trained model, each sequence 100 s after the one before."""
+    from PIL import Image
+    from spartan_train.data.synth.generate import GenConfig, write_dataset
+    from spartan_train.demo import DEFAULT_CHECKPOINT
+    from spartan_train.export import export_model
+
+    work = tmp_path_factory.mktemp("lookalike")
+    write_dataset(GenConfig(out=str(work / "drive"), seed=11, sequences=4, frames=80),
+                  progress=False)
+    model_dir = work / "model"
+    export_model(DEFAULT_CHECKPOINT, model_dir, log=lambda _line: None)
+    engine = Engine(model_dir, providers=("cpu",))
+    store = SegmentStore(None, engine.model_hash, engine.embed_dim, head=engine.fusion_head)
+    svc = MemoryService(engine, store, ServiceConfig())
+    where: dict[int, tuple[str, int]] = {}
+    root = work / "drive"
+    for k, seq in enumerate(f"synth_{i:03d}" for i in range(4)):
+        poses = np.load(root / "poses" / f"{seq}_poses.npy")
+        start = START_NS + k * 100_000_000_000
+        for i, row in enumerate(poses):
+            stamp = start + i * FRAME_NS
+            svc.add_odometry(stamp, row[1:4], row[4:8], "map")
+            image = Image.open(root / "images" / seq / f"{i:06d}.png").convert("RGB")
+            svc.add_frame(stamp, np.asarray(image))
+            svc.process()
+        svc.flush()
+        for seg in store.get_many(store.all_ids()):
+            where.setdefault(seg.id, (seq, (seg.start_ns - start) // FRAME_NS))
+    return svc, where
+
+
+@pytest.mark.slow
+def test_a_planners_path_picks_between_look_alike_places(lookalike_memory):
+    svc, where = lookalike_memory
+    ids = {place: seg_id for seg_id, place in where.items()}
+    assert len(svc.store) == 40  # 10 windows per drive
+    # text that fits every drive of the family: the motion has to tell them apart
+    text = "a downtown street with tall buildings on a rainy day"
+
+    def ranks(query: Query) -> dict[tuple[str, int], int]:
+        return {where[m.id]: r for r, m in enumerate(svc.query(query).matches)}
+
+    own = ranks(Query(text, top_k=100))  # each segment with its own recorded motion
+    for start in (36, 48):  # the approach to the intersection, and the turn itself
+        right, straight = ("synth_000", start), ("synth_003", start)
+        for drive, other in ((right, straight), (straight, right)):
+            seg = svc.store.get(ids[drive])
+            path = seg.poses.copy()
+            path[:, 0] = 0.0  # as a planner sends it: positions and headings, no stamps
+            speed = seg.path_length / ((seg.end_ns - seg.start_ns) * 1e-9)
+            result = svc.query(Query(text, top_k=100, trajectory=path, trajectory_speed=speed))
+            assert "trajectory without stamps timed along its" in result.notes[0]
+            got = {where[m.id]: r for r, m in enumerate(result.matches)}
+            assert got != own  # the trajectory changes the ranking ...
+            assert got[drive] < got[other], (drive, got[drive], other, got[other])  # ... rightly
