@@ -325,6 +325,27 @@ def _lifecycle(args) -> int:
     return 0
 
 
+def _publishers(args) -> int:
+    """The QoS of every publisher on a topic, once at least one is discovered."""
+    import rclpy
+
+    rclpy.init()
+    node = rclpy.create_node("qos_probe")
+    deadline = time.monotonic() + args.timeout
+    infos = []
+    while not infos and time.monotonic() < deadline:
+        rclpy.spin_once(node, timeout_sec=0.1)
+        infos = node.get_publishers_info_by_topic(args.topic)
+    for info in infos:
+        qos = info.qos_profile
+        print(json.dumps({"node": info.node_name, "type": info.topic_type,
+                          "reliability": qos.reliability.name, "durability": qos.durability.name,
+                          "history": qos.history.name, "depth": qos.depth}), flush=True)
+    node.destroy_node()
+    rclpy.try_shutdown()
+    return 0 if infos else 4
+
+
 def _call(args) -> int:
     """Several QuerySegments requests (JSON list of request dicts) from one process."""
     import rclpy
@@ -406,9 +427,12 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("requests", help="JSON list of request dicts")
     c.add_argument("--service", default="/spartan/query")
     c.add_argument("--timeout", type=float, default=30.0)
+    q = sub.add_parser("publishers", help="print the QoS of a topic's publishers")
+    q.add_argument("topic")
+    q.add_argument("--timeout", type=float, default=30.0)
     args = parser.parse_args(argv)
-    return {"publish": _publish, "echo": _echo, "lifecycle": _lifecycle,
-            "call": _call}[args.command](args)
+    return {"publish": _publish, "echo": _echo, "lifecycle": _lifecycle, "call": _call,
+            "publishers": _publishers}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ import json
 import math
 
 import pytest
+from rclpy.qos import HistoryPolicy
 from ros_graph import (
     QUAT,
     START_NS,
@@ -17,6 +18,8 @@ from ros_graph import (
     wait_idle,
     watch_segments,
 )
+
+from spartan_ros.node.spartan_node import SEGMENTS_QOS
 
 # Streams of images over DDS on a loaded 2-core machine occasionally lose a burst of
 # samples (see README, Tests); such a test is retried up to twice before it counts as failed.
@@ -97,7 +100,17 @@ def test_segments_are_stored_and_found(tmp_path, model_dir):
         assert [s["score"] for s in timed["segments"]] == pytest.approx(
             [s["score"] for s in traj["segments"]], abs=1e-5)
         assert sorted(s["id"] for s in every["segments"]) == ids and every["candidates"] == n
-        # ~/segments carried each segment as the query returns it
+        # ~/segments: reliable, the last 100 kept for late joiners (DDS discovery does not carry
+        # the depth: SEGMENTS_QOS is checked in-process), each segment as the query returns it
+        [qos] = run_helper(env, "publishers", "/spartan/segments")
+        assert (qos["type"], qos["reliability"], qos["durability"]) == (
+            "spartan_interfaces/msg/Segment", "RELIABLE", "TRANSIENT_LOCAL")
+        assert (SEGMENTS_QOS.history, SEGMENTS_QOS.depth) == (HistoryPolicy.KEEP_LAST, 100)
+        joiner = watch_segments(tmp_path, env, name="late")  # joins after ingest: gets them all
+        try:
+            assert [s["id"] for s in joiner.wait_for(n)] == ids
+        finally:
+            joiner.stop()
         found = {s["id"]: s for s in every["segments"]}
         for seg in stored:
             assert seg["frame_count"] == 24 and seg["poses"] == 24 and seg["frame_id"] == "odom"
