@@ -1,6 +1,6 @@
 # The two commands that matter: `make demo` (the whole job end to end) and `make test` (everything
 # CI checks). Both set up their own environment first (scripts/setup.sh, idempotent).
-.PHONY: setup test lint demo bench bench-learning bench-drives fuzz model clean bench-ingest bench-fleet
+.PHONY: setup test lint demo bench bench-learning bench-drives fuzz model clean bench-ingest bench-fleet bench-export
 
 setup:
 	@bash scripts/setup.sh
@@ -44,6 +44,11 @@ fuzz: setup
 FLEET_SIZES ?= 100000
 bench-fleet: setup
 	@scripts/env.sh python -m bench.fleet --sizes $(FLEET_SIZES) --out runs/bench_fleet
+
+# Export time and parity, dynamo exporter vs TorchScript: a table + bench/results/export.json.
+# make bench-export BENCH_ARGS="--models tiny B/16 --repeats 2"
+bench-export: setup
+	@scripts/env.sh python -m bench.export_bench --out bench/results $(BENCH_ARGS)
 
 # Rebuild assets/models/tiny-synth from scratch (about 2 h on 2 cores; stages are kept).
 model: setup

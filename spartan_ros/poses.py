@@ -239,3 +239,33 @@ def resample_window(
     out = interpolate_pose(np.clip(times, first, last), arr)
     out[:, 0] = times
     return out
+
+
+def path_length(rows: np.ndarray) -> float:
+    """Length in metres of the polyline through the positions of TUM rows ``[N, 8]``."""
+    xyz = np.asarray(rows, dtype=np.float64)[:, 1:4]
+    return float(np.linalg.norm(np.diff(xyz, axis=0), axis=1).sum())
+
+
+def time_along_path(rows: np.ndarray, speed_mps: float) -> np.ndarray:
+    """Poses without timing (a planner's path) -> the same poses driven at ``speed_mps``.
+
+    Each pose gets the time the vehicle needs to reach it along the path at constant speed,
+    ``t_i = s_i / speed`` with ``s_i`` the path length up to pose ``i`` (so the first pose is at
+    0 s). A pose at the same position as the one before adds no time and is dropped, the first of
+    such a run kept. Raises ValueError when the path does not move at all.
+    """
+    if not (np.isfinite(speed_mps) and speed_mps > 0):
+        raise ValueError(f"speed must be a positive number of m/s, got {speed_mps!r}")
+    arr = np.asarray(rows, dtype=np.float64)
+    if arr.ndim != 2 or arr.shape[1] != 8 or arr.shape[0] == 0:
+        raise ValueError(f"trajectory must have shape [N, 8] with N >= 1, got {arr.shape}")
+    _check_finite(arr)
+    steps = np.linalg.norm(np.diff(arr[:, 1:4], axis=0), axis=1)
+    keep = np.concatenate([[True], steps > 0])
+    if keep.sum() < 2:
+        raise ValueError("all its poses are at one position: without stamps it cannot be timed "
+                         "(give real stamps, or poses along the way)")
+    out = arr[keep].copy()
+    out[:, 0] = np.concatenate([[0.0], np.cumsum(steps[steps > 0])]) / speed_mps
+    return out

@@ -18,6 +18,7 @@ MAX_DISTANCE_M = MAX_POSITION_M
 MAX_STAMP_S = 1e10
 MAX_TOP_K = 1_000_000
 SCOPES = ("vehicle", "fleet")
+MAX_TRAJECTORY_SPEED = 100.0  # m/s; the node's trajectory_speed parameter has the same bound
 
 
 class QueryError(ValueError):
@@ -31,6 +32,8 @@ class Query:
     # Optional motion to match: [N, 8] TUM rows [t, x, y, z, qx, qy, qz, qw]; None = each
     # segment's own recorded motion.
     trajectory: np.ndarray | None = None
+    # m/s for timing a trajectory whose stamps are all equal (a path); 0 = the caller's default
+    trajectory_speed: float = 0.0
     since_ns: int = 0  # 0 = unbounded
     until_ns: int = 0  # 0 = unbounded
     near: tuple[float, float, float] = (0.0, 0.0, 0.0)
@@ -70,6 +73,10 @@ def validate_query(query: Query) -> None:
         raise QueryError("min_score is not finite")
     if query.trajectory is not None:
         _validate_trajectory(np.asarray(query.trajectory, dtype=np.float64))
+    speed = query.trajectory_speed
+    if not (np.isfinite(speed) and 0 <= speed <= MAX_TRAJECTORY_SPEED):
+        raise QueryError(f"trajectory_speed must be in [0, {MAX_TRAJECTORY_SPEED:g}] m/s "
+                         f"(0 = the node's default), got {speed}")
 
 
 def _validate_trajectory(traj: np.ndarray) -> None:
@@ -84,11 +91,19 @@ def _validate_trajectory(traj: np.ndarray) -> None:
     if late.size:
         raise QueryError(f"trajectory pose {int(late[0])} has stamp {traj[late[0], 0]:g} s, "
                          f"beyond +-{MAX_STAMP_S:g} s")
-    if np.any(np.diff(traj[:, 0]) <= 0):
-        raise QueryError("trajectory stamps must be strictly increasing")
+    if not untimed(traj) and np.any(np.diff(traj[:, 0]) <= 0):
+        raise QueryError("trajectory stamps must be strictly increasing (or all equal, e.g. "
+                         "all zero: a path then timed at trajectory_speed)")
     for i, row in enumerate(traj):
         reason = check_pose_numbers(row[1:4], row[4:8])
         if reason is not None:
             detail = {"position out of range": f" (coordinates must be within "
                                                f"+-{MAX_POSITION_M:g} m)"}.get(reason, "")
             raise QueryError(f"trajectory pose {i}: {reason}{detail}")
+
+
+def untimed(trajectory: np.ndarray) -> bool:
+    """True for a trajectory whose stamps carry no timing: all equal (e.g. all zero), as
+    planners send a nav_msgs/Path."""
+    stamps = np.asarray(trajectory, dtype=np.float64)[:, 0]
+    return len(stamps) >= 2 and bool(np.all(stamps == stamps[0]))

@@ -14,7 +14,11 @@ import sys
 import time
 from pathlib import Path
 
-from spartan_train.processes import Process, ros_env  # noqa: F401 - re-exported for tests
+from spartan_train.processes import (  # noqa: F401 - re-exported for tests
+    Process,
+    SegmentWatch,
+    ros_env,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -55,10 +59,15 @@ def diagnostics_values(msg: dict) -> dict[str, dict[str, str]]:
     return out
 
 
-def stored_ids(log_text: str) -> list[int]:
-    """Segment ids the node reported stored (logged after each commit)."""
-    return [int(line.split("stored segment ", 1)[1].split()[0])
-            for line in log_text.splitlines() if "stored segment " in line]
+def watch_segments(tmp_path: Path, env: dict[str, str], name: str = "segments",
+                   topic: str = "/spartan/segments") -> SegmentWatch:
+    """A listener on the node's ~/segments (each segment published after its commit)."""
+    return SegmentWatch(env, tmp_path / f"{name}.log", topic)
+
+
+def stored_count(diagnostics: dict[str, dict[str, str]]) -> int:
+    """'segments stored' of an ingest status returned by ``wait_idle``."""
+    return int(diagnostics["ingest"].get("segments stored", "0"))
 
 
 def query(env: dict[str, str], text: str, *args: str, service: str = "/spartan/query",
@@ -74,9 +83,10 @@ def query(env: dict[str, str], text: str, *args: str, service: str = "/spartan/q
 
 # -- a tiny exported model ----------------------------------------------------------------------
 
-def tiny_model(base: Path, seed: int = 0) -> Path:
-    """Export a random-weight `tiny` SPARTAN model once under ``base`` (reused when present)."""
-    out = Path(base) / f"tiny{seed}"
+def tiny_model(base: Path, seed: int = 0, int8: bool = False) -> Path:
+    """Export a random-weight `tiny` SPARTAN model once under ``base`` (reused when present);
+    ``int8`` adds the dynamically quantised image graph."""
+    out = Path(base) / (f"tiny{seed}-int8" if int8 else f"tiny{seed}")
     if (out / "model.json").exists():
         return out
     import torch
@@ -86,7 +96,7 @@ def tiny_model(base: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     model = build_model("tiny")
     checkpoint = save_checkpoint(model, Path(base) / f"checkpoint{seed}")
-    export_model(checkpoint, out, model=model, log=lambda _line: None)
+    export_model(checkpoint, out, model=model, int8=int8, log=lambda _line: None)
     return out
 
 
@@ -315,6 +325,27 @@ def _lifecycle(args) -> int:
     return 0
 
 
+def _publishers(args) -> int:
+    """The QoS of every publisher on a topic, once at least one is discovered."""
+    import rclpy
+
+    rclpy.init()
+    node = rclpy.create_node("qos_probe")
+    deadline = time.monotonic() + args.timeout
+    infos = []
+    while not infos and time.monotonic() < deadline:
+        rclpy.spin_once(node, timeout_sec=0.1)
+        infos = node.get_publishers_info_by_topic(args.topic)
+    for info in infos:
+        qos = info.qos_profile
+        print(json.dumps({"node": info.node_name, "type": info.topic_type,
+                          "reliability": qos.reliability.name, "durability": qos.durability.name,
+                          "history": qos.history.name, "depth": qos.depth}), flush=True)
+    node.destroy_node()
+    rclpy.try_shutdown()
+    return 0 if infos else 4
+
+
 def _call(args) -> int:
     """Several QuerySegments requests (JSON list of request dicts) from one process."""
     import rclpy
@@ -333,7 +364,8 @@ def _call(args) -> int:
     for spec in json.loads(args.requests):
         req = QuerySegments.Request(text=spec.get("text", ""), top_k=spec.get("top_k", 0),
                                     radius=float(spec.get("radius", 0.0)),
-                                    min_score=float(spec.get("min_score", 0.0)))
+                                    min_score=float(spec.get("min_score", 0.0)),
+                                    trajectory_speed=float(spec.get("trajectory_speed", 0.0)))
         req.since = ns_to_stamp(spec.get("since_ns", 0), Time)
         req.until = ns_to_stamp(spec.get("until_ns", 0), Time)
         req.near.x, req.near.y, req.near.z = (float(v) for v in spec.get("near", (0, 0, 0)))
@@ -426,9 +458,12 @@ def main(argv: list[str] | None = None) -> int:
     sp.add_argument("node", help="e.g. /spartan")
     sp.add_argument("values", help='JSON list of [name, value] ("nan" for NaN)')
     sp.add_argument("--timeout", type=float, default=30.0)
+    q = sub.add_parser("publishers", help="print the QoS of a topic's publishers")
+    q.add_argument("topic")
+    q.add_argument("--timeout", type=float, default=30.0)
     args = parser.parse_args(argv)
-    return {"publish": _publish, "echo": _echo, "lifecycle": _lifecycle,
-            "call": _call, "set-params": _set_params}[args.command](args)
+    return {"publish": _publish, "echo": _echo, "lifecycle": _lifecycle, "call": _call,
+            "set-params": _set_params, "publishers": _publishers}[args.command](args)
 
 
 if __name__ == "__main__":

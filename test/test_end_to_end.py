@@ -45,13 +45,15 @@ def checkpoint(tmp_path: Path) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(450)  # the demo's own budget below, plus the checks after it
 @DDS_STREAM
 def test_demo_end_to_end(tmp_path):
     work = tmp_path / "demo"
     cmd = [sys.executable, "-m", "spartan_train.demo", "--checkpoint", str(checkpoint(tmp_path)),
            "--work", str(work), "--seed", "11", "--sequences", "2", "--frames", "200",
            "--queries", "0", "--rate", str(RATE)]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=270)
+    # about 220 s on a busy 2-core machine, a minute of it the dynamo export of the model
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=390)
     print(out.stdout)
     assert out.returncode == 0, f"demo failed ({out.returncode}):\n{out.stderr[-4000:]}"
     assert "[demo 8/8] done" in out.stdout and "#1 score" in out.stdout

@@ -209,13 +209,22 @@ def test_cli_and_stable_hash(micro_ckpt: Path, tmp_path: Path, capsys) -> None:
     assert "missing" in capsys.readouterr().err
     assert main([str(micro_ckpt), str(tmp_path / "out"), "--opset", "16"]) == 1
     assert "--opset must be >= 17" in capsys.readouterr().err
-    assert main([str(micro_ckpt), str(tmp_path / "out"), "--opset", "17", "--name", "t"]) == 0
+    assert main([str(micro_ckpt), str(tmp_path / "out"), "--opset", "17"]) == 1
+    assert "--opset 17 needs --exporter torchscript" in capsys.readouterr().err
+    assert main([str(micro_ckpt), str(tmp_path / "out"), "--opset", "17", "--name", "t",
+                 "--exporter", "torchscript"]) == 0
     assert "model_hash" in capsys.readouterr().out
     meta = json.loads((tmp_path / "out" / "model.json").read_text())
-    assert (meta["name"], meta["onnx_opset"]) == ("t", 17)
-    # the same checkpoint exports to the same bytes: the hash is stable (the name is not in it)
-    again = export_model(micro_ckpt, tmp_path / "again", opset=17, log=lambda _: None)
+    assert (meta["name"], meta["onnx_opset"], meta["exporter"]) == ("t", 17, "torchscript")
+    # the same checkpoint exports to the same bytes: the hash is stable (the name is not in it),
+    # on both routes
+    again = export_model(micro_ckpt, tmp_path / "again", opset=17, exporter="torchscript",
+                         log=lambda _: None)
     assert again["model_hash"] == meta["model_hash"] and again["name"] == "c"
+    dynamo = [export_model(micro_ckpt, tmp_path / f"dynamo{i}", log=lambda _: None)
+              for i in range(2)]
+    assert dynamo[0]["exporter"] == "dynamo" and dynamo[0]["onnx_opset"] == 18
+    assert dynamo[0]["model_hash"] == dynamo[1]["model_hash"] != meta["model_hash"]
 
 
 @pytest.mark.slow

@@ -10,8 +10,9 @@ from ros_graph import (
     ros_env,
     run_helper,
     start_node,
-    stored_ids,
+    stored_count,
     wait_idle,
+    watch_segments,
 )
 
 # Streams of images over DDS on a loaded 2-core machine occasionally lose a burst of
@@ -29,12 +30,13 @@ def ids_in_memory(env) -> list[int]:
 def test_bad_messages_and_requests_leave_the_node_and_memory_intact(tmp_path, model_dir):
     env = ros_env()
     node = start_node(tmp_path, env, *node_params(model_dir, tmp_path / "memory.db"))
+    segments = watch_segments(tmp_path, env)
     try:
         node.wait_for_output("active: ingesting")
         run_helper(env, "publish", "--seconds", "3.0", "--speed", "2")
-        wait_idle(env)
+        stored = segments.wait_for(stored_count(wait_idle(env)))
         before = ids_in_memory(env)
-        assert before == stored_ids(node.output()) and len(before) >= 1
+        assert before == [s["id"] for s in stored] and len(before) >= 1
 
         # malformed images (wrong step, short data, unknown encoding) and a NaN odometry sample
         run_helper(env, "publish", "--seconds", "1.0", "--only-bad", "--bad", "step@0.2",
@@ -74,11 +76,12 @@ def test_bad_messages_and_requests_leave_the_node_and_memory_intact(tmp_path, mo
         assert "(time jumped back): the window starts again" in log
         after = ids_in_memory(env)
         assert after[: len(before)] == before and len(after) > len(before)
-        assert after == stored_ids(log)
+        assert after == [s["id"] for s in segments.wait_for(stored_count(diag))]
         assert diag["memory"]["_level"] == "0" and "Traceback" not in log
         assert node.alive()
     finally:
         node.stop()
+        segments.stop()
 
 
 def test_a_second_odometry_source_is_a_warning_in_log_and_diagnostics(tmp_path, model_dir):

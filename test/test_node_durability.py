@@ -11,7 +11,7 @@ from ros_graph import (
     ros_env,
     run_helper,
     start_node,
-    stored_ids,
+    watch_segments,
 )
 
 # Streams of images over DDS on a loaded 2-core machine occasionally lose a burst of
@@ -26,21 +26,23 @@ def test_sigkill_mid_ingest_loses_no_reported_segment(tmp_path, model_dir):
     # stride 1: a commit for every taken frame, so the kill lands while segments are written
     params = node_params(model_dir, memory, stride_frames=1)
     node = start_node(tmp_path, env, *params, name="first")
+    segments = watch_segments(tmp_path, env)
     publisher = helper(env, tmp_path / "publisher.log", "publish", "--seconds", "60",
                        "--speed", "2")
     try:
-        node.wait_for_output("stored segment 4 ", timeout=90)
+        segments.wait_for(4, timeout=90)
         # queries are answered while ingest runs, and only ever see whole segments
         [live] = run_helper(env, "call", json.dumps([{"text": "a road", "top_k": 10000}]))
         assert live["success"] and len(live["segments"]) >= 4
         assert all(s["frame_count"] == 24 and len(s["path"]) == 24 for s in live["segments"])
-        node.wait_for_output("stored segment 8 ", timeout=90)
+        segments.wait_for(8, timeout=90)
         node.signal(signal.SIGKILL)  # the whole process group, no chance to clean up
         node.popen.wait(10)
     finally:
         node.stop()
         publisher.stop()
-    reported = stored_ids(node.output())
+        segments.stop()
+    reported = segments.ids()  # each published after its commit
     assert len(reported) >= 8 and node.popen.returncode == -signal.SIGKILL
 
     again = start_node(tmp_path, env, *params, name="second")

@@ -4,6 +4,7 @@ import json
 import math
 
 import pytest
+from rclpy.qos import HistoryPolicy
 from ros_graph import (
     QUAT,
     START_NS,
@@ -13,9 +14,12 @@ from ros_graph import (
     ros_env,
     run_helper,
     start_node,
-    stored_ids,
+    stored_count,
     wait_idle,
+    watch_segments,
 )
+
+from spartan_ros.node.spartan_node import SEGMENTS_QOS
 
 # Streams of images over DDS on a loaded 2-core machine occasionally lose a burst of
 # samples (see README, Tests); such a test is retried up to twice before it counts as failed.
@@ -53,13 +57,15 @@ def test_segments_are_stored_and_found(tmp_path, model_dir, backend):
     # a long input timeout: the "no input" warning after the drive must not turn diagnostics WARN
     node = start_node(tmp_path, env, *node_params(model_dir, input_timeout_s=600.0,
                                                   vehicle_id="car1", **memory))
+    segments = watch_segments(tmp_path, env)
     try:
         node.wait_for_output(
             "active: ingesting /camera/image_raw and /odom; serving /spartan/query")
         [sent] = run_helper(env, "publish", "--seconds", "5.0", "--speed", "2")
         assert sent["images"] == 101
         diag = wait_idle(env)
-        ids = stored_ids(node.output())
+        stored = segments.wait_for(stored_count(diag))
+        ids = [s["id"] for s in stored]
         n = len(ids)
         assert n >= 4 and ids == list(range(1, n + 1))  # 5 unless DDS lost the first frames
 
@@ -79,10 +85,44 @@ def test_segments_are_stored_and_found(tmp_path, model_dir, backend):
             {"text": "a straight road", "top_k": 100, "trajectory": trajectory},
             {"text": "a straight road"},  # top_k 0: default_top_k (5)
         ]
-        every, two, late, near, traj, default = run_helper(env, "call", json.dumps(requests))
-        for answer in (every, two, late, near, traj, default):
+        # the same motion as a planner sends it: a path with zero stamps, timed at a speed
+        path = [[0.0, *row[1:]] for row in trajectory]
+        requests += [
+            {"text": "a straight road", "top_k": 100, "trajectory": path,
+             "trajectory_speed": math.hypot(5.0, 1.0)},
+            {"text": "a straight road", "top_k": 100, "trajectory": path},  # node default 5 m/s
+        ]
+        every, two, late, near, traj, default, timed, slow = run_helper(
+            env, "call", json.dumps(requests))
+        for answer in (every, two, late, near, traj, default, timed, slow):
             assert answer["success"], answer["message"]
+        assert "without stamps" not in traj["message"]
+        assert timed["message"] == (f"{n} of {n} candidates; trajectory without stamps timed "
+                                    "along its 10.2 m at 5.09902 m/s (2.0 s)")
+        assert slow["message"].endswith("timed along its 10.2 m at 5 m/s (2.0 s)")
+        # timed at the drive's own speed, the path is the stamped trajectory again
+        assert [s["id"] for s in timed["segments"]] == [s["id"] for s in traj["segments"]]
+        assert [s["score"] for s in timed["segments"]] == pytest.approx(
+            [s["score"] for s in traj["segments"]], abs=1e-5)
         assert sorted(s["id"] for s in every["segments"]) == ids and every["candidates"] == n
+        # ~/segments: reliable, the last 100 kept for late joiners (DDS discovery does not carry
+        # the depth: SEGMENTS_QOS is checked in-process), each segment as the query returns it
+        [qos] = run_helper(env, "publishers", "/spartan/segments")
+        assert (qos["type"], qos["reliability"], qos["durability"]) == (
+            "spartan_interfaces/msg/Segment", "RELIABLE", "TRANSIENT_LOCAL")
+        assert (SEGMENTS_QOS.history, SEGMENTS_QOS.depth) == (HistoryPolicy.KEEP_LAST, 100)
+        joiner = watch_segments(tmp_path, env, name="late")  # joins after ingest: gets them all
+        try:
+            assert [s["id"] for s in joiner.wait_for(n)] == ids
+        finally:
+            joiner.stop()
+        found = {s["id"]: s for s in every["segments"]}
+        for seg in stored:
+            assert seg["frame_count"] == 24 and seg["poses"] == 24 and seg["frame_id"] == "odom"
+            same = found[seg["id"]]
+            assert (seg["start_ns"], seg["end_ns"]) == (same["start_ns"], same["end_ns"])
+            assert seg["start_position"] == same["start_position"]
+            assert seg["distance"] == pytest.approx(same["distance"])
         assert [s["rank"] for s in every["segments"]] == list(range(n))
         scores = [s["score"] for s in every["segments"]]
         assert scores == sorted(scores, reverse=True)
@@ -114,6 +154,7 @@ def test_segments_are_stored_and_found(tmp_path, model_dir, backend):
         assert node.alive()
     finally:
         node.stop()
+        segments.stop()
 
 
 @DDS_STREAM
@@ -122,12 +163,13 @@ def test_compressed_images_sim_time_and_max_segments(tmp_path, model_dir):
     params = node_params(model_dir, tmp_path / "memory.db", max_segments=2,
                          image_transport="compressed", use_sim_time=True)
     node = start_node(tmp_path, env, *params)
+    segments = watch_segments(tmp_path, env)
     try:
         # use_sim_time with no /clock at all: stamps come from the headers, ingest still works
         node.wait_for_output("active: ingesting /camera/image_raw/compressed and /odom")
         run_helper(env, "publish", "--seconds", "5.0", "--speed", "2", "--compressed")
         diag = wait_idle(env)
-        ids = stored_ids(node.output())
+        ids = [s["id"] for s in segments.wait_for(stored_count(diag))]  # evicted ones too
         assert len(ids) >= 4
         assert "evicted segments" in node.output()
         assert diag["memory"]["segments"] == "2"
@@ -136,3 +178,4 @@ def test_compressed_images_sim_time_and_max_segments(tmp_path, model_dir):
         assert int(diag["ingest"]["segments evicted"]) == len(ids) - 2
     finally:
         node.stop()
+        segments.stop()

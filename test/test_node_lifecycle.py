@@ -8,8 +8,9 @@ from ros_graph import (
     ros_env,
     run_helper,
     start_node,
-    stored_ids,
+    stored_count,
     wait_idle,
+    watch_segments,
 )
 
 from spartan_ros.memory.store import SegmentStore
@@ -29,6 +30,7 @@ def test_lifecycle_transitions_from_a_manager(tmp_path, model_dir):
     env = ros_env()
     node = start_node(tmp_path, env, *node_params(model_dir, tmp_path / "memory.db",
                                                   autostart=False))
+    segments = watch_segments(tmp_path, env)
     try:
         node.wait_for_output("waiting for a lifecycle manager (autostart is false)")
         assert transitions(env, "configure", "activate") == [(True, "inactive"),
@@ -46,14 +48,15 @@ def test_lifecycle_transitions_from_a_manager(tmp_path, model_dir):
         assert transitions(env, "configure", "activate") == [(True, "inactive"),
                                                              (True, "active")]
         run_helper(env, "publish", "--seconds", "3.0", "--speed", "2")
-        wait_idle(env)
+        stored = segments.wait_for(stored_count(wait_idle(env)))
         [answer] = run_helper(env, "call", json.dumps([{"text": "a road", "top_k": 100}]))
-        assert answer["success"]
-        assert sorted(s["id"] for s in answer["segments"]) == stored_ids(node.output())
+        assert answer["success"] and len(stored) >= 1
+        assert sorted(s["id"] for s in answer["segments"]) == [s["id"] for s in stored]
         assert transitions(env, "deactivate") == [(True, "inactive")]
         assert node.alive()
     finally:
         node.stop()
+        segments.stop()
 
 
 def test_no_input_warns_with_topic_and_qos(tmp_path, model_dir):

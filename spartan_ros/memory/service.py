@@ -34,7 +34,8 @@ from spartan_ros.ingest import FrameSampler, OdometryBuffer, SlidingWindow, Wind
 from spartan_ros.ingest.sampler import STAMP_JUMP
 from spartan_ros.memory.backend import MemoryBackend, Searchable
 from spartan_ros.memory.store import Segment
-from spartan_ros.query import Query, QueryError, validate_query
+from spartan_ros.poses import path_length, time_along_path
+from spartan_ros.query import Query, QueryError, untimed, validate_query
 from spartan_ros.runtime.scoring import FusionHead
 
 BAD_STAMP = "bad stamp (zero or negative)"
@@ -80,6 +81,7 @@ class ServiceConfig:
     encode_every: int = 1
     max_segments: int = 0  # 0 = unbounded
     default_top_k: int = 5
+    trajectory_speed: float = 5.0  # m/s for a query trajectory without stamps (speed 0 asked)
     odometry_history_s: float = 10.0
     # A taken frame waits (in camera time) this long for odometry to reach its stamp, so its pose
     # is interpolated even when odometry arrives late; then it is decided with what is there.
@@ -117,6 +119,7 @@ class Match:
 class QueryResult:
     matches: list[Match]
     candidates: int  # segments left after the time and spatial filters
+    notes: tuple[str, ...] = ()  # how the request was read, for the caller (e.g. timing)
 
 
 @dataclass(frozen=True)
@@ -228,6 +231,9 @@ class MemoryService:
         self._frame_warning: tuple[str, float] | None = None  # (text, monotonic time)
         self._odom_frame: str | None = None  # frame_id of the last accepted odometry sample
         self._held: _Pending | None = None  # a frame whose stamp jumped, until the next one
+        # Called with each segment (as a Match with rank 0 and score 0) once its commit returned,
+        # from the thread that stored it; the node publishes it on ~/segments.
+        self.on_stored: Callable[[Match], None] | None = None
 
     # -- input ----------------------------------------------------------------------------------
 
@@ -542,7 +548,23 @@ class MemoryService:
         if evicted:
             self.log.info(f"evicted segments {', '.join(map(str, evicted))} "
                           f"(max_segments={self.config.max_segments})")
+        self._announce(seg_id, segment)
         return info
+
+    def _announce(self, seg_id: int, segment: Segment) -> None:
+        """Hand a stored segment to ``on_stored``; a failing listener never stops ingest."""
+        listener = self.on_stored
+        if listener is None:
+            return
+        try:
+            listener(Match(
+                id=seg_id, rank=0, score=0.0, start_ns=segment.start_ns, end_ns=segment.end_ns,
+                frame_id=segment.frame_id, poses=segment.poses,
+                stamps_ns=pose_stamps(segment.poses, segment.start_ns, segment.end_ns),
+                distance=segment.path_length))
+        except Exception as exc:
+            self._warn("on_stored", f"announcing segment {seg_id} failed: "
+                                    f"{type(exc).__name__}: {exc}")
 
     # -- queries --------------------------------------------------------------------------------
 
@@ -569,11 +591,13 @@ class MemoryService:
                                  f"scope fleet for {query.vehicle_id!r}")
             filters["vehicle_id"] = own
         engine = self.engine
+        notes: list[str] = []
         if query.trajectory is None:
             t = np.asarray(engine.encode_text([query.text]), dtype=np.float32)[0]
             result = memory.search(k, t, **filters)
         else:
-            traj = np.asarray(query.trajectory, dtype=np.float64)
+            traj = self._timed(np.asarray(query.trajectory, dtype=np.float64),
+                               query.trajectory_speed, notes)
             try:
                 rows = engine.resample_window(traj)
                 q = np.asarray(engine.encode_query([query.text], rows[None]),
@@ -587,7 +611,7 @@ class MemoryService:
             stamps_ns=pose_stamps(seg.poses, seg.start_ns, seg.end_ns),
             distance=seg.path_length, vehicle_id=seg.vehicle_id)
             for rank, f in enumerate(result.found) for seg in [f.segment]]
-        return QueryResult(matches, result.candidates)
+        return QueryResult(matches, result.candidates, tuple(notes))
 
     def _memory_for(self, scope: str) -> Searchable:
         if scope == "fleet":
@@ -596,6 +620,23 @@ class MemoryService:
                                  "fleet")
             return self.fleet
         return self.store
+
+    def _timed(self, traj: np.ndarray, speed: float, notes: list[str]) -> np.ndarray:
+        """The trajectory with usable stamps: its own, or (all equal) timed along its length at
+        ``speed`` m/s (0 = ``config.trajectory_speed``), noted for the caller."""
+        if not untimed(traj):
+            return traj
+        speed = speed or self.config.trajectory_speed
+        try:
+            timed = time_along_path(traj, speed)
+        except ValueError as exc:
+            raise QueryError(f"trajectory: {exc}") from exc
+        seconds = float(timed[-1, 0])
+        span = (self.engine.window - 1) / self.engine.window_rate_hz
+        part = (f"; the model's {span:.1f} s window takes its middle" if seconds > span else "")
+        notes.append(f"trajectory without stamps timed along its {path_length(timed):.1f} m at "
+                     f"{speed:g} m/s ({seconds:.1f} s{part})")
+        return timed
 
     # -- state ----------------------------------------------------------------------------------
 

@@ -6,9 +6,11 @@ rebuilt from the file at open and updated only after a commit, under the store's
 threads never see a half-written segment.
 
 Stored terms depend on the model that computed the features, so the file records the model's
-hash and refuses to open with another model (``ModelMismatchError``). Any file that is not a
-valid memory file is reported and left untouched: every check runs on a read-only connection
-before the file is opened for writing.
+hash and refuses to open with another model (``ModelMismatchError``). The hash already differs
+per precision (it covers the graphs loaded, and each graph file carries its precision), and the
+file also records the precision by name, so the refusal says which precisions were mixed. Any
+file that is not a valid memory file is reported and left untouched: every check runs on a
+read-only connection before the file is opened for writing.
 """
 
 from __future__ import annotations
@@ -174,6 +176,7 @@ class SegmentStore:
         index_dtype: str = "float32",
         cell_size: float = 10.0,
         vehicle_id: str = "",
+        precision: str | None = None,
     ) -> None:
         if not model_hash:
             raise ValueError("model_hash must be a non-empty string")
@@ -182,6 +185,7 @@ class SegmentStore:
         self.model_hash = str(model_hash)
         self.embed_dim = int(embed_dim)
         self.vehicle_id = str(vehicle_id)  # names this store's segments in answers
+        self.precision = precision  # of the graphs that computed the features (None: unknown)
         self.in_memory = path is None or str(path) in ("", ":memory:")
         self.path = ":memory:" if path is None or self.in_memory else str(Path(path).expanduser())
         self._head = head
@@ -222,6 +226,8 @@ class SegmentStore:
             "embed_dim": str(self.embed_dim),
             "created": created,
         }
+        if self.precision:
+            meta["precision"] = self.precision
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
@@ -276,10 +282,15 @@ class SegmentStore:
                 f"{SCHEMA_VERSION}. {hint}"
             )
         file_hash, file_dim = meta.get("model_hash"), meta.get("embed_dim")
-        if file_hash != self.model_hash or file_dim != str(self.embed_dim):
+        file_precision = meta.get("precision")
+        mixed = bool(self.precision and file_precision and file_precision != self.precision)
+        if file_hash != self.model_hash or file_dim != str(self.embed_dim) or mixed:
+            was = f", {file_precision}" if file_precision else ""
+            now = f", {self.precision}" if self.precision else ""
             raise ModelMismatchError(
-                f"{self.path} holds segments encoded by model {file_hash!r} (embed_dim {file_dim}),"
-                f" but the loaded model is {self.model_hash!r} (embed_dim {self.embed_dim}). "
+                f"{self.path} holds segments encoded by model {file_hash!r} (embed_dim {file_dim}"
+                f"{was}), but the loaded model is {self.model_hash!r} (embed_dim "
+                f"{self.embed_dim}{now}). "
                 "Stored features only match the model that computed them: re-index the drive "
                 "with the new model into a new file, or point memory_path at a new (or empty) "
                 "file, or load the model that wrote this one. The file was not modified."

@@ -34,6 +34,7 @@ def query_from_request(request: QuerySegments.Request) -> Query:
         text=request.text,
         top_k=int(request.top_k),
         trajectory=pose_stamped_rows(request.trajectory) if request.trajectory else None,
+        trajectory_speed=float(request.trajectory_speed),
         since_ns=stamp_to_ns(request.since),
         until_ns=stamp_to_ns(request.until),
         near=(request.near.x, request.near.y, request.near.z),

@@ -84,7 +84,7 @@ def diagnostic_array(
     msg.header.stamp = stamp
     ingest = DiagnosticStatus(name=f"{node_name}: ingest", hardware_id="spartan")
     memory = DiagnosticStatus(name=f"{node_name}: memory", hardware_id="spartan")
-    for key in ("state", "model", "provider"):
+    for key in ("state", "model", "precision", "provider"):
         if key in info:
             ingest.values.append(_kv(key, info[key]))
     if stats is None:

@@ -82,6 +82,14 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("milvus_tls_key", "", "Client key (PEM) for mutual TLS with Milvus."),
     ParamSpec("milvus_tls_server_name", "", "Name in the Milvus server certificate, when it "
               "differs from the host in the URI."),
+    ParamSpec("precision", "float32", "Graphs of the exported model to run: float32, float16 "
+              "(GPU) or int8 (CPU-only vehicles); the export must contain them (spartan-export "
+              "--fp16 / --int8). A memory file keeps the precision that wrote it.",
+              choices=("float32", "float16", "int8")),
+    ParamSpec("trajectory_speed", 5.0, "Speed in m/s at which a query trajectory without time "
+              "stamps (all zero or all equal, as planners send paths) is timed along its length, "
+              "when the request's trajectory_speed is 0.", min_value=0.1, max_value=100.0,
+              read_only=False),
     ParamSpec("autostart", True, "Walk the lifecycle to active at start-up (plain `ros2 run` "
               "works); false = wait for a lifecycle manager."),
 )

@@ -4,8 +4,10 @@ spartan_query "the gas station where we turned left" --top-k 3
 spartan_query "a red light" --since 1700000000 --near 10 20 0 --radius 30 --json
 spartan_query "turning left at the lights" --trajectory left_turn.tum
 spartan_query "a fallen tree by a crossing" --fleet --vehicle car7
+spartan_query "turning left at the lights" --trajectory planned_path.tum --trajectory-speed 8
 
 --trajectory reads a TUM file (one pose per line: t x y z qx qy qz qw; # starts a comment).
+A path without timing (every t equal, e.g. 0) is timed by the node at --trajectory-speed m/s.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ def build_request(args: argparse.Namespace) -> QuerySegments.Request:
     req.scope = QuerySegments.Request.SCOPE_FLEET if args.fleet else \
         QuerySegments.Request.SCOPE_VEHICLE
     req.vehicle_id = args.vehicle
+    req.trajectory_speed = args.trajectory_speed
     for row in args.trajectory if args.trajectory is not None else []:
         ps = PoseStamped()
         ps.header.stamp = ns_to_stamp(int(round(row[0] * 1e9)), Time)
@@ -100,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fleet", action="store_true",
                         help="ask every vehicle's memory (the node's fleet_uri)")
     parser.add_argument("--vehicle", default="", help="only segments of this vehicle")
+    parser.add_argument("--trajectory-speed", type=float, default=0.0, metavar="M_PER_S",
+                        help="speed for a trajectory without stamps (0 = the node's default)")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait")
     parser.add_argument("--json", action="store_true", help="print the answer as JSON")
     args = parser.parse_args(argv)

@@ -47,6 +47,7 @@ from rclpy.signals import SignalHandlerOptions
 from rclpy.subscription import Subscription
 from rclpy.timer import Timer
 from sensor_msgs.msg import CompressedImage, Image
+from spartan_interfaces.msg import Segment
 from spartan_interfaces.srv import QuerySegments
 from visualization_msgs.msg import MarkerArray
 
@@ -74,6 +75,11 @@ _SIGNAL_POLL_S = 0.1
 # Leave the ROS teardown (destroying entities, rclpy shutdown) after this long; `ros2 launch`
 # escalates to SIGKILL 10 s after its SIGINT.
 _TEARDOWN_TIMEOUT_S = 2.0
+# Every stored segment, once committed: reliable, and the last 100 kept for late subscribers
+# (a transient-local subscriber gets them on joining; a volatile one only what follows).
+SEGMENTS_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100,
+                          reliability=ReliabilityPolicy.RELIABLE,
+                          durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
 class ConfigError(RuntimeError):
@@ -141,7 +147,20 @@ def service_config(values: dict[str, Any]) -> ServiceConfig:
         encode_every=int(values["encode_every"]),
         max_segments=int(values["max_segments"]),
         default_top_k=int(values["default_top_k"]),
+        trajectory_speed=float(values["trajectory_speed"]),
     )
+
+
+def check_precision(model_dir: str, precision: str) -> None:
+    """ConfigError in one line when the export in ``model_dir`` has no ``precision`` graphs."""
+    from spartan_ros.runtime.engine import read_model_json  # onnxruntime: load lazily
+
+    exported = sorted(read_model_json(model_dir)["graphs"])
+    if precision not in exported:
+        flag = {"float16": "--fp16", "int8": "--int8"}.get(precision, "")
+        raise ConfigError(f"precision {precision!r} is not in the export in {model_dir} (it has "
+                          f"{', '.join(exported)}): set precision to one of those, or re-export "
+                          f"with `spartan-export {flag}`")
 
 
 def open_memory(values: dict[str, Any], logger: Any) -> MemoryService:
@@ -153,8 +172,11 @@ def open_memory(values: dict[str, Any], logger: Any) -> MemoryService:
                           "`spartan-export CHECKPOINT OUT_DIR` and point model_dir at OUT_DIR")
     from spartan_ros.runtime.engine import Engine, ModelLoadError  # onnxruntime: load lazily
 
+    precision = str(values["precision"])
     try:
-        engine = Engine(model_dir, providers=tuple(values["execution_providers"]), logger=logger)
+        check_precision(model_dir, precision)
+        engine = Engine(model_dir, providers=tuple(values["execution_providers"]), logger=logger,
+                        precision=precision)
     except ModelLoadError as exc:
         raise ConfigError(f"cannot load the model in {model_dir}: {exc}") from exc
     try:  # queries need it: fail now, not at the first query
@@ -182,7 +204,8 @@ def open_store(values: dict[str, Any], engine: Any) -> MemoryBackend:
         return MilvusSegmentStore(connection(values, "milvus_uri"), engine.model_hash,
                                   engine.embed_dim, head=engine.fusion_head, vehicle_id=vehicle)
     return SegmentStore(values["memory_path"] or None, engine.model_hash, engine.embed_dim,
-                        head=engine.fusion_head, vehicle_id=vehicle)
+                        head=engine.fusion_head, vehicle_id=vehicle,
+                        precision=str(values["precision"]))
 
 
 def link_fleet(values: dict[str, Any], memory: MemoryService, logger: Any) -> Any:
@@ -275,7 +298,8 @@ class SpartanNode(LifecycleNode):
         else:
             engine, store = self.memory.engine, self.memory.store
             self.get_logger().info(
-                f"configured: model {engine.model_hash[:12]} (embed_dim {engine.embed_dim}, "
+                f"configured: model {engine.model_hash[:12]} ({getattr(engine, 'precision', '?')}, "
+                f"embed_dim {engine.embed_dim}, "
                 f"providers {', '.join(getattr(engine, 'providers', []))}), memory "
                 f"{store.describe()} with {len(store)} segments")
         return TransitionCallbackReturn.SUCCESS
@@ -324,6 +348,9 @@ class SpartanNode(LifecycleNode):
                 InputWatch("odometry", odom.topic_name, "nav_msgs/Odometry",
                            _qos_text(ODOM_QOS), now),
             ]
+            segments_pub = self.create_publisher(Segment, "~/segments", SEGMENTS_QOS)
+            self._entities.append(segments_pub)
+            self.memory.on_stored = lambda match: segments_pub.publish(match_to_msg(match))
             self._worker = IngestWorker(self.memory)
             self._worker.start()
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
@@ -376,6 +403,8 @@ class SpartanNode(LifecycleNode):
             if self.memory is not None:  # frames already taken are stored; the stream ends here
                 self.memory.flush()
                 self.memory.end_stream()
+        if self.memory is not None:
+            self.memory.on_stored = None  # ~/segments goes away with the other entities
 
     def close_memory(self) -> None:
         """Stop ingest, store the frames already taken and close the memory file."""
@@ -442,6 +471,8 @@ class SpartanNode(LifecycleNode):
             query = query_from_request(request)
             if query.top_k == 0:
                 query.top_k = int(self.get_parameter("default_top_k").value)
+            if query.trajectory_speed == 0:
+                query.trajectory_speed = float(self.get_parameter("trajectory_speed").value)
             if self.memory is None:
                 validate_query(query)
                 raise QueryError("memory is empty")
@@ -455,7 +486,8 @@ class SpartanNode(LifecycleNode):
             response.message = f"internal error: {type(exc).__name__}: {exc}"
             return response
         response.success = True
-        response.message = f"{len(result.matches)} of {result.candidates} candidates"
+        response.message = "; ".join([f"{len(result.matches)} of {result.candidates} candidates",
+                                      *result.notes])
         response.candidates = int(result.candidates)
         response.segments = [match_to_msg(m) for m in result.matches]
         pub = self._matches_pub
@@ -495,6 +527,7 @@ class SpartanNode(LifecycleNode):
         if self.memory is not None:
             engine = self.memory.engine
             info["model"] = engine.model_hash
+            info["precision"] = str(getattr(engine, "precision", ""))
             info["provider"] = ", ".join(getattr(engine, "providers", []))
             stats = self.memory.stats()
         if self._fleet is not None:

@@ -13,7 +13,8 @@ Steps (everything but the memory is cached under ``--work``, so a second run onl
    model, a fresh memory file, sim time and the bag's topics), in its own ROS_DOMAIN_ID with
    localhost-only discovery;
 4. replay the bag into it (``spartan-bag play --clock --rate R``);
-5. wait until every frame is encoded: the node logs ``stored segment <id>`` after each commit;
+5. wait until every frame is encoded: the node publishes each segment on ``~/segments`` after
+   its commit, and a listener process counts them;
 6. ask annotated captions of the bag (validation windows) and free text through ``~/query`` with
    the command-line client (one process per question), print each answer and whether the
    annotated span came back in the top 5 (the overlap rule of ``spartan-bag eval``);
@@ -29,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -44,16 +44,16 @@ from typing import Any
 import numpy as np
 import yaml
 
-from spartan_train.processes import Process, ros_env
+from spartan_train.processes import Process, SegmentWatch, ros_env
 
 REPO = Path(__file__).resolve().parents[2]  # the repository (this file: training/spartan_train/)
 DEFAULT_CHECKPOINT = REPO / "assets" / "models" / "tiny-synth"  # the trained `tiny` (seeds 0, 5, 9)
 DEFAULT_WORK = Path("runs/demo")
 SERVICE = "/spartan/query"
+SEGMENTS = "/spartan/segments"
 FREE_TEXT = ("the gas station where we turned left", "stopping at a red light at night")
 TOP_K = 5
 MIN_OVERLAP = 0.5  # spartan-bag eval's rule: the segment holds half of the annotated frames
-_STORED = re.compile(r"stored segment (\d+) ")
 
 
 class DemoError(RuntimeError):
@@ -207,10 +207,6 @@ def node_active(node: Process) -> bool:
     return f"serving {SERVICE}" in text
 
 
-def stored_count(log_text: str) -> int:
-    return len(_STORED.findall(log_text))
-
-
 def expected_segments(captions: dict[str, Any], params: dict[str, Any]) -> int:
     """Segments a node that keeps up stores: each sequence fills its own windows (the gap
     between sequences empties the window), one every ``stride_frames`` after the first."""
@@ -242,7 +238,7 @@ def start_node(cfg: DemoConfig, env: dict[str, str], model_dir: Path, memory: Pa
 
 
 def replay(cfg: DemoConfig, env: dict[str, str], bag: Path, node: Process,
-           expected: int) -> dict[str, Any]:
+           segments: SegmentWatch, expected: int) -> dict[str, Any]:
     """Play the bag into the node; returns the player's summary. Prints progress meanwhile."""
     args = [sys.executable, "-m", "spartan_ros.bag", "play", str(bag), "--clock",
             "--rate", f"{cfg.rate:g}", "--wait-for-subscribers", "1", "--wait-timeout", "30",
@@ -256,7 +252,7 @@ def replay(cfg: DemoConfig, env: dict[str, str], bag: Path, node: Process,
                                 f"{node.log_path}:\n{node.tail()}")
             if time.monotonic() - last >= 10:
                 last = time.monotonic()
-                say(f"   ... {stored_count(node.output())} / {expected} segments stored")
+                say(f"   ... {len(segments.segments())} / {expected} segments stored")
             time.sleep(0.2)
     finally:
         code = player.stop()
@@ -269,20 +265,21 @@ def replay(cfg: DemoConfig, env: dict[str, str], bag: Path, node: Process,
     return summary
 
 
-def wait_ingested(cfg: DemoConfig, node: Process, expected: int) -> tuple[int, float]:
+def wait_ingested(cfg: DemoConfig, node: Process, segments: SegmentWatch,
+                  expected: int) -> tuple[int, float]:
     """Wait until the node stored every expected segment, or stored nothing new for
     ``settle_s`` (frames were lost); returns (segments stored, seconds waited)."""
     t0 = time.monotonic()
-    count, changed = stored_count(node.output()), time.monotonic()
+    count, changed = len(segments.segments()), time.monotonic()
 
     def done() -> bool:
         nonlocal count, changed
-        now = stored_count(node.output())
+        now = len(segments.segments())
         if now != count:
             count, changed = now, time.monotonic()
         return count >= expected or time.monotonic() - changed >= cfg.settle_s
 
-    wait_for("end of ingest", done, [node], cfg.timeout_s)
+    wait_for("end of ingest", done, [node, segments.process], cfg.timeout_s)
     return count, time.monotonic() - t0
 
 
@@ -630,6 +627,7 @@ def run(cfg: DemoConfig) -> DemoResult:
                  f"params {cfg.params_file.name}, sim time)")
     memory = cfg.work / "memory.db"
     node = start_node(cfg, env, model_dir, memory, captions)
+    segments = SegmentWatch(env, cfg.work / "logs" / "segments.log", SEGMENTS)
     try:
         wait_for("active node", lambda: node_active(node), [node], cfg.start_timeout_s)
         say(f"   active in {time.monotonic() - t0:.1f} s; log {node.log_path}")
@@ -637,12 +635,12 @@ def run(cfg: DemoConfig) -> DemoResult:
 
         span = (captions["sequences"][-1]["end_ns"] - captions["sequences"][0]["start_ns"]) * 1e-9
         t0 = step(4, f"replay: {bag.name} ({span:.0f} s of drive) at {cfg.rate:g}x with /clock")
-        summary = replay(cfg, env, bag, node, expected)
+        summary = replay(cfg, env, bag, node, segments, expected)
         say(f"   played {summary['total']} messages in {summary['wall_s']:.1f} s")
         timings["play_s"] = time.monotonic() - t0
 
         t0 = step(5, "ingest: waiting for the node to encode and store the last frames")
-        stored, waited = wait_ingested(cfg, node, expected)
+        stored, waited = wait_ingested(cfg, node, segments, expected)
         timings["ingest_wait_s"] = waited
         say(f"   {stored} of {expected} segments stored ({waited:.1f} s after playback)")
         if stored == 0:
@@ -671,6 +669,7 @@ def run(cfg: DemoConfig) -> DemoResult:
         timings["queries_s"] = time.monotonic() - t0
     finally:
         code = node.stop()
+        segments.stop()
         say(f"\n   spartan_node stopped (exit code {code})")
 
     t0 = step(7, "picture")

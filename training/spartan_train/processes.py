@@ -8,10 +8,12 @@ whole group can be stopped (a node started in the background from a shell ignore
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import random
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import IO
@@ -102,3 +104,41 @@ class Process:
         if not self._log.closed:
             self._log.close()
         return self.popen.returncode
+
+
+class SegmentWatch:
+    """The segments a node announced on ``~/segments`` (published after each commit), collected
+    by ``spartan_ros.node.segments_listener`` running as a child process.
+
+    The listener subscribes transient-local, so starting it after the node still yields the last
+    100 segments stored before it joined.
+    """
+
+    def __init__(self, env: dict[str, str], log: Path, topic: str = "/spartan/segments") -> None:
+        args = [sys.executable, "-m", "spartan_ros.node.segments_listener", "--topic", topic,
+                "--json"]
+        self.process = Process(args, env, log, name="segments listener")
+
+    def segments(self) -> list[dict]:
+        text = self.process.output()
+        complete = text[: text.rfind("\n") + 1]  # a line being written is read next time
+        return [json.loads(line) for line in complete.splitlines() if line.startswith("{")]
+
+    def ids(self) -> list[int]:
+        return [s["id"] for s in self.segments()]
+
+    def wait_for(self, count: int, timeout: float = 60.0) -> list[dict]:
+        """Block until ``count`` segments arrived; AssertionError (with the log) otherwise."""
+        deadline = time.monotonic() + timeout
+        while len(got := self.segments()) < count:
+            if not self.process.alive():
+                raise AssertionError(f"the segments listener exited "
+                                     f"({self.process.popen.returncode}):\n{self.process.output()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{len(got)} of {count} segments on ~/segments after "
+                                     f"{timeout:g} s")
+            time.sleep(0.1)
+        return got
+
+    def stop(self) -> int:
+        return self.process.stop()

@@ -4,10 +4,12 @@ Writes ``image.onnx``, ``text.onnx``, ``pose_fusion.onnx``, ``fusion.safetensors
 ``model.json`` (layout in ``spartan_ros.runtime.engine``); ``--fp16`` adds half-precision image
 and text graphs for GPUs, ``--int8`` a dynamically quantised image graph for CPU-only vehicles.
 
-Every graph is run with ONNX Runtime (CPU) on random inputs and compared with the PyTorch model
-before anything is written: float32 must agree to ``--atol`` (max abs, default 1e-4), float16 to
-cosine >= 0.999, int8 to cosine >= 0.99. Everything is built in a temporary directory beside
-OUT_DIR, which only takes its place once all checks pass.
+Graphs are exported with ``torch.onnx.export(..., dynamo=True)`` (torch.export + onnxscript, the
+supported path); ``--exporter torchscript`` selects the deprecated TorchScript exporter instead
+(docs/export.md compares the two). Every graph is run with ONNX Runtime (CPU) on random inputs and
+compared with the PyTorch model before anything is written: float32 must agree to ``--atol`` (max
+abs, default 1e-4), float16 to cosine >= 0.999, int8 to cosine >= 0.99. Everything is built in a
+temporary directory beside OUT_DIR, which only takes its place once all checks pass.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import contextlib
 import copy
 import datetime
 import functools
+import io
 import json
 import logging
 import math
@@ -54,7 +57,8 @@ from spartan_train.model import CheckpointError, SpartanModel, load_checkpoint, 
 
 EXPORTER_VERSION = "1.0.0"
 DEFAULT_OPSET = 18
-MIN_OPSET = 17
+MIN_OPSET = 17  # LayerNormalization; the TorchScript exporter only
+MIN_DYNAMO_OPSET = 18  # the dynamo exporter writes opset 18 ops (Split with num_outputs, ...)
 WINDOW_RATE_HZ = 10.0  # the dataset's frame rate (MODEL.md 5.1): T = 24 poses span 2.3 s
 FUSION_FILE = "fusion.safetensors"
 FP16_MIN_COSINE = 0.999
@@ -62,6 +66,7 @@ INT8_MIN_COSINE = 0.99
 # dynamic: activation ranges per call (the default); static: QDQ, calibrated once at export.
 INT8_METHODS = ("dynamic", "static")
 SOT, EOT = 49406, 49407
+EXPORTERS = ("dynamo", "torchscript")  # the first is the default
 
 Log = Callable[[str], None]
 
@@ -186,25 +191,53 @@ def half_copy(model: SpartanModel) -> SpartanModel:
     return half.eval()
 
 
+@contextlib.contextmanager
+def _quiet_torch_onnx() -> Iterator[None]:
+    """The dynamo exporter logs a warning per torchvision op it skips (torchvision is not a
+    dependency) and prints its progress; keep both out of the export's own output."""
+    names = ("torch.onnx", "torch.export", "torch._dynamo", "torch.fx.experimental")
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
 def export_graph(
-    spec: GraphSpec, model: SpartanModel, example: Sequence[np.ndarray], path: Path, opset: int
+    spec: GraphSpec,
+    model: SpartanModel,
+    example: Sequence[np.ndarray],
+    path: Path,
+    opset: int,
+    exporter: str = EXPORTERS[0],
 ) -> None:
+    """Write one graph with a dynamic batch dimension on every input and output."""
     wrapper = spec.wrap(model).eval()
     args = tuple(torch.from_numpy(x) for x in example)
-    axes = {name: {0: "batch"} for name in spec.inputs + spec.outputs}
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notices
-        torch.onnx.export(
-            wrapper,
-            args,
-            str(path),
-            dynamo=False,
-            opset_version=opset,
-            input_names=list(spec.inputs),
-            output_names=list(spec.outputs),
-            dynamic_axes=axes,
-            do_constant_folding=True,
-        )
+    inputs, outputs = list(spec.inputs), list(spec.outputs)
+    with warnings.catch_warnings(), torch.no_grad(), _quiet_torch_onnx():
+        warnings.simplefilter("ignore")  # deprecation notices of torch internals
+        if exporter == "dynamo":
+            batch = torch.export.Dim("batch", min=1)
+            torch.onnx.export(
+                wrapper, args, str(path), dynamo=True, opset_version=opset,
+                dynamic_shapes=tuple({0: batch} for _ in spec.inputs),
+                external_data=False,  # one self-contained file per graph, as model.json lists
+                optimize=True, input_names=inputs, output_names=outputs,
+            )  # fmt: skip
+        elif exporter == "torchscript":
+            torch.onnx.export(
+                wrapper, args, str(path), dynamo=False, opset_version=opset,
+                dynamic_axes={name: {0: "batch"} for name in spec.inputs + spec.outputs},
+                do_constant_folding=True, input_names=inputs, output_names=outputs,
+            )  # fmt: skip
+        else:
+            raise ExportError(f"unknown exporter {exporter!r}; use one of {EXPORTERS}")
 
 
 def stamp_metadata(path: Path, metadata: dict[str, str]) -> None:
@@ -447,7 +480,12 @@ def _build(
         raise ExportError(f"{path.name}: export failed ({e})") from e
     stamp_metadata(path, metadata)
     seconds = time.perf_counter() - t0
-    check = check_graph(spec, model, path, precision, atol)
+    try:
+        check = check_graph(spec, model, path, precision, atol)
+    except ExportError:
+        raise
+    except Exception as e:  # ORT rejects the graph: an exporter bug, reported in one line
+        raise ExportError(f"{path.name}: ONNX Runtime cannot run the exported graph ({e})") from e
     check.seconds = seconds
     log(f"{check.line()}  ({seconds:.1f} s, {path.stat().st_size / 1e6:.1f} MB)")
     return check
@@ -466,8 +504,12 @@ def export_model(
     atol: float = 1e-4,
     log: Log = print,
     model: SpartanModel | None = None,
+    exporter: str = EXPORTERS[0],
 ) -> dict[str, Any]:
     """Export, check and install a model directory; returns the model.json content.
+
+    ``exporter``: "dynamo" (``torch.onnx.export(dynamo=True)``) or "torchscript" (the deprecated
+    route, kept for comparison and as a fallback).
 
     ``model`` skips loading when the caller already holds the checkpoint's model (it must be the
     one stored at ``checkpoint``: the source sha256 is read from the file).
@@ -476,6 +518,11 @@ def export_model(
         raise ExportError(f"--opset must be >= {MIN_OPSET} (LayerNormalization), got {opset}")
     if int8_method not in INT8_METHODS:
         raise ExportError(f"int8 method must be one of {INT8_METHODS}, got {int8_method!r}")
+    if exporter not in EXPORTERS:
+        raise ExportError(f"unknown exporter {exporter!r}; use one of {', '.join(EXPORTERS)}")
+    if exporter == "dynamo" and opset < MIN_DYNAMO_OPSET:
+        raise ExportError(f"--opset {opset} needs --exporter torchscript: the dynamo exporter "
+                          f"writes opset >= {MIN_DYNAMO_OPSET}")
     source, out = Path(checkpoint), Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise ExportError(f"{out}: exists and is not empty (use --overwrite)")
@@ -492,6 +539,7 @@ def export_model(
         f"R={cfg.image_resolution}, mode {cfg.mode}, pose convention {cfg.pose_convention}) "
         f"-> {out}")  # fmt: skip
     meta = base_metadata(model, name, source, source_sha, opset)
+    meta["exporter"] = exporter
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
@@ -505,7 +553,8 @@ def export_model(
         for role, precision, source_model in jobs:
             path = tmp / graph_file(role, precision)
             example = sample_inputs(model, role, 2, seed=0)  # batch 2: never traced as 1
-            make = functools.partial(export_graph, SPECS[role], source_model, example, path, opset)
+            make = functools.partial(export_graph, SPECS[role], source_model, example, path, opset,
+                                     exporter)
             stamp = graph_metadata(meta, role, precision)
             checks.append(_build(SPECS[role], model, path, precision, atol, log, make, stamp))
             graphs.setdefault(precision, {})[role] = {"file": path.name}
@@ -593,6 +642,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT_DIR")
     p.add_argument("--atol", type=float, default=1e-4,
                    help="float32 parity bar: max abs difference to PyTorch")  # fmt: skip
+    p.add_argument("--exporter", choices=EXPORTERS, default=EXPORTERS[0],
+                   help="torch.onnx.export route: dynamo (default, the supported one) or the "
+                        "deprecated torchscript")  # fmt: skip
     return p.parse_args(argv)
 
 
@@ -602,7 +654,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         export_model(
             args.checkpoint, args.out_dir, fp16=args.fp16, int8=args.int8,
             int8_method=args.int8_method, opset=args.opset,
-            name=args.name, overwrite=args.overwrite, atol=args.atol,
+            name=args.name, overwrite=args.overwrite, atol=args.atol, exporter=args.exporter,
         )  # fmt: skip
     except ExportError as e:
         print(f"spartan-export: error: {e}", file=sys.stderr)
