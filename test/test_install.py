@@ -24,7 +24,12 @@ THIRD_PARTY = {
     "safetensors": ("safetensors", None),
     "onnxruntime": ("onnxruntime", None),
     "rosbags": ("rosbags", None),
+    "cv2": ("opencv-python-headless", "python3-opencv"),  # camera encodings (YUV, Bayer, 16-bit)
+    "tqdm": ("tqdm", "python3-tqdm"),  # spartan-fleet push's progress bar
+    "pymilvus": ("pymilvus", None),  # optional: fleet memory, requirements/fleet.txt
 }
+# Imported only by optional parts of the runtime, pinned in their own requirements file.
+OPTIONAL = {"pymilvus": "fleet.txt"}
 # ROS packages imported by name (the Python module is the package, and its rosdep key).
 ROS_PACKAGES = {"rclpy", "rcl_interfaces", "builtin_interfaces", "std_msgs", "sensor_msgs",
                 "nav_msgs", "geometry_msgs", "visualization_msgs", "diagnostic_msgs",
@@ -34,8 +39,8 @@ ROS_PACKAGES = {"rclpy", "rcl_interfaces", "builtin_interfaces", "std_msgs", "se
 # lifecycle_msgs services), which planners and `ros2 lifecycle` talk to.
 EXTRA_EXEC_DEPENDS = {"lifecycle_msgs"}
 # Never on the vehicle (training, desk tools, synthetic drives).
-NOT_ON_VEHICLE = {"torch", "spartan_train", "matplotlib", "evo", "scipy", "tqdm", "cv2", "yaml",
-                  "onnx", "pandas"}
+NOT_ON_VEHICLE = {"torch", "spartan_train", "matplotlib", "evo", "scipy", "yaml", "onnx",
+                  "pandas"}
 
 
 def vehicle_imports() -> dict[str, str | None]:
@@ -90,15 +95,16 @@ def test_package_xml_lists_what_the_vehicle_runtime_imports():
 
 def test_vehicle_requirements_pin_every_module_without_a_rosdep_key():
     used = external(vehicle_imports())
-    pip_names = {THIRD_PARTY[m][0] for m in used if m in THIRD_PARTY}
+    pip_names = {THIRD_PARTY[m][0] for m in used if m in THIRD_PARTY and m not in OPTIONAL}
     req = REPO / "requirements"
     cpu, gpu = requirement_names(req / "vehicle.txt"), requirement_names(req / "vehicle-gpu.txt")
     ort = {"onnxruntime", "onnxruntime-gpu"}
     assert cpu & ort == {"onnxruntime"} and gpu & ort == {"onnxruntime-gpu"}  # never both
     assert pip_names <= cpu and pip_names - {"onnxruntime"} | {"onnxruntime-gpu"} <= gpu
-    training_side = {"torch", "onnx", "matplotlib", "evo", "scipy", "tqdm", "pyyaml",
-                     "opencv-python-headless", "clip-anytorch"}
+    training_side = {"torch", "onnx", "matplotlib", "evo", "scipy", "pyyaml", "clip-anytorch"}
     assert not (cpu | gpu) & training_side
+    for module, file in OPTIONAL.items():
+        assert THIRD_PARTY[module][0] in requirement_names(req / file), module
     # The desk and training files add to a vehicle file and never bring an ONNX Runtime of
     # their own (which would sit beside the GPU one).
     for name in ("desk.txt", "train.txt", "dev.txt", "ros.txt"):
