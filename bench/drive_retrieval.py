@@ -45,8 +45,19 @@ def chance_at(queries: list[dict[str, Any]], segments: int, k: int) -> float:
     return float(np.mean(hits)) if hits else float("nan")
 
 
+def _reused(out: Path, model: Path, split: str) -> dict[str, Any] | None:
+    """An earlier run's results.json in ``out`` for the same exported model and split."""
+    try:
+        results: dict[str, Any] = json.loads((out / "results.json").read_text())
+        want = json.loads((model / "model.json").read_text())["model_hash"]
+    except (OSError, ValueError, KeyError):
+        return None
+    meta = results.get("meta", {})
+    return results if meta.get("model_hash") == want and meta.get("split") == split else None
+
+
 def evaluate_checkpoint(ckpt: Path, work: Path, drives: tuple[DriveSpec, ...],
-                        split: str) -> dict[str, Any]:
+                        split: str, reuse: bool = False) -> dict[str, Any]:
     from spartan_train.bag.evaluate import BagEvalConfig, evaluate_bag
     from spartan_train.demo import DemoConfig, export_model, make_drive
 
@@ -59,9 +70,11 @@ def evaluate_checkpoint(ckpt: Path, work: Path, drives: tuple[DriveSpec, ...],
         _, bag = make_drive(DemoConfig(checkpoint=ckpt, work=work, seed=seed,
                                        sequences=sequences, frames=frames))
         t0 = time.monotonic()
-        results, _, _ = evaluate_bag(BagEvalConfig(
-            bag=bag, model=model, split=split, out=work / "eval" / name / f"seed{seed}",
-            progress=False, examples=4))
+        out = work / "eval" / name / f"seed{seed}"
+        results = _reused(out, model, split) if reuse else None
+        if results is None:
+            results, _, _ = evaluate_bag(BagEvalConfig(
+                bag=bag, model=model, split=split, out=out, progress=False, examples=4))
         r = results["retrieval"]
         queries = results["queries"]
         row: dict[str, Any] = {f"R@{k}": float(r[f"R@{k}"]) for k in KS}
@@ -145,16 +158,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--spread", action="store_true",
                     help="also run the test set's twin and print how far R@k moves between them")
     ap.add_argument("--quick", action="store_true", help="only the set's first drive")
+    ap.add_argument("--reuse", action="store_true",
+                    help="keep a drive's earlier results.json under --out when it is for the same "
+                    "exported model and split (resume an interrupted run)")
     args = ap.parse_args(argv)
     drives = SETS[args.drive_set][:1] if args.quick else SETS[args.drive_set]
     t0 = time.monotonic()
-    results = [evaluate_checkpoint(c, args.out, drives, args.split) for c in args.checkpoints]
+    results = [evaluate_checkpoint(c, args.out, drives, args.split, args.reuse)
+               for c in args.checkpoints]
     text = (f"{args.drive_set} drives (spartan_train.protocol): "
             + ", ".join(d.label for d in drives) + "\n\n" + table(results))
     twins = []
     if args.spread:
         twin = SPREAD_DRIVES[:len(drives)]
-        twins = [evaluate_checkpoint(c, args.out, twin, args.split) for c in args.checkpoints]
+        twins = [evaluate_checkpoint(c, args.out, twin, args.split, args.reuse)
+                 for c in args.checkpoints]
         text += "\n\n" + "\n".join(spread_line(a, b) for a, b in zip(results, twins,
                                                                         strict=True))
         for a, b in zip(results, twins, strict=True):

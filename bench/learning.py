@@ -203,6 +203,10 @@ def main(argv: list[str] | None = None) -> int:
     generate(data, PAPER_TRAINING)
     generate(held, spec)
     runs = {name: out / name for name in args.variants}
+    # Decode the frames into the shared cache first, so no variant spends its budget on it.
+    cache = train_cmd(data, out / "cache-fill", args.variants[0], args)
+    cache = [sys.executable, "-m", "spartan_train.train.trainer"] + cache[cache.index("--data"):]
+    wait(run(cache + ["--cache-only"], out / "cache-fill.log"), "spartan-train --cache-only")
     if args.layout == "side-by-side":
         procs = [run(train_cmd(data, runs[n], n, args), out / f"train_{n}.log") for n in runs]
         for p, name in zip(procs, runs, strict=True):

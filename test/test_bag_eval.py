@@ -218,6 +218,7 @@ def test_free_text_default_questions(drive: dict[str, Path], first_run: Path) ->
     s = free["summary"]
     assert s["asked"] == len(DEFAULT_QUESTIONS)
     assert s["answerable"] == sum(q["answering_segments"] > 0 for q in free["questions"])
+    assert "Free-text questions" in (first_run / "report.html").read_text()
 
 
 def test_free_text_questions_file(drive: dict[str, Path], tmp_path: Path,

@@ -196,6 +196,26 @@ def test_drive_retrieval_quick_run(tmp_path: Path) -> None:
     assert (out / "eval" / DEFAULT_CHECKPOINT.name / "seed11" / "report.html").is_file()
     free = result["free_text"]
     assert free["asked"] == 10 and 0 <= free["hits@1"] <= free["hits@5"] <= free["answerable"]
+    # --reuse keeps the drive's results.json (same model, same split) instead of evaluating again
+    report = out / "eval" / DEFAULT_CHECKPOINT.name / "seed11" / "report.html"
+    report.unlink()
+    again = subprocess.run([sys.executable, "-m", "bench.drive_retrieval", str(DEFAULT_CHECKPOINT),
+                            "--set", "selection", "--quick", "--reuse", "--out", str(out)],
+                           cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert not report.exists()  # not evaluated again
+    redo = json.loads((out / "drive_retrieval.json").read_text())["results"][0]
+    assert redo["pooled"] == result["pooled"] and redo["free_text"] == result["free_text"]
+
+
+def test_train_layouts_speed_from_the_run_log(tmp_path: Path) -> None:
+    from bench.train_layouts import steps_per_s
+
+    log = tmp_path / "log.csv"
+    log.write_text("step,seconds\n" + "".join(f"{i},{10 + 2.0 * i}\n" for i in range(1, 31)))
+    assert steps_per_s(log, skip=8) == pytest.approx(0.5)
+    with pytest.raises(SystemExit, match="too few steps"):
+        steps_per_s(log, skip=30)
 
 
 def test_drive_retrieval_spread_by_size() -> None:

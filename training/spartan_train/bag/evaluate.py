@@ -844,6 +844,7 @@ poses stored with the top-1 segment; both as the reference's relative windows, e
 (translation RMSE) and RPE (rotation, degrees) without alignment; a correct top-1 counts 0.</p>
 {_table(traj_rows) if t else '<p>No trajectory figures.</p>'}
 {"<img src='trajectories.png'>" if traj is not None else ''}
+{_free_text_html(results.get("free_text"))}
 <h2>Example queries</h2>
 {''.join(example_html) or '<p>No examples.</p>'}
 </body></html>
@@ -851,6 +852,22 @@ poses stored with the top-1 segment; both as the reference's relative windows, e
     paths["html"] = out / "report.html"
     paths["html"].write_text(page, encoding="utf-8")
     return paths
+
+
+def _free_text_html(free: dict[str, Any] | None) -> str:
+    if not free:
+        return ""
+    s = free["summary"]
+    rows = [(f"{q['text']} [{' & '.join(q['facts'])}]",
+             "unanswerable here" if q["answering_segments"] == 0 else
+             f"rank {q['rank']} ({q['answering_segments']} of {q['stored_segments']} answer)")
+            for q in free["questions"]]
+    rows += [("answerable questions", f"{s['answerable']} of {s['asked']}")]
+    rows += [(f"R@{k}", s[f"R@{k}"]) for k in KS] + [("chance R@1", s["chance_R@1"])]
+    return ("<h2>Free-text questions</h2><p class='note'>Scored by the drive's recorded facts: a "
+            "returned segment answers when its frames carry every fact the question names "
+            f"(rank {free['depth'] + 1}: none of the {free['depth']} returned).</p>"
+            + _table(rows))
 
 
 def summary_lines(results: dict[str, Any], timings: dict[str, float] | None = None) -> list[str]:
