@@ -84,7 +84,9 @@ def train_cmd(data: Path, out: Path, variant: str, args) -> list[str]:
     cmd = prefix + ["--data", str(data), "--val-list", "none",
                     "--init", "tiny", "--mode", "corrected",
                     "--pose-convention", convention or args.pose_convention,
-                    "--out", str(out), "--overwrite", "--max-minutes", str(args.minutes),
+                    "--out", str(out), "--overwrite",
+                    *(["--max-steps", str(args.steps)] if args.steps
+                      else ["--max-minutes", str(args.minutes)]),
                     "--epochs", str(args.epochs), "--batch-size", str(batch),
                     "--frames", str(args.frames), "--threads", str(threads), "--no-progress",
                     "--warmup", str(args.warmup), "--schedule-steps", str(args.schedule_steps),
@@ -120,7 +122,7 @@ def figures(v: dict) -> dict:
     }
 
 
-def table(rows: dict[str, dict], minutes: float, layout: str, report_set: str,
+def table(rows: dict[str, dict], budget: str, layout: str, report_set: str,
           spec: DriveSpec) -> str:
     names = list(rows)
     pose = rows.get("pose") or rows[names[0]]
@@ -147,7 +149,7 @@ def table(rows: dict[str, dict], minutes: float, layout: str, report_set: str,
         f"| RPE of top-1 (deg) | {cells('rpe_deg', '{:.2f}')} | | |",
         f"| training steps | {cells('steps', '{:d}')} | | |",
     ]
-    head = (f"tiny model from scratch, {minutes:g} min per model ({layout}), trained on "
+    head = (f"tiny model from scratch, {budget} per model ({layout}), trained on "
             f"{PAPER_TRAINING.label}; {report_set} set {spec.label}, {pose['n']} clips")
     return head + "\n\n" + "\n".join(lines)
 
@@ -173,6 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--out", default="runs/learning")
     ap.add_argument("--data", default=None, help="training set (default OUT/data)")
     ap.add_argument("--minutes", type=float, default=20.0, help="training budget per model")
+    ap.add_argument("--steps", type=int, default=None,
+                    help="budget in steps instead of minutes (fair on a machine others load)")
     ap.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=["pose", "no_pose"])
     ap.add_argument("--report-set", choices=sorted(REPORT_SETS), default="test",
                     help="evaluate on the test set (report) or the selection set (choose)")
@@ -222,7 +226,8 @@ def main(argv: list[str] | None = None) -> int:
                                no_pose))
         row["steps"] = steps_of(runs[name] / "last")
         rows[name] = row
-    text = table(rows, args.minutes, args.layout, args.report_set, spec)
+    budget = f"{args.steps} steps" if args.steps else f"{args.minutes:g} min"
+    text = table(rows, budget, args.layout, args.report_set, spec)
     print("\n" + text)
     result = {"variants": rows, "goals": GOALS, "minutes": args.minutes,
               "report_set": args.report_set, "report_data": spec.__dict__,

@@ -240,7 +240,10 @@ def test_learning_bench_commands() -> None:
                         "-m"]
     assert cmd[cmd.index("--batch-size") + 1] == "16"  # per process: the global batch is 32
     assert cmd[cmd.index("--pose-convention") + 1] == "reference"
-    assert "--no-pose" not in cmd
+    assert "--no-pose" not in cmd and cmd[cmd.index("--max-minutes") + 1] == "20.0"
+    args = learning.build_parser().parse_args(["--steps", "300"])
+    cmd = learning.train_cmd(Path("d"), Path("o/pose"), "pose", args)
+    assert cmd[cmd.index("--max-steps") + 1] == "300" and "--max-minutes" not in cmd
     args = learning.build_parser().parse_args(["--layout", "threads", "--own-motion", "1"])
     cmd = learning.train_cmd(Path("d"), Path("o/no_pose"), "no_pose", args)
     assert cmd[1:3] == ["-m", "spartan_train.train.trainer"] and "--no-pose" in cmd
@@ -248,6 +251,6 @@ def test_learning_bench_commands() -> None:
     assert cmd[cmd.index("--own-motion") + 1] == "1.0"
     row = {"R@1": 0.5, "R@5": 0.8, "R@10": 0.9, "median_rank": 2.0, "n": 700,
            "look_alike_R@1": 0.4, "ape_m": 1.0, "rpe_deg": 0.1, "steps": 300}
-    text = learning.table({"pose": row, "no_pose": {**row, "look_alike_R@1": 0.3}}, 20,
+    text = learning.table({"pose": row, "no_pose": {**row, "look_alike_R@1": 0.3}}, "20 min",
                           "torchrun", "test", learning.PAPER_TEST)
     assert "test set seed 211" in text and "| no (-0.100) |" in text and "(+0.100) |" in text
