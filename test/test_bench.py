@@ -183,7 +183,7 @@ def test_drive_retrieval_quick_run(tmp_path: Path) -> None:
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "| seed 11 (2x200) | R@5 |" in proc.stdout and "| all (pooled) | R@1 |" in proc.stdout
-    assert proc.stdout.startswith("selection drives (spartan_train.protocol): seed 11 (2x200)")
+    assert "selection drives (spartan_train.protocol): seed 11 (2x200)\n" in proc.stdout
     assert "| free text (pooled) | answered at rank 1 |" in proc.stdout
     doc = json.loads((out / "drive_retrieval.json").read_text())
     assert doc["set"] == "selection" and doc["drives"] == [{"seed": 11, "sequences": 2,
