@@ -10,6 +10,12 @@ checkpoints side by side and writes drive_retrieval.json:
 
     python -m bench.drive_retrieval assets/models/tiny-synth runs/ft/best --out runs/drives
 
+The drives come from the evaluation protocol (``spartan_train.protocol``): ``--set test`` (the
+default, the figures to report) or ``--set selection`` (the drives every choice is made on).
+``--spread`` also runs the test set's twin (same size, other seeds) and prints how far R@5 moves
+between the two: the test set is big enough when that stays under 2 points. Free-text questions
+(``evaluate.questions``, scored by the drives' recorded facts) are pooled over the drives too.
+
 "chance" is the R@k a random ranking would get: per query, 1 - C(N - c, k) / C(N, k) with N
 segments in the memory and c of them correct, averaged.
 """
@@ -25,10 +31,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from spartan_train.protocol import DRIVES, SPREAD_DRIVES, DriveSpec
 
-# (seed, sequences, frames per sequence): seed 11 is the end-to-end test's drive, 7 the demo's.
-DRIVES = ((11, 2, 200), (7, 4, 300), (21, 3, 300))
 KS = (1, 5, 10)
+SETS = {**DRIVES, "spread": SPREAD_DRIVES}
 
 
 def chance_at(queries: list[dict[str, Any]], segments: int, k: int) -> float:
@@ -39,8 +45,20 @@ def chance_at(queries: list[dict[str, Any]], segments: int, k: int) -> float:
     return float(np.mean(hits)) if hits else float("nan")
 
 
-def evaluate_checkpoint(ckpt: Path, work: Path, drives: tuple[tuple[int, int, int], ...],
-                        split: str, encode_every: int = 1) -> dict[str, Any]:
+def _reused(out: Path, model: Path, split: str) -> dict[str, Any] | None:
+    """An earlier run's results.json in ``out`` for the same exported model and split."""
+    try:
+        results: dict[str, Any] = json.loads((out / "results.json").read_text())
+        want = json.loads((model / "model.json").read_text())["model_hash"]
+    except (OSError, ValueError, KeyError):
+        return None
+    meta = results.get("meta", {})
+    return results if meta.get("model_hash") == want and meta.get("split") == split else None
+
+
+def evaluate_checkpoint(ckpt: Path, work: Path, drives: tuple[DriveSpec, ...],
+                        split: str, reuse: bool = False,
+                        encode_every: int = 1) -> dict[str, Any]:
     from spartan_train.bag.evaluate import BagEvalConfig, evaluate_bag
     from spartan_train.demo import DemoConfig, export_model, make_drive
 
@@ -49,28 +67,42 @@ def evaluate_checkpoint(ckpt: Path, work: Path, drives: tuple[tuple[int, int, in
     if encode_every != 1:
         name += f" k={encode_every}"
     per_drive = {}
-    for seed, sequences, frames in drives:
+    free = {"asked": 0, "answerable": 0, "hits@1": 0, "hits@5": 0}
+    for spec in drives:
+        seed, sequences, frames = spec.seed, spec.sequences, spec.frames
         _, bag = make_drive(DemoConfig(checkpoint=ckpt, work=work, seed=seed,
                                        sequences=sequences, frames=frames))
         t0 = time.monotonic()
-        results, _, _ = evaluate_bag(BagEvalConfig(
-            bag=bag, model=model, split=split,
-            out=work / "eval" / name.replace(" ", "_") / f"seed{seed}",
-            progress=False, examples=4, encode_every=encode_every))
+        out = work / "eval" / name.replace(" ", "_") / f"seed{seed}"
+        results = _reused(out, model, split) if reuse else None
+        if results is None:
+            results, _, _ = evaluate_bag(BagEvalConfig(
+                bag=bag, model=model, split=split, out=out, progress=False, examples=4,
+                encode_every=encode_every))
         r = results["retrieval"]
         queries = results["queries"]
-        row = {f"R@{k}": float(r[f"R@{k}"]) for k in KS}
+        row: dict[str, Any] = {f"R@{k}": float(r[f"R@{k}"]) for k in KS}
         row.update({f"chance@{k}": chance_at(queries, int(r["segments"]), k) for k in KS})
         row.update(queries=len(queries), segments=int(r["segments"]),
                    seconds=round(time.monotonic() - t0, 1))
-        per_drive[f"seed {seed} ({sequences}x{frames})"] = row
+        if "free_text" in results:
+            f = results["free_text"]["summary"]
+            row["free_text"] = {k: f[k] for k in free}
+            for k in free:
+                free[k] += int(f[k])
+        per_drive[spec.label] = row
         print(f"  {name} seed {seed}: R@5 {row['R@5']:.3f} (chance {row['chance@5']:.3f}), "
               f"{row['queries']} queries over {row['segments']} segments", file=sys.stderr)
     weights = np.array([d["queries"] for d in per_drive.values()], dtype=float)
     pooled = {key: float(np.average([d[key] for d in per_drive.values()], weights=weights))
               for key in [f"R@{k}" for k in KS] + [f"chance@{k}" for k in KS]}
+    pooled["queries"] = float(weights.sum())
+    if free["answerable"]:
+        pooled["free_R@1"] = free["hits@1"] / free["answerable"]
+        pooled["free_R@5"] = free["hits@5"] / free["answerable"]
     return {"checkpoint": str(ckpt), "name": name, "encode_every": encode_every,
-            "drives": per_drive, "pooled": pooled}
+            "drives": per_drive, "pooled": pooled,
+            "free_text": free}
 
 
 def table(results: list[dict[str, Any]]) -> str:
@@ -85,7 +117,37 @@ def table(results: list[dict[str, Any]]) -> str:
             first = results[0]["drives"].get(drive, results[0]["pooled"])
             lines.append(f"| {drive} | R@{k} | " + " | ".join(f"{c:.3f}" for c in cells)
                          + f" | {first[f'chance@{k}']:.3f} |")
+    free = [r["free_text"] for r in results]
+    if any(f["answerable"] for f in free):
+        lines.append("| free text (pooled) | answered at rank 1 | " + " | ".join(
+            f"{f['hits@1']} of {f['answerable']}" for f in free) + " | |")
+        lines.append("| free text (pooled) | in the top 5 | " + " | ".join(
+            f"{f['hits@5']} of {f['answerable']}" for f in free) + " | |")
     return "\n".join(lines)
+
+
+def spread_line(a: dict[str, Any], b: dict[str, Any]) -> str:
+    """How far pooled R@k moves between the test set and its twin of the same size."""
+    cells = [f"R@{k} {a['pooled'][f'R@{k}']:.3f} vs {b['pooled'][f'R@{k}']:.3f} "
+             f"(|diff| {abs(a['pooled'][f'R@{k}'] - b['pooled'][f'R@{k}']) * 100:.1f} points)"
+             for k in KS]
+    return f"{a['name']}: test set vs its twin: " + "; ".join(cells)
+
+
+def pooled_at(rows: list[dict[str, Any]], key: str) -> float:
+    w = np.array([r["queries"] for r in rows], dtype=float)
+    return float(np.average([r[key] for r in rows], weights=w))
+
+
+def spread_by_size(a: dict[str, Any], b: dict[str, Any], key: str = "R@5") -> list[dict]:
+    """|pooled ``key`` of the first k drives of a - of b| for every k: how big a test set must be
+    for its figure to move less than 2 points when the seeds change."""
+    ra, rb = list(a["drives"].values()), list(b["drives"].values())
+    out = []
+    for k in range(1, min(len(ra), len(rb)) + 1):
+        x, y = pooled_at(ra[:k], key), pooled_at(rb[:k], key)
+        out.append({"drives": k, "a": x, "b": y, "abs_diff_points": abs(x - y) * 100})
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,22 +157,43 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path("runs/drive_retrieval"))
     ap.add_argument("--split", choices=("val", "train", "all"), default="all",
                     help="annotated windows to ask (all: every window of the unseen drives)")
-    ap.add_argument("--quick", action="store_true", help="only the end-to-end test's drive")
+    ap.add_argument("--set", dest="drive_set", choices=sorted(SETS), default="test",
+                    help="protocol drives to run: test (report these), selection (choose on "
+                    "these), spread (the test set's twin)")
+    ap.add_argument("--spread", action="store_true",
+                    help="also run the test set's twin and print how far R@k moves between them")
+    ap.add_argument("--quick", action="store_true", help="only the set's first drive")
+    ap.add_argument("--reuse", action="store_true",
+                    help="keep a drive's earlier results.json under --out when it is for the same "
+                    "exported model and split (resume an interrupted run)")
     ap.add_argument("--encode-every", default="1", metavar="K[,K...]",
                     help="also evaluate with the node encoding every K-th frame, e.g. 1,2,4")
     args = ap.parse_args(argv)
-    drives = DRIVES[:1] if args.quick else DRIVES
+    drives = SETS[args.drive_set][:1] if args.quick else SETS[args.drive_set]
     try:
         ks = [int(k) for k in args.encode_every.split(",")]
     except ValueError:
         ap.error(f"--encode-every must be integers like 1,2,4, got {args.encode_every!r}")
     t0 = time.monotonic()
-    results = [evaluate_checkpoint(c, args.out, drives, args.split, k)
+    results = [evaluate_checkpoint(c, args.out, drives, args.split, args.reuse, k)
                for c in args.checkpoints for k in ks]
-    text = table(results)
+    text = (f"{args.drive_set} drives (spartan_train.protocol): "
+            + ", ".join(d.label for d in drives) + "\n\n" + table(results))
+    twins = []
+    if args.spread:
+        twin = SPREAD_DRIVES[:len(drives)]
+        twins = [evaluate_checkpoint(c, args.out, twin, args.split, args.reuse, k)
+                 for c in args.checkpoints for k in ks]
+        text += "\n\n" + "\n".join(spread_line(a, b) for a, b in zip(results, twins,
+                                                                        strict=True))
+        for a, b in zip(results, twins, strict=True):
+            text += f"\n\n{a['name']}: |R@5 difference| between the first k drives of each:\n"
+            text += "\n".join(f"  k={r['drives']:>2}: {r['a']:.3f} vs {r['b']:.3f} -> "
+                              f"{r['abs_diff_points']:.1f} points" for r in spread_by_size(a, b))
     print(text)
     args.out.mkdir(parents=True, exist_ok=True)
-    doc = {"results": results, "split": args.split, "drives": drives,
+    doc = {"results": results, "set": args.drive_set, "twins": twins, "split": args.split,
+           "drives": [d.__dict__ for d in drives],
            "wall_s": round(time.monotonic() - t0, 1)}
     (args.out / "drive_retrieval.json").write_text(json.dumps(doc, indent=2) + "\n")
     (args.out / "drive_retrieval.md").write_text(text + "\n")

@@ -1,12 +1,21 @@
 """Learning benchmark: does SPARTAN learn on generated drives, and does the pose input help?
 
-Generates a synthetic set, trains the `tiny` configuration from scratch twice on this CPU — with
-pose, and the no-pose ablation (a constant pose window everywhere) — for the same time budget,
-evaluates both with spartan-eval and prints one table (and writes learning.json):
+Follows the evaluation protocol (``spartan_train.protocol``, docs/evaluation.md): generates the
+training set (``PAPER_TRAINING``), trains the `tiny` configuration from scratch for each variant
+for the same time budget, and evaluates every variant with spartan-eval (the paper's protocol,
+galleries of 100, every window of the set) on the test set (``PAPER_TEST``, the default: the
+figures to report) or the selection set (``--report-set selection``: what choices are made on).
+Prints one table (and writes learning.json / learning.md):
 
     python -m bench.learning --minutes 20 --out runs/learning
 
-The two trainings run side by side, one CPU thread each, so both get the same compute.
+Variants: ``pose`` (the pose convention of ``--pose-convention``), ``no_pose`` (the ablation: a
+constant pose window everywhere), ``pose_reference`` / ``pose_heading`` (a named convention, to
+measure conventions side by side: ``--variants pose_reference pose_heading``).
+
+Cores: ``--layout torchrun`` (the default, measured faster here: docs/evaluation.md) trains each
+variant with 2 processes of 1 thread under torchrun, ``threads`` with one process of 2 threads,
+``side-by-side`` runs the variants at once with one thread each (the old way: one core each).
 """
 
 from __future__ import annotations
@@ -18,7 +27,14 @@ import sys
 import time
 from pathlib import Path
 
+from spartan_train.protocol import PAPER_SELECTION, PAPER_TEST, PAPER_TRAINING, DriveSpec
+
 GOALS = {"R@1": 0.60, "R@5": 0.90, "look_alike_gap": 0.15}
+LAYOUTS = ("torchrun", "threads", "side-by-side")
+# variant -> (pose convention, None = --pose-convention; no-pose ablation?)
+VARIANTS = {"pose": (None, False), "no_pose": (None, True),
+            "pose_reference": ("reference", False), "pose_heading": ("heading", False)}
+REPORT_SETS = {"test": PAPER_TEST, "selection": PAPER_SELECTION}
 
 
 def run(cmd: list[str], log: Path | None = None) -> subprocess.Popen:
@@ -32,31 +48,62 @@ def wait(proc: subprocess.Popen, what: str) -> None:
         sys.exit(f"bench.learning: {what} failed (exit {proc.returncode}); see its log")
 
 
-def generate(data: Path, sequences: int, frames: int, seed: int) -> None:
+def generate(data: Path, spec: DriveSpec) -> None:
     if (data / "meta" / "dataset.json").exists():
         print(f"using the generated set in {data}")
         return
     wait(run([sys.executable, "-m", "spartan_train.data.synth.generate", "--out", str(data),
-              "--seed", str(seed), "--sequences", str(sequences), "--frames", str(frames),
-              "--workers", "2"]), "spartan-synth")
+              "--seed", str(spec.seed), "--sequences", str(spec.sequences), "--frames",
+              str(spec.frames), "--workers", "2"]), "spartan-synth")
 
 
-def train_cmd(data: Path, out: Path, minutes: float, no_pose: bool, args) -> list[str]:
-    cmd = [sys.executable, "-m", "spartan_train.train.trainer", "--data", str(data),
-           "--init", "tiny", "--mode", "corrected", "--pose-convention", "heading",
-           "--out", str(out), "--overwrite", "--max-minutes", str(minutes),
-           "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
-           "--frames", str(args.frames), "--threads", "1", "--no-progress",
-           "--warmup", str(args.warmup), "--schedule-steps", str(args.schedule_steps),
-           "--cache-dir", str(out.parent / "cache")]
+def every_window_list(data: Path) -> Path:
+    """``<data>/config/all.txt``: the train and val lists of a set only evaluated on."""
+    out = data / "config" / "all.txt"
+    if not out.exists():
+        text = "".join((data / "config" / f"{p}.txt").read_text("utf-8") for p in ("train", "val"))
+        out.write_text(text, "utf-8")
+    return out
+
+
+def launcher(layout: str, procs_ok: bool = True) -> tuple[list[str], int]:
+    """(command prefix, threads per process) of a training under ``layout``."""
+    if layout == "torchrun" and procs_ok:
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                "--nproc_per_node", "2", "-m", "spartan_train.train.trainer"], 1
+    if layout == "threads":
+        return [sys.executable, "-m", "spartan_train.train.trainer"], 2
+    return [sys.executable, "-m", "spartan_train.train.trainer"], 1
+
+
+def train_cmd(data: Path, out: Path, variant: str, args) -> list[str]:
+    convention, no_pose = VARIANTS[variant]
+    prefix, threads = launcher(args.layout)
+    # Under torchrun the batch is per process: keep the global batch the same.
+    batch = args.batch_size // 2 if args.layout == "torchrun" else args.batch_size
+    cmd = prefix + ["--data", str(data), "--val-list", "none",
+                    "--init", "tiny", "--mode", "corrected",
+                    "--pose-convention", convention or args.pose_convention,
+                    "--out", str(out), "--overwrite",
+                    *(["--max-steps", str(args.steps)] if args.steps
+                      else ["--max-minutes", str(args.minutes)]),
+                    "--epochs", str(args.epochs), "--batch-size", str(batch),
+                    "--frames", str(args.frames), "--threads", str(threads), "--no-progress",
+                    "--warmup", str(args.warmup), "--schedule-steps", str(args.schedule_steps),
+                    "--cache-dir", str(out.parent / "cache"), "--seed", str(args.seed)]
     if args.lr is not None:
         cmd += ["--lr", str(args.lr)]
+    if args.own_motion:
+        cmd += ["--own-motion", str(args.own_motion)]
+    if args.drive_group > 1:
+        cmd += ["--drive-group", str(args.drive_group)]
     return cmd + (["--no-pose"] if no_pose else [])
 
 
 def evaluate(ckpt: Path, data: Path, out: Path, no_pose: bool) -> dict:
     cmd = [sys.executable, "-m", "spartan_train.evaluate.run", "--checkpoint", str(ckpt),
-           "--data", str(data), "--out", str(out), "--no-progress"]
+           "--data", str(data), "--list", str(every_window_list(data)), "--out", str(out),
+           "--no-progress"]
     wait(run(cmd + (["--no-pose"] if no_pose else [])), "spartan-eval")
     variants = json.loads((out / "results.json").read_text())["variants"]
     return variants["no_pose" if no_pose else "pose"]
@@ -75,64 +122,116 @@ def figures(v: dict) -> dict:
     }
 
 
-def table(pose: dict, nopose: dict, minutes: float) -> str:
-    gap = (pose["look_alike_R@1"] or 0.0) - (nopose["look_alike_R@1"] or 0.0)
+def table(rows: dict[str, dict], budget: str, layout: str, report_set: str,
+          spec: DriveSpec) -> str:
+    names = list(rows)
+    pose = rows.get("pose") or rows[names[0]]
+
+    def cells(key: str, fmt: str = "{:.3f}") -> str:
+        return " | ".join("" if rows[n].get(key) is None else fmt.format(rows[n][key])
+                          for n in names)
 
     def ok(met: bool) -> str:
         return "yes" if met else "no"
 
-    rows = [
-        "| measure | with pose | no-pose ablation | goal | met? |",
-        "|---|---|---|---|---|",
-        f"| val R@1, text+pose -> video, galleries of 100 | {pose['R@1']:.3f} | "
-        f"{nopose['R@1']:.3f} | >= {GOALS['R@1']} | {ok(pose['R@1'] >= GOALS['R@1'])} |",
-        f"| val R@5, galleries of 100 | {pose['R@5']:.3f} | {nopose['R@5']:.3f} | "
-        f">= {GOALS['R@5']} | {ok(pose['R@5'] >= GOALS['R@5'])} |",
-        f"| val R@10 / median rank | {pose['R@10']:.3f} / {pose['median_rank']:.1f} | "
-        f"{nopose['R@10']:.3f} / {nopose['median_rank']:.1f} | | |",
-        f"| R@1 within look-alike groups (same place, other motion) | "
-        f"{pose['look_alike_R@1']:.3f} | {nopose['look_alike_R@1']:.3f} | pose ahead by >= "
-        f"{GOALS['look_alike_gap']:.2f} | {ok(gap >= GOALS['look_alike_gap'])} ({gap:+.3f}) |",
-        f"| APE of top-1 (m, % of path) | {pose['ape_m']:.2f} m, {pose['ape_pct_path']:.0f}% | "
-        f"{nopose['ape_m']:.2f} m, {nopose['ape_pct_path']:.0f}% | | |",
-        f"| RPE of top-1 (deg) | {pose['rpe_deg']:.2f} | {nopose['rpe_deg']:.2f} | | |",
+    lines = [
+        "| measure | " + " | ".join(names) + " | goal | met? |",
+        "|---|" + "---|" * (len(names) + 2),
+        f"| R@1, text+pose -> video, galleries of 100 | {cells('R@1')} | >= {GOALS['R@1']} | "
+        f"{ok(pose['R@1'] >= GOALS['R@1'])} ({pose['R@1'] - GOALS['R@1']:+.3f}) |",
+        f"| R@5 | {cells('R@5')} | >= {GOALS['R@5']} | "
+        f"{ok(pose['R@5'] >= GOALS['R@5'])} ({pose['R@5'] - GOALS['R@5']:+.3f}) |",
+        f"| R@10 | {cells('R@10')} | | |",
+        f"| median rank | {cells('median_rank', '{:.1f}')} | | |",
+        f"| R@1 within look-alike groups (same place, other motion) | {cells('look_alike_R@1')} "
+        "| " + _gap_cells(rows),
+        f"| APE of top-1 (m) | {cells('ape_m', '{:.2f}')} | | |",
+        f"| RPE of top-1 (deg) | {cells('rpe_deg', '{:.2f}')} | | |",
+        f"| training steps | {cells('steps', '{:d}')} | | |",
     ]
-    head = (f"tiny model from scratch, {minutes:g} min of one CPU core per model, "
-            f"{pose['n']} val clips")
-    return head + "\n\n" + "\n".join(rows)
+    head = (f"tiny model from scratch, {budget} per model ({layout}), trained on "
+            f"{PAPER_TRAINING.label}; {report_set} set {spec.label}, {pose['n']} clips")
+    return head + "\n\n" + "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _gap_cells(rows: dict[str, dict]) -> str:
+    if "pose" not in rows or "no_pose" not in rows:
+        return " | |"
+    gap = (rows["pose"]["look_alike_R@1"] or 0.0) - (rows["no_pose"]["look_alike_R@1"] or 0.0)
+    met = gap >= GOALS["look_alike_gap"]
+    return (f"pose ahead of no_pose by >= {GOALS['look_alike_gap']:.2f} | "
+            f"{'yes' if met else 'no'} ({gap:+.3f}) |")
+
+
+def steps_of(ckpt: Path) -> int | None:
+    try:
+        return int(json.loads((ckpt / "train_meta.json").read_text())["step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="runs/learning")
-    ap.add_argument("--data", default=None, help="generated set (default OUT/data)")
+    ap.add_argument("--data", default=None, help="training set (default OUT/data)")
     ap.add_argument("--minutes", type=float, default=20.0, help="training budget per model")
-    ap.add_argument("--sequences", type=int, default=40)
+    ap.add_argument("--steps", type=int, default=None,
+                    help="budget in steps instead of minutes (fair on a machine others load)")
+    ap.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=["pose", "no_pose"])
+    ap.add_argument("--report-set", choices=sorted(REPORT_SETS), default="test",
+                    help="evaluate on the test set (report) or the selection set (choose)")
+    ap.add_argument("--layout", choices=LAYOUTS, default="torchrun",
+                    help="how each training uses the 2 cores")
+    ap.add_argument("--pose-convention", choices=("heading", "reference"), default="heading")
     ap.add_argument("--frames", type=int, default=4, help="frames per clip in training")
     ap.add_argument("--warmup", type=int, default=50, help="warm-up steps")
     ap.add_argument("--schedule-steps", type=int, default=650,
-                    help="cosine schedule length: about the steps one core makes in the budget")
-    ap.add_argument("--seq-frames", type=int, default=400, help="frames per generated drive")
+                    help="cosine schedule length: about the steps made in the budget")
     ap.add_argument("--epochs", type=int, default=1000, help="upper bound; time budget rules")
-    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--batch-size", type=int, default=32, help="global batch")
     ap.add_argument("--lr", type=float, default=None)
-    ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args(argv)
+    ap.add_argument("--own-motion", type=float, default=0.0, help="weight of the own-motion term")
+    ap.add_argument("--drive-group", type=int, default=1, help="windows per drive in a batch")
+    ap.add_argument("--seed", type=int, default=0, help="training seed (not the data's)")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     out = Path(args.out)
     data = Path(args.data) if args.data else out / "data"
+    spec = REPORT_SETS[args.report_set]
+    held = out.parent / f"synth-{args.report_set}-s{spec.seed}"
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
-    generate(data, args.sequences, args.seq_frames, args.seed)
-    runs = {"pose": out / "pose", "no_pose": out / "no_pose"}
-    procs = [run(train_cmd(data, runs[name], args.minutes, name == "no_pose", args),
-                 out / f"train_{name}.log") for name in runs]
-    for p, name in zip(procs, runs, strict=True):
-        wait(p, f"spartan-train ({name})")
-    pose = figures(evaluate(runs["pose"] / "last", data, runs["pose"] / "eval", False))
-    nopose = figures(evaluate(runs["no_pose"] / "last", data, runs["no_pose"] / "eval", True))
-    text = table(pose, nopose, args.minutes)
+    generate(data, PAPER_TRAINING)
+    generate(held, spec)
+    runs = {name: out / name for name in args.variants}
+    # Decode the frames into the shared cache first, so no variant spends its budget on it.
+    cache = train_cmd(data, out / "cache-fill", args.variants[0], args)
+    cache = [sys.executable, "-m", "spartan_train.train.trainer"] + cache[cache.index("--data"):]
+    wait(run(cache + ["--cache-only"], out / "cache-fill.log"), "spartan-train --cache-only")
+    if args.layout == "side-by-side":
+        procs = [run(train_cmd(data, runs[n], n, args), out / f"train_{n}.log") for n in runs]
+        for p, name in zip(procs, runs, strict=True):
+            wait(p, f"spartan-train ({name})")
+    else:
+        for name in runs:
+            wait(run(train_cmd(data, runs[name], name, args), out / f"train_{name}.log"),
+                 f"spartan-train ({name})")
+    rows = {}
+    for name in runs:
+        no_pose = VARIANTS[name][1]
+        row = figures(evaluate(runs[name] / "last", held, runs[name] / f"eval-{args.report_set}",
+                               no_pose))
+        row["steps"] = steps_of(runs[name] / "last")
+        rows[name] = row
+    budget = f"{args.steps} steps" if args.steps else f"{args.minutes:g} min"
+    text = table(rows, budget, args.layout, args.report_set, spec)
     print("\n" + text)
-    result = {"pose": pose, "no_pose": nopose, "goals": GOALS, "minutes": args.minutes,
+    result = {"variants": rows, "goals": GOALS, "minutes": args.minutes,
+              "report_set": args.report_set, "report_data": spec.__dict__,
+              "training_data": PAPER_TRAINING.__dict__,
               "wall_s": time.monotonic() - t0, "settings": vars(args)}
     (out / "learning.json").write_text(json.dumps(result, indent=2))
     (out / "learning.md").write_text(text + "\n")

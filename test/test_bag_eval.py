@@ -197,6 +197,53 @@ def test_eval_cli_all_splits_with_memory_file(drive: dict[str, Path]) -> None:
         assert conn.execute("SELECT COUNT(*) FROM segments").fetchone()[0] == SEGMENTS
 
 
+# --- free text ----------------------------------------------------------------------------------
+
+
+def test_free_text_default_questions(drive: dict[str, Path], first_run: Path) -> None:
+    """The bag carries the generator's facts; the built-in questions are scored by them."""
+    from spartan_train.evaluate.questions import DEFAULT_QUESTIONS, DriveFacts
+
+    captions = json.loads((drive["bag"] / "captions.json").read_text())
+    assert set(captions["facts"]) == {s["seq"] for s in captions["sequences"]}
+    free = json.loads((first_run / "results.json").read_text())["free_text"]
+    assert [q["text"] for q in free["questions"]] == list(DEFAULT_QUESTIONS)
+    facts = DriveFacts(captions)
+    for q in free["questions"]:
+        returned = [facts.of_span(m["start_ns"], m["end_ns"]) for m in q["top"]]
+        assert [sorted(f) for f in returned] == q["returned_facts"][: len(q["top"])]
+        hits = [i + 1 for i, f in enumerate(q["returned_facts"]) if set(q["facts"]) <= set(f)]
+        assert q["rank"] == (hits[0] if hits else 11)
+        assert 0 <= q["answering_segments"] <= q["stored_segments"] == SEGMENTS
+    s = free["summary"]
+    assert s["asked"] == len(DEFAULT_QUESTIONS)
+    assert s["answerable"] == sum(q["answering_segments"] > 0 for q in free["questions"])
+    assert "Free-text questions" in (first_run / "report.html").read_text()
+
+
+def test_free_text_questions_file(drive: dict[str, Path], tmp_path: Path,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    weather = json.loads((drive["bag"] / "captions.json").read_text())["facts"]
+    some = sorted({f["weather"] for f in weather.values()})[0]
+    qfile = tmp_path / "questions.yaml"
+    qfile.write_text(f"- text: anything on this drive\n  facts: [{some}]\n"
+                     "- the gas station where we turned left\n")
+    out = tmp_path / "out_q"
+    assert run(drive["bag"], "--model", drive["model"], "--out", out, "--examples", 0,
+               "--questions", qfile) == 0
+    assert "free text:" in capsys.readouterr().out
+    free = json.loads((out / "results.json").read_text())["free_text"]
+    first = free["questions"][0]
+    assert first["facts"] == [some] and first["answering_segments"] > 0
+    hits = [i + 1 for i, f in enumerate(first["returned_facts"]) if some in f]
+    assert first["rank"] == (hits[0] if hits else 11)
+    assert free["summary"]["asked"] == 2
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- hello there\n")
+    assert "no known fact" in error_line(capsys, drive["bag"], "--model", drive["model"],
+                                         "--questions", bad)
+
+
 # --- errors: one line, exit code 2 -------------------------------------------------------------
 
 

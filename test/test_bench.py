@@ -178,14 +178,79 @@ def test_drive_retrieval_quick_run(tmp_path: Path) -> None:
 
     out = tmp_path / "drives"
     proc = subprocess.run([sys.executable, "-m", "bench.drive_retrieval", str(DEFAULT_CHECKPOINT),
-                           "--quick", "--out", str(out)], cwd=REPO, capture_output=True,
+                           "--set", "selection", "--quick", "--out", str(out)], cwd=REPO,
+                          capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "| seed 11 (2x200) | R@5 |" in proc.stdout and "| all (pooled) | R@1 |" in proc.stdout
+    assert "selection drives (spartan_train.protocol): seed 11 (2x200)\n" in proc.stdout
+    assert "| free text (pooled) | answered at rank 1 |" in proc.stdout
     doc = json.loads((out / "drive_retrieval.json").read_text())
+    assert doc["set"] == "selection" and doc["drives"] == [{"seed": 11, "sequences": 2,
+                                                             "frames": 200}]
     (result,) = doc["results"]
     drive = result["drives"]["seed 11 (2x200)"]
     assert drive["queries"] == 64 and drive["segments"] == 60  # every window of 2 x 200 frames
     for k in (1, 5, 10):
         assert 0.0 <= drive[f"chance@{k}"] <= drive[f"R@{k}"] <= 1.0  # better than random
     assert (out / "eval" / DEFAULT_CHECKPOINT.name / "seed11" / "report.html").is_file()
+    free = result["free_text"]
+    assert free["asked"] == 10 and 0 <= free["hits@1"] <= free["hits@5"] <= free["answerable"]
+    # --reuse keeps the drive's results.json (same model, same split) instead of evaluating again
+    report = out / "eval" / DEFAULT_CHECKPOINT.name / "seed11" / "report.html"
+    report.unlink()
+    again = subprocess.run([sys.executable, "-m", "bench.drive_retrieval", str(DEFAULT_CHECKPOINT),
+                            "--set", "selection", "--quick", "--reuse", "--out", str(out)],
+                           cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert not report.exists()  # not evaluated again
+    redo = json.loads((out / "drive_retrieval.json").read_text())["results"][0]
+    assert redo["pooled"] == result["pooled"] and redo["free_text"] == result["free_text"]
+
+
+def test_train_layouts_speed_from_the_run_log(tmp_path: Path) -> None:
+    from bench.train_layouts import steps_per_s
+
+    log = tmp_path / "log.csv"
+    log.write_text("step,seconds\n" + "".join(f"{i},{10 + 2.0 * i}\n" for i in range(1, 31)))
+    assert steps_per_s(log, skip=8) == pytest.approx(0.5)
+    with pytest.raises(SystemExit, match="too few steps"):
+        steps_per_s(log, skip=30)
+
+
+def test_drive_retrieval_spread_by_size() -> None:
+    from bench.drive_retrieval import spread_by_size
+
+    def drives(*r5: float) -> dict:
+        return {"drives": {f"d{i}": {"R@5": v, "queries": 100} for i, v in enumerate(r5)}}
+
+    rows = spread_by_size(drives(0.70, 0.80, 0.75), drives(0.60, 0.80, 0.80))
+    assert [r["drives"] for r in rows] == [1, 2, 3]
+    assert [round(r["abs_diff_points"], 4) for r in rows] == [10.0, 5.0, 1.6667]
+
+
+def test_learning_bench_commands() -> None:
+    """bench.learning's training commands for each core layout and variant, and its table."""
+    from bench import learning
+
+    args = learning.build_parser().parse_args(["--variants", "pose_reference", "no_pose"])
+    assert args.layout == "torchrun" and args.report_set == "test"
+    cmd = learning.train_cmd(Path("d"), Path("o/pose_reference"), "pose_reference", args)
+    assert cmd[1:7] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                        "-m"]
+    assert cmd[cmd.index("--batch-size") + 1] == "16"  # per process: the global batch is 32
+    assert cmd[cmd.index("--pose-convention") + 1] == "reference"
+    assert "--no-pose" not in cmd and cmd[cmd.index("--max-minutes") + 1] == "20.0"
+    args = learning.build_parser().parse_args(["--steps", "300"])
+    cmd = learning.train_cmd(Path("d"), Path("o/pose"), "pose", args)
+    assert cmd[cmd.index("--max-steps") + 1] == "300" and "--max-minutes" not in cmd
+    args = learning.build_parser().parse_args(["--layout", "threads", "--own-motion", "1"])
+    cmd = learning.train_cmd(Path("d"), Path("o/no_pose"), "no_pose", args)
+    assert cmd[1:3] == ["-m", "spartan_train.train.trainer"] and "--no-pose" in cmd
+    assert cmd[cmd.index("--threads") + 1] == "2" and cmd[cmd.index("--batch-size") + 1] == "32"
+    assert cmd[cmd.index("--own-motion") + 1] == "1.0"
+    row = {"R@1": 0.5, "R@5": 0.8, "R@10": 0.9, "median_rank": 2.0, "n": 700,
+           "look_alike_R@1": 0.4, "ape_m": 1.0, "rpe_deg": 0.1, "steps": 300}
+    text = learning.table({"pose": row, "no_pose": {**row, "look_alike_R@1": 0.3}}, "20 min",
+                          "torchrun", "test", learning.PAPER_TEST)
+    assert "test set seed 211" in text and "| no (-0.100) |" in text and "(+0.100) |" in text

@@ -65,6 +65,10 @@ def test_demo_end_to_end(tmp_path):
     annotated = [q for q in questions if q["window"] is not None]
     assert len(annotated) == len(val) >= 20  # every validation window was asked
     assert [q["text"] for q in questions if q["window"] is None] == list(FREE_TEXT)
+    # free text is scored by the drive's recorded facts (answers.json, the summary line)
+    assert all(q["facts"] for q in questions if q["window"] is None)
+    assert doc["free_text_hits"]["answerable"] <= len(FREE_TEXT)
+    assert "free text (scored by the drive's facts)" in out.stdout
 
     # The node stored (nearly) every window of the drive: it kept up with the replay.
     assert doc["segments_stored"] >= 0.9 * doc["segments_expected"] > 0
@@ -140,3 +144,35 @@ def test_questions_are_spread_over_the_validation_windows():
     # windows that overlap an earlier pick give way to one that does not
     assert [w["caption"] for w in pick_windows(captions, 3)] == ["w0", "w33", "w91"]
     assert expected_segments(captions, {"window_frames": 24, "stride_frames": 6}) == 30
+
+
+def test_demo_scores_free_text_by_the_drive_facts(tmp_path):
+    """The demo's free-text scoring on a made-up answer: the first segment whose frames hold
+    every fact of the question is the rank; --questions replaces --free-text."""
+    from spartan_train.demo import DemoConfig, DemoResult, Question, free_questions, score_free
+    from spartan_train.evaluate.questions import DriveFacts, make_question
+
+    def frame(speed: float, yaw_rate: float = 0.0) -> dict:
+        return {"maneuver": "straight", "speed": speed, "yaw_rate": yaw_rate, "light": None,
+                "node_ahead_m": None, "in_view": []}
+
+    frames = [frame(8.0, 0.46 if i < 24 else 0.0) for i in range(48)]  # left turn, then on
+    captions = {"sequences": [{"seq": "a", "frame_ns": [i * 100 for i in range(48)]}],
+                "facts": {"a": {"weather": "night", "frames": frames}}}
+    q = Question(1, "turning left at night", free=make_question("turning left at night"))
+    q.answer = {"success": True, "segments": [{"start_ns": 2400, "end_ns": 4700},
+                                              {"start_ns": 0, "end_ns": 2300}]}
+    score_free(q, DriveFacts(captions), window=24, stride=24, top_k=5)
+    assert q.rank == 2 and q.answering == 1
+    assert q.returned_facts == [["night"], ["night", "turn", "turn_left"]]
+    result = DemoResult([q], 1, 1, tmp_path / "p.png", tmp_path / "a.json", {}, top_k=5)
+    assert result.free_hits == (0, 1, 1)
+
+    qfile = tmp_path / "q.yaml"
+    qfile.write_text("- text: somewhere dark\n  facts: [night]\n")
+    assert [f.text for f in free_questions(DemoConfig(questions_file=qfile))] == \
+        ["somewhere dark"]
+    mixed = free_questions(DemoConfig(free_text=("the gas station where we turned left",
+                                                 "something else entirely")))
+    assert mixed[1] == "something else entirely"  # asked, but no ground truth to score it
+    assert mixed[0].facts == {"gas_station", "turn_left"}

@@ -246,3 +246,19 @@ def test_one_process_generates_different_sets_independently(tmp_path):
                             height=36, grid_size=6), progress=False)
     write_dataset(_cfg(tmp_path / "small", seed=11), progress=False)
     assert sorted((tmp_path / "small" / "images").iterdir())
+
+
+def test_window_facts_recorded_and_rederivable(synth):
+    """Every window's facts (the ground truth of free text) follow from its frame records,
+    agree with the caption's manoeuvre and include the drive's weather."""
+    from spartan_train.data.synth.facts import frame_record, window_facts
+
+    metas = {f"synth_{k:03d}": read_sequence_meta(synth, f"synth_{k:03d}") for k in range(SEQ)}
+    for r in read_windows_meta(synth):
+        meta = metas[r["seq"]]
+        frames = [frame_record(f) for f in meta["frames"][r["start"]: r["start"] + 24]]
+        assert r["facts"] == sorted(window_facts(frames, meta["weather"]))
+        assert meta["weather"] in r["facts"]
+        if r["maneuver"] in ("turn_left", "turn_right", "lane_change_left", "lane_change_right"):
+            assert r["maneuver"] in r["facts"]
+        assert ("stop" in r["facts"]) == (min(f["speed"] for f in frames) < 0.3)

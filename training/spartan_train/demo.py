@@ -17,7 +17,9 @@ Steps (everything but the memory is cached under ``--work``, so a second run onl
    its commit, and a listener process counts them;
 6. ask annotated captions of the bag (validation windows) and free text through ``~/query`` with
    the command-line client (one process per question), print each answer and whether the
-   annotated span came back in the top 5 (the overlap rule of ``spartan-bag eval``);
+   annotated span came back in the top 5 (the overlap rule of ``spartan-bag eval``), and for
+   free text whether the answer holds what the question names (the drive's facts,
+   ``evaluate.questions``);
 7. draw ``<work>/demo.png``: the drive's paths with the retrieved segments, and the first frame
    of each query's best segment;
 8. stop the processes (their process groups) and say where everything is.
@@ -44,7 +46,14 @@ from typing import Any
 import numpy as np
 import yaml
 
+from spartan_train.evaluate.questions import (
+    DriveFacts,
+    FreeQuestion,
+    load_questions,
+    make_question,
+)
 from spartan_train.processes import Process, SegmentWatch, ros_env
+from spartan_train.protocol import DEMO_DRIVE, TRAINING_SEEDS, seed_set
 
 REPO = Path(__file__).resolve().parents[2]  # the repository (this file: training/spartan_train/)
 DEFAULT_CHECKPOINT = REPO / "assets" / "models" / "tiny-synth"  # the trained `tiny` (seeds 0, 5, 9)
@@ -65,13 +74,14 @@ class DemoConfig:
     checkpoint: Path = DEFAULT_CHECKPOINT
     work: Path = DEFAULT_WORK
     rate: float = 2.0  # bag playback speed: 4 loses frames when the 2 cores are busy
-    seed: int = 7  # training used seeds 0, 5 and 9: this drive is new to the model
+    seed: int = DEMO_DRIVE.seed  # a selection seed (protocol): never trained on
     sequences: int = 4
     frames: int = 300  # per sequence, 10 Hz
     width: int = 160
     height: int = 120
     queries: int = 5  # annotated captions to ask; 0 = every validation window
     free_text: tuple[str, ...] = FREE_TEXT
+    questions_file: Path | None = None  # a user's free-text list (replaces free_text)
     top_k: int = TOP_K
     jobs: int = 2  # client processes asking at the same time
     drawn: int = 10  # questions in the picture (all free text, annotated ones spread out)
@@ -299,6 +309,9 @@ class Question:
     overlaps: list[float] = field(default_factory=list)  # per returned segment, annotated only
     rank: int | None = None  # 1-based rank of the first correct segment; top_k + 1 if none
     seconds: float = 0.0
+    free: FreeQuestion | None = None  # free text with facts: its ground truth
+    answering: int | None = None  # windows of the drive that answer it (free text)
+    returned_facts: list[list[str]] = field(default_factory=list)
 
     @property
     def label(self) -> str:
@@ -343,6 +356,36 @@ def ask(env: dict[str, str], question: Question, top_k: int, timeout: float = 60
     if not lines:
         raise DemoError(f"no answer printed by the client for {question.text!r}:\n{out.stdout}")
     question.answer = json.loads(lines[-1])
+
+
+def free_questions(cfg: DemoConfig) -> list[FreeQuestion | str]:
+    """The free-text questions: a user's file, else ``--free-text`` (text without a known fact
+    is asked but cannot be scored)."""
+    if cfg.questions_file is not None:
+        try:
+            return list(load_questions(cfg.questions_file))
+        except ValueError as e:
+            raise DemoError(str(e)) from None
+    out: list[FreeQuestion | str] = []
+    for text in cfg.free_text:
+        try:
+            out.append(make_question(text))
+        except ValueError:
+            out.append(text)
+    return out
+
+
+def score_free(question: Question, facts: DriveFacts | None, window: int, stride: int,
+               top_k: int) -> None:
+    """For free text with facts: the first returned segment whose frames hold every fact."""
+    q = question.free
+    if q is None or facts is None or not question.answer.get("success"):
+        return
+    returned = [facts.of_span(s["start_ns"], s["end_ns"]) for s in question.answer["segments"]]
+    question.returned_facts = [sorted(f) for f in returned]
+    question.answering = sum(q.answers(f) for f in facts.grid_windows(window, stride))
+    hits = [i for i, f in enumerate(returned) if q.answers(f)]
+    question.rank = hits[0] + 1 if hits else top_k + 1
 
 
 def score(question: Question, period_ns: int, top_k: int) -> None:
@@ -410,6 +453,13 @@ def print_answer(q: Question, timeline: Timeline, top_k: int) -> None:
                    else f"NOT in the top {top_k}")
         say(f"      annotated span {verdict}; {a['candidates']} candidates, "
             f"{q.seconds:.1f} s incl. client start-up")
+    elif q.free is not None and q.rank is not None:
+        need = " & ".join(sorted(q.free.facts))
+        verdict = ("no window of this drive answers it" if not q.answering
+                   else f"first answer at rank {q.rank}" if q.rank <= top_k
+                   else f"no answer in the top {top_k}")
+        say(f"      needs [{need}]: {verdict} ({q.answering} windows answer); "
+            f"{a['candidates']} candidates, {q.seconds:.1f} s incl. client start-up")
     else:
         say(f"      {a['candidates']} candidates, {q.seconds:.1f} s incl. client start-up")
 
@@ -588,6 +638,13 @@ class DemoResult:
         hits, n = self.hits
         return hits / n if n else 0.0
 
+    @property
+    def free_hits(self) -> tuple[int, int, int]:
+        """(free-text questions answered at rank 1, in the top k, answerable ones)."""
+        ok = [q for q in self.questions if q.free is not None and q.answering]
+        return (sum(q.rank == 1 for q in ok),
+                sum(q.rank is not None and q.rank <= self.top_k for q in ok), len(ok))
+
 
 def _fresh(cfg: DemoConfig) -> None:
     """Drop what earlier runs cached (only the demo's own files, never the whole folder)."""
@@ -609,8 +666,10 @@ def run(cfg: DemoConfig) -> DemoResult:
     model_dir = export_model(cfg)
     timings["export_s"] = time.monotonic() - t0
 
+    seeds = ", ".join(map(str, TRAINING_SEEDS))
     t0 = step(2, f"drive: {cfg.sequences} sequences x {cfg.frames} frames, seed {cfg.seed} "
-                 f"(the shipped model was trained on seeds 0, 5 and 9), into a rosbag2")
+                 f"(a {seed_set(cfg.seed)} seed of the evaluation protocol; the shipped model "
+                 f"was trained on seeds {seeds}), into a rosbag2")
     root, bag = make_drive(cfg)
     timings["drive_s"] = time.monotonic() - t0
     from spartan_train.bag.write import read_captions
@@ -653,9 +712,16 @@ def run(cfg: DemoConfig) -> DemoResult:
 
         windows = pick_windows(captions, cfg.queries)
         questions = [Question(i, w["caption"], w) for i, w in enumerate(windows, 1)]
-        questions += [Question(len(questions) + i, text) for i, text in enumerate(cfg.free_text, 1)]
+        free = free_questions(cfg)
+        questions += [Question(len(questions) + i, f if isinstance(f, str) else f.text,
+                               free=None if isinstance(f, str) else f)
+                      for i, f in enumerate(free, 1)]
+        facts = DriveFacts(captions) if captions.get("facts") else None
+        if facts is None:
+            say("   note: this drive has no recorded facts (written before they were kept); "
+                "free text is not scored: run with --fresh")
         t0 = step(6, f"queries: {len(windows)} annotated captions of the drive (validation "
-                     f"windows) + {len(cfg.free_text)} free text, through {SERVICE}")
+                     f"windows) + {len(free)} free text, through {SERVICE}")
         # A few clients at once: their start-up (rclpy, discovery) overlaps; printed in order.
         pool = ThreadPoolExecutor(max_workers=cfg.jobs)
         try:
@@ -663,6 +729,8 @@ def run(cfg: DemoConfig) -> DemoResult:
             for q, done in zip(questions, asked, strict=True):
                 done.result()
                 score(q, period_ns, cfg.top_k)
+                score_free(q, facts, int(params["window_frames"]), int(params["stride_frames"]),
+                           cfg.top_k)
                 print_answer(q, timeline, cfg.top_k)
         finally:
             pool.shutdown(cancel_futures=True)  # on an error or Ctrl-C: ask nothing more
@@ -684,13 +752,21 @@ def run(cfg: DemoConfig) -> DemoResult:
         "checkpoint": str(cfg.checkpoint), "model_dir": str(model_dir), "bag": str(bag),
         "segments_stored": stored, "segments_expected": expected, "top_k": cfg.top_k,
         "min_overlap": MIN_OVERLAP, "annotated_in_top_k": result.hit_rate, "timings": timings,
+        "free_text_hits": dict(zip(("top1", f"top{cfg.top_k}", "answerable"), result.free_hits,
+                                   strict=True)),
         "questions": [{"text": q.text, "window": q.window, "rank": q.rank,
-                       "overlaps": q.overlaps, "answer": q.answer} for q in questions],
+                       "overlaps": q.overlaps, "answer": q.answer,
+                       "facts": None if q.free is None else sorted(q.free.facts),
+                       "answering_windows": q.answering, "returned_facts": q.returned_facts}
+                      for q in questions],
     }, indent=1) + "\n")
 
     step(8, "done")
     hits, n = result.hits
     say(f"   annotated span in the top {cfg.top_k}: {hits} of {n} ({result.hit_rate:.0%})")
+    top1, topk, answerable = result.free_hits
+    say(f"   free text (scored by the drive's facts): answered at rank 1 {top1} of {answerable}, "
+        f"in the top {cfg.top_k} {topk} of {answerable} answerable")
     say(f"   picture   {picture}\n   answers   {result.answers}\n   memory    {memory}\n"
         f"   node log  {node.log_path}\n   total {timings['total_s']:.0f} s")
     return result
@@ -712,6 +788,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="annotated captions to ask (0: every validation window)")
     p.add_argument("--free-text", nargs="*", default=list(d.free_text), metavar="TEXT",
                    help="free-text questions")
+    p.add_argument("--questions", type=Path, default=None, metavar="FILE",
+                   help="free-text questions from a YAML/JSON list (text, optional facts); "
+                   "replaces --free-text")
     p.add_argument("--jobs", type=int, default=d.jobs, help="client processes at a time")
     p.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID (default random)")
     return p
@@ -722,7 +801,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = DemoConfig(checkpoint=args.checkpoint, work=args.work, rate=args.rate,
                      fresh=args.fresh, seed=args.seed, sequences=args.sequences,
                      frames=args.frames, queries=args.queries,
-                     free_text=tuple(args.free_text), jobs=args.jobs,
+                     free_text=tuple(args.free_text), questions_file=args.questions,
+                     jobs=args.jobs,
                      domain_id=args.domain_id)
     try:
         run(cfg)

@@ -127,6 +127,9 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
                    help="encode every K-th sampled frame (the node's encode_every)")
     p.add_argument("--providers", nargs="+", default=["cpu"], metavar="PROVIDER",
                    help="ONNX Runtime providers in order of preference (cpu, cuda, tensorrt)")
+    p.add_argument("--questions", type=Path, default=None, metavar="FILE",
+                   help="free-text questions to score (YAML/JSON list of text, or of text + "
+                   "facts); default: the built-in list when the bag carries the drive's facts")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -134,7 +137,13 @@ def run_eval(args: argparse.Namespace) -> int:
     # Imported here: onnxruntime, evo and matplotlib are not needed by the other tools.
     from spartan_ros.memory.store import MemoryFileError
     from spartan_train.bag.evaluate import BagEvalConfig, evaluate_bag, summary_lines
+    from spartan_train.evaluate.questions import load_questions
 
+    try:
+        questions = None if args.questions is None else tuple(load_questions(args.questions))
+    except ValueError as e:
+        print(f"spartan-bag eval: error: {e}", file=sys.stderr)
+        return 2
     cfg = BagEvalConfig(
         bag=args.bag,
         model=args.model,
@@ -151,6 +160,7 @@ def run_eval(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         encode_every=args.encode_every,
         progress=not args.quiet,
+        questions=questions,
     )
     try:
         results, paths, timings = evaluate_bag(cfg)

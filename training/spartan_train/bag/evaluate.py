@@ -26,6 +26,13 @@ segment among the ``depth`` returned, or ``depth + 1`` when none is; R@k, median
 computed from these ranks (``evaluate.retrieval.summarize``). ``chance_R@1`` is the mean share
 of stored segments that would count as correct, what a random ranker's R@1 would be.
 
+Free text (``evaluate.questions``): when the bag's captions.json carries the generator's facts
+(bags of spartan-synth sets do), questions made of facts ("the gas station where we turned
+left") are asked the same way; a returned segment is correct when its frames carry every fact
+the question names. The built-in list is ``questions.DEFAULT_QUESTIONS``; ``questions`` replaces
+it (``--questions FILE``). Results under ``free_text``: per question the rank and how many
+stored segments would answer, and hits over the questions some segment answers.
+
 Trajectories, as ``spartan-eval`` measures them (``evaluate.trajectory``): the ground truth is the
 odometry of the bag interpolated at the annotated frame stamps (positions linearly, orientations
 with slerp, the interpolation the memory uses), the estimate the poses stored with the top-1
@@ -66,6 +73,7 @@ from spartan_ros.memory.store import MemoryFileError, SegmentStore
 from spartan_ros.poses import interpolate_pose, relative_window
 from spartan_ros.query import Query
 from spartan_train.bag.write import COMPRESSED_IMAGE, IMAGE, ODOMETRY, read_captions
+from spartan_train.evaluate import questions as questions_mod
 from spartan_train.evaluate import report, retrieval, trajectory
 
 SPLITS = ("val", "train", "all")
@@ -98,6 +106,9 @@ class BagEvalConfig:
     batch_size: int = 8  # frames encoded per inference call
     encode_every: int = 1  # encode every k-th sampled frame (the node's encode_every)
     progress: bool = True
+    # Free-text questions scored against the drive's facts (captions.json "facts"); None: the
+    # built-in list when the bag has facts, none otherwise. A list given here needs the facts.
+    questions: tuple[questions_mod.FreeQuestion, ...] | None = None
 
     @property
     def depth(self) -> int:
@@ -407,6 +418,9 @@ def evaluate_bag(cfg: BagEvalConfig) -> tuple[dict[str, Any], dict[str, Path], d
             t0 = time.perf_counter()
             results, evidence = _run_queries(cfg, service, windows, drive, period_ns)
             timings["queries_s"] = time.perf_counter() - t0
+            free = _free_text(cfg, doc, service)
+            if free is not None:
+                results["free_text"] = free
         finally:
             store.close()
         results["meta"] = {
@@ -441,7 +455,7 @@ def evaluate_bag(cfg: BagEvalConfig) -> tuple[dict[str, Any], dict[str, Path], d
             "segments": int(stats["segments"]),
         }
         results = {k: results[k] for k in ("meta", "ingest", "retrieval", "by_split",
-                                           "trajectory", "queries") if k in results}
+                                           "trajectory", "free_text", "queries") if k in results}
         t0 = time.perf_counter()
         thumbs = _read_thumbnails(reader, image_conns, results, evidence, cfg)
     finally:
@@ -454,6 +468,30 @@ def evaluate_bag(cfg: BagEvalConfig) -> tuple[dict[str, Any], dict[str, Path], d
     timings["ingest_frames_per_s"] = frames / timings["ingest_s"] if timings["ingest_s"] else 0.0
     paths["timings"] = report.write_json(Path(cfg.out) / "timings.json", timings)
     return results, paths, timings
+
+
+def _free_text(cfg: BagEvalConfig, doc: dict[str, Any], service: MemoryService
+               ) -> dict[str, Any] | None:
+    """Free-text questions asked like captions, scored by the facts of what comes back
+    (``evaluate.questions``); None when the bag has no facts and no list was given."""
+    asked = cfg.questions
+    if asked is None:
+        if not doc.get("facts"):
+            return None
+        asked = tuple(questions_mod.default_questions())
+    facts = questions_mod.DriveFacts(doc)  # ValueError if a given list has no ground truth
+    segments = service.store.get_many(service.store.all_ids())
+    stored = [facts.of_span(s.start_ns, s.end_ns) for s in segments]
+    scored = []
+    for q in asked:
+        matches = service.query(Query(text=q.text, top_k=cfg.depth)).matches
+        returned = [facts.of_span(m.start_ns, m.end_ns) for m in matches]
+        row = questions_mod.score_question(q, returned, stored, cfg.depth)
+        row["top"] = [{"start_ns": int(m.start_ns), "end_ns": int(m.end_ns),
+                       "score": float(m.score)} for m in matches[: cfg.top_k]]
+        scored.append(row)
+    return {"summary": questions_mod.summarize(scored, KS), "depth": cfg.depth,
+            "questions": scored}
 
 
 def _run_queries(
@@ -808,6 +846,7 @@ poses stored with the top-1 segment; both as the reference's relative windows, e
 (translation RMSE) and RPE (rotation, degrees) without alignment; a correct top-1 counts 0.</p>
 {_table(traj_rows) if t else '<p>No trajectory figures.</p>'}
 {"<img src='trajectories.png'>" if traj is not None else ''}
+{_free_text_html(results.get("free_text"))}
 <h2>Example queries</h2>
 {''.join(example_html) or '<p>No examples.</p>'}
 </body></html>
@@ -815,6 +854,22 @@ poses stored with the top-1 segment; both as the reference's relative windows, e
     paths["html"] = out / "report.html"
     paths["html"].write_text(page, encoding="utf-8")
     return paths
+
+
+def _free_text_html(free: dict[str, Any] | None) -> str:
+    if not free:
+        return ""
+    s = free["summary"]
+    rows = [(f"{q['text']} [{' & '.join(q['facts'])}]",
+             "unanswerable here" if q["answering_segments"] == 0 else
+             f"rank {q['rank']} ({q['answering_segments']} of {q['stored_segments']} answer)")
+            for q in free["questions"]]
+    rows += [("answerable questions", f"{s['answerable']} of {s['asked']}")]
+    rows += [(f"R@{k}", s[f"R@{k}"]) for k in KS] + [("chance R@1", s["chance_R@1"])]
+    return ("<h2>Free-text questions</h2><p class='note'>Scored by the drive's recorded facts: a "
+            "returned segment answers when its frames carry every fact the question names "
+            f"(rank {free['depth'] + 1}: none of the {free['depth']} returned).</p>"
+            + _table(rows))
 
 
 def summary_lines(results: dict[str, Any], timings: dict[str, float] | None = None) -> list[str]:
@@ -830,6 +885,19 @@ def summary_lines(results: dict[str, Any], timings: dict[str, float] | None = No
         lines.append(f"top-1 trajectories: APE {t['ape_mean_m']:.3f} m, RPE "
                      f"{t['rpe_mean_deg']:.3f} deg (mean over {t['n_queries']} queries, "
                      f"{t['n_wrong']} wrong)")
+    free = results.get("free_text")
+    if free:
+        f = free["summary"]
+        lines.append(f"free text: {f['answerable']} of {f['asked']} questions answerable on this "
+                     f"drive; top-1 answers {f['hits@1']}, top-5 {f['hits@5']} "
+                     f"(R@1 {f['R@1']:.3f}, R@5 {f['R@5']:.3f}, chance R@1 "
+                     f"{f['chance_R@1']:.3f})")
+        for q in free["questions"]:
+            where = ("unanswerable here" if q["answering_segments"] == 0
+                     else f"rank {q['rank']}" if q["rank"] <= free["depth"]
+                     else f"not in the top {free['depth']}")
+            lines.append(f"  {q['text']!r} [{' & '.join(q['facts'])}]: {where} "
+                         f"({q['answering_segments']} of {q['stored_segments']} segments answer)")
     if timings:
         lines.append(f"ingest {timings['ingest_s']:.1f} s ({timings['ingest_frames_per_s']:.1f} "
                      f"frames/s), queries {timings['queries_s']:.1f} s, report "

@@ -17,7 +17,9 @@ The bag's log time of every message equals its header stamp. Odometry is written
 with the same stamp, so a consumer always has the pose bracket when the frame arrives.
 
 The ground truth travels with the bag in ``<bag>/captions.json`` (rosbag2 readers ignore extra
-files in the bag folder): every listed 24-frame window of the written sequences with its stamps.
+files in the bag folder): every listed 24-frame window of the written sequences with its stamps,
+and, for generated sets, what is in view and what the car does in every frame (``facts``: the
+ground truth of free-text questions, ``evaluate.questions``).
 """
 
 from __future__ import annotations
@@ -484,9 +486,27 @@ def _write_captions(
         ],
         "windows": windows,
     }
+    facts = sequence_facts_of(Path(cfg.data), [p.seq for p in plans])
+    if facts:
+        doc["facts"] = facts
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     tmp.replace(path)
+
+
+def sequence_facts_of(root: Path, seqs: list[str]) -> dict[str, Any]:
+    """Per sequence, what the generator recorded of every frame (``data.synth.facts``), for the
+    ground truth of free-text questions; empty unless every sequence has ``meta/<seq>.json``
+    (sets not made by spartan-synth have none)."""
+    from spartan_train.data.synth.facts import sequence_facts
+
+    out = {}
+    for seq in seqs:
+        path = root / "meta" / f"{seq}.json"
+        if not path.is_file():
+            return {}
+        out[seq] = sequence_facts(json.loads(path.read_text(encoding="utf-8")))
+    return out
 
 
 def read_captions(bag: str | Path) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from spartan_train.data.layout import FPS, WINDOW, format_list_line
 from spartan_train.data.synth import captions, trajectory, world
+from spartan_train.data.synth.facts import frame_record, window_facts
 from spartan_train.data.synth.render import Camera, Renderer, make_weather
 
 FORMAT_VERSION = 1
@@ -400,6 +401,9 @@ def build_windows(
                     "distance_m": round(m.distance, 2),
                     "yaw_change_deg": round(m.yaw_change, 1),
                     "caption": text,
+                    "facts": sorted(window_facts(
+                        [frame_record(_frame_meta(r, i)) for i in range(start, start + cfg.window)],
+                        plan.weather)),
                 }
             )
     return records

@@ -1,0 +1,90 @@
+"""The evaluation protocol: which generated drives train, which select, which test. Plain data.
+
+Every generated set is a ``spartan-synth`` seed (plus a number of sequences and frames). Three
+disjoint seed sets, each with one job:
+
+- ``TRAINING``: the only drives any model learns from.
+- ``SELECTION``: every choice (steps, learning rates, flags, stage lengths, checkpoints) is made by
+  looking at these, and only these.
+- ``TEST``: only ever reported. Nothing is chosen by looking at them; a figure on a test seed is
+  what a user may expect on a drive nobody has seen.
+
+Two benchmarks draw from them. ``bench.drive_retrieval`` (the node's task: every window of one
+drive queried against that drive's memory) uses ``*_DRIVES``; ``bench.learning`` (the paper's
+protocol: galleries of 100 clips) trains on ``PAPER_TRAINING`` and evaluates ``PAPER_SELECTION`` /
+``PAPER_TEST``. docs/evaluation.md explains the sets, the spread measurement that fixed the test
+set's size, and how the committed model relates to them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SETS = ("training", "selection", "test")
+
+
+@dataclass(frozen=True)
+class DriveSpec:
+    """One generated drive: ``spartan-synth --seed S --sequences N --frames F``."""
+
+    seed: int
+    sequences: int
+    frames: int
+
+    @property
+    def label(self) -> str:
+        return f"seed {self.seed} ({self.sequences}x{self.frames})"
+
+
+# Seeds of the committed model's training sets (assets/models/tiny-synth, make model).
+TRAINING_SEEDS = (0, 5, 9)
+# The drives the committed model's stage lengths were chosen on (its card said "unseen" then):
+# they are the selection set now, never test.
+SELECTION_SEEDS = (7, 11, 21)
+# Test seeds: none of the above, never looked at while choosing anything. 24 drives of 3x300:
+# over the committed model's first 15 test drives, R@5 per drive has a standard deviation of 6.5
+# points, so the pooled R@5 of two sets of k drives differs by 6.5 * sqrt(2 / k) points (sd):
+# 2.9 for k = 10, 2.1 for 20, 1.9 for 24 (docs/evaluation.md, "How big the test set is").
+TEST_SEEDS = (101, 103, 107, 109, 113, 127, 131, 137, 139, 149,
+              151, 157, 163, 167, 173, 179, 181, 191, 193, 197,
+              199, 337, 347, 349)
+# The test set's twin: as many other seeds, also never tuned on, only for measuring the spread.
+SPREAD_SEEDS = (223, 227, 229, 233, 239, 241, 251, 257, 263, 269, 271, 277,
+                281, 283, 293, 307, 311, 313, 317, 331, 353, 359, 367, 373)
+
+# Within-drive retrieval (bench.drive_retrieval): one drive per seed.
+SELECTION_DRIVES = (DriveSpec(11, 2, 200), DriveSpec(7, 4, 300), DriveSpec(21, 3, 300))
+TEST_DRIVES = tuple(DriveSpec(s, 3, 300) for s in TEST_SEEDS)
+SPREAD_DRIVES = tuple(DriveSpec(s, 3, 300) for s in SPREAD_SEEDS)
+
+# Paper protocol (bench.learning): one set to train on, one to select on, one to report.
+PAPER_TRAINING = DriveSpec(0, 40, 400)
+PAPER_SELECTION = DriveSpec(21, 12, 400)
+PAPER_TEST = DriveSpec(211, 16, 400)
+
+# The demo's drive: a selection seed, so what it shows may have been looked at while choosing.
+DEMO_DRIVE = DriveSpec(7, 4, 300)
+
+DRIVES = {"selection": SELECTION_DRIVES, "test": TEST_DRIVES}
+
+
+def seed_set(seed: int) -> str:
+    """Which set a seed belongs to ("training", "selection", "test" or "unassigned")."""
+    if seed in TRAINING_SEEDS or seed == PAPER_TRAINING.seed:
+        return "training"
+    if seed in SELECTION_SEEDS or seed == PAPER_SELECTION.seed:
+        return "selection"
+    if seed in TEST_SEEDS or seed in SPREAD_SEEDS or seed == PAPER_TEST.seed:
+        return "test"
+    return "unassigned"
+
+
+def check_disjoint() -> None:
+    """Raise if a seed is in two sets (the protocol's one invariant)."""
+    training = set(TRAINING_SEEDS) | {PAPER_TRAINING.seed}
+    selection = set(SELECTION_SEEDS) | {PAPER_SELECTION.seed}
+    test = set(TEST_SEEDS) | set(SPREAD_SEEDS) | {PAPER_TEST.seed}
+    for a, b, name in ((training, selection, "training/selection"),
+                       (training, test, "training/test"), (selection, test, "selection/test")):
+        if a & b:
+            raise ValueError(f"seeds in both {name}: {sorted(a & b)}")
