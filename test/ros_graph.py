@@ -65,6 +65,13 @@ def watch_segments(tmp_path: Path, env: dict[str, str], name: str = "segments",
     return SegmentWatch(env, tmp_path / f"{name}.log", topic)
 
 
+def stored_ids(log_text: str) -> list[int]:
+    """Segment ids a node's finished log reports stored (it logs each after its commit). To wait
+    for segments while a node runs, use ``watch_segments``."""
+    return [int(line.split("stored segment ", 1)[1].split()[0])
+            for line in log_text.splitlines() if "stored segment " in line]
+
+
 def stored_count(diagnostics: dict[str, dict[str, str]]) -> int:
     """'segments stored' of an ingest status returned by ``wait_idle``."""
     return int(diagnostics["ingest"].get("segments stored", "0"))

@@ -5,7 +5,7 @@ import sqlite3
 import time
 
 from fleet_helpers import start_milvus_server
-from ros_graph import helper, node_params, query, ros_env, start_node, stored_ids
+from ros_graph import helper, node_params, query, ros_env, start_node, watch_segments
 
 from spartan_ros.fleet.outbox import FleetMirror
 from spartan_ros.fleet.sync import memory_meta
@@ -37,16 +37,17 @@ def check_mirroring(tmp_path, model_dir, env, servers):
     node = start_node(tmp_path, env, *node_params(model_dir, memory, vehicle_id="car1",
                                                   fleet_uri=uri, input_timeout_s=600.0))
     publisher = None
+    segments = watch_segments(tmp_path, env)
     try:
         node.wait_for_output("active: ingesting")
         assert "mirroring segments to the fleet" in node.output()
         publisher = helper(env, tmp_path / "publish.log", "publish", "--seconds", "40")
-        wait_until(lambda: len(stored_ids(node.output())) >= 3, 90, "the first segments")
+        wait_until(lambda: len(segments.ids()) >= 3, 90, "the first segments")
         model = file_model(memory)
         wait_until(lambda: fleet_count(uri, model) >= 1, 60, "the first mirrored segment")
         server.stop(timeout=30)  # the fleet store shuts down while the node keeps storing
-        before = len(stored_ids(node.output()))
-        wait_until(lambda: len(stored_ids(node.output())) >= before + 4, 60,
+        before = len(segments.ids())
+        wait_until(lambda: len(segments.ids()) >= before + 4, 60,
                    "segments stored while the fleet store is down")
         server, _ = start_milvus_server(tmp_path, env, tmp_path / "fleet-data", port,
                                         name="milvus-restarted")
@@ -55,14 +56,15 @@ def check_mirroring(tmp_path, model_dir, env, servers):
         answer = query(env, "a straight road", "--fleet", "--top-k", "50")
         assert answer["success"], answer["message"]
         assert {s["vehicle_id"] for s in answer["segments"]} == {"car1"}
-        n = len(stored_ids(node.output()))
-        wait_until(lambda: len(stored_ids(node.output())) >= n + 2, 60, "more segments")
+        n = len(segments.ids())
+        wait_until(lambda: len(segments.ids()) >= n + 2, 60, "more segments")
         node.signal(9)  # SIGKILL mid-drive: no clean shutdown
         node.popen.wait(10)
     finally:
         if publisher is not None:
             publisher.stop()
         node.stop()
+        segments.stop()
     assert "fleet store unreachable" in node.output()
     assert "Traceback" not in node.output()
     db = sqlite3.connect(memory)
