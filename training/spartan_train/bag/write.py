@@ -497,7 +497,7 @@ def _write_captions(
 def sequence_facts_of(root: Path, seqs: list[str]) -> dict[str, Any]:
     """Per sequence, what the generator recorded of every frame (``data.synth.facts``), for the
     ground truth of free-text questions; empty unless every sequence has ``meta/<seq>.json``
-    (sets not made by spartan-synth have none)."""
+    holding the generator's per-frame records (sets not made by spartan-synth have none)."""
     from spartan_train.data.synth.facts import sequence_facts
 
     out = {}
@@ -505,7 +505,11 @@ def sequence_facts_of(root: Path, seqs: list[str]) -> dict[str, Any]:
         path = root / "meta" / f"{seq}.json"
         if not path.is_file():
             return {}
-        out[seq] = sequence_facts(json.loads(path.read_text(encoding="utf-8")))
+        meta = json.loads(path.read_text(encoding="utf-8"))
+        if not (isinstance(meta, dict) and "weather" in meta
+                and isinstance(meta.get("frames"), list)):
+            return {}  # another tool's metadata: no facts to score free text by
+        out[seq] = sequence_facts(meta)
     return out
 
 
