@@ -31,6 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from spartan_ros.ingest import FrameSampler, OdometryBuffer, SlidingWindow, WindowReady
+from spartan_ros.memory.integrity import StorageError
 from spartan_ros.memory.store import Segment, SegmentStore
 from spartan_ros.query import Query, QueryError, validate_query
 from spartan_ros.runtime.scoring import FusionHead
@@ -211,6 +212,9 @@ class MemoryService:
         self._flushing = False
         self._window_frame_id: str | None = None
         self._throttle = _Throttle(cfg.log_every_s)
+        self.storage_error: str | None = None  # the last failed write, until one succeeds
+        for problem in store.problems:  # damage found when the file was opened: say it loudly
+            self.log.error(problem)
 
     # -- input ----------------------------------------------------------------------------------
 
@@ -445,9 +449,17 @@ class MemoryService:
         except Exception as exc:  # keep ingesting: the next window may store fine
             with self._lock:
                 self.counts["segments failed"] += 1
+                if isinstance(exc, StorageError):
+                    self.counts[f"segments failed: {exc.kind}"] += 1
+                    self.storage_error = str(exc)
+                failed = self.counts["segments failed"]
             self.log.error(f"could not store the segment [{_fmt_stamp(ready.start_ns)}, "
-                           f"{_fmt_stamp(ready.end_ns)}]: {exc}")
+                           f"{_fmt_stamp(ready.end_ns)}]: {exc} ({failed} failed so far)")
             return None
+        if self.storage_error is not None:
+            self.log.info(f"storing works again ({self.counts['segments failed']} segments "
+                          "failed while it did not)")
+            self.storage_error = None
         info = StoredInfo(seg_id, ready.start_ns, ready.end_ns, tuple(evicted))
         with self._lock:
             self.counts["segments stored"] += 1
@@ -520,6 +532,8 @@ class MemoryService:
                 "segments": len(self.store),
                 "last_segment": self.last_segment,
                 "odometry_frame": self.odometry.frame_id,
+                "memory_problems": list(self.store.problems),
+                "storage_error": self.storage_error,
             }
 
     def _odometry_resets(self) -> int:

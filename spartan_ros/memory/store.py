@@ -1,14 +1,17 @@
 """Durable segment memory: one SQLite file (or RAM) plus the in-RAM scoring index.
 
-Each ``add()`` is one transaction in WAL mode with ``synchronous=FULL``: when it returns, the
-segment survives a crash or power cut. The scoring index (``runtime.scoring.ScoreIndex``) is
-rebuilt from the file at open and updated only after a commit, under the store's lock, so query
-threads never see a half-written segment.
+Each ``add()`` is one transaction in WAL mode: when it returns, the segment survives a crash
+of the process; with ``synchronous="full"`` (the default) also a power cut, while ``"normal"``
+may lose the last commits to a power cut (never to a crash) and writes faster. The scoring
+index (``runtime.scoring.ScoreIndex``) is rebuilt from the file at open and updated only after
+a commit, under the store's lock, so query threads never see a half-written segment.
 
 Stored terms depend on the model that computed the features, so the file records the model's
 hash and refuses to open with another model (``ModelMismatchError``). Any file that is not a
 valid memory file is reported and left untouched: every check runs on a read-only connection
-before the file is opened for writing.
+before the file is opened for writing. Damage inside a valid file (a corrupt row, a lost
+``-wal``) and storage failures (disk full, read-only) are detected and named
+(``spartan_ros.memory.integrity``); ``problems`` lists what was found at open.
 """
 
 from __future__ import annotations
@@ -24,6 +27,12 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from spartan_ros.memory.integrity import (
+    Sidecar,
+    is_storage_failure,
+    row_checksum,
+    storage_error,
+)
 from spartan_ros.runtime.scoring import (
     FusionHead,
     ScoreIndex,
@@ -54,10 +63,14 @@ CREATE TABLE segments (
     beta REAL NOT NULL,
     gamma REAL NOT NULL,
     cx REAL NOT NULL,          -- centroid of the path (x, y)
-    cy REAL NOT NULL
+    cy REAL NOT NULL,
+    checksum INTEGER           -- integrity.row_checksum of the row (NULL: written before them)
 );
 CREATE INDEX segments_start ON segments (start_ns);
 """
+# Columns added after schema version 1 was released: (name, declaration), added when missing.
+_ADDED_COLUMNS = (("checksum", "INTEGER"),)
+SYNCHRONOUS_CHOICES = ("full", "normal")
 
 
 class MemoryFileError(RuntimeError):
@@ -168,11 +181,19 @@ class SegmentStore:
         head: FusionHead | None = None,
         index_dtype: str = "float32",
         cell_size: float = 10.0,
+        synchronous: str = "full",
     ) -> None:
         if not model_hash:
             raise ValueError("model_hash must be a non-empty string")
         if embed_dim <= 0:
             raise ValueError(f"embed_dim must be positive, got {embed_dim}")
+        if synchronous not in SYNCHRONOUS_CHOICES:
+            raise ValueError(f"synchronous must be one of {SYNCHRONOUS_CHOICES}, "
+                             f"got {synchronous!r}")
+        self.synchronous = synchronous
+        self.problems: list[str] = []  # damage found at open, one sentence each
+        self.corrupt_ids: list[int] = []  # rows skipped at open (checksum or blob mismatch)
+        self._max_id = 0
         self.model_hash = str(model_hash)
         self.embed_dim = int(embed_dim)
         self.in_memory = path is None or str(path) in ("", ":memory:")
@@ -185,19 +206,27 @@ class SegmentStore:
             raise MemoryFileError(f"{self.path} is a directory; memory_path must name a file")
         # A missing or zero-byte file is a new memory; anything else is checked before writing.
         fresh = self.in_memory or not os.path.exists(self.path) or os.path.getsize(self.path) == 0
-        self.index = self._new_index() if fresh else self._open_existing()
+        existing = None if fresh else self._open_existing()
+        fresh = existing is None  # a file killed before its schema was written starts afresh
+        self.index = existing if existing is not None else self._new_index()
         try:
             if fresh and not self.in_memory:
                 os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
             self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=FULL")
+            self._conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
             if fresh:
                 self._create_schema()
+            else:
+                self._migrate()
         except (sqlite3.Error, OSError) as exc:
             if hasattr(self, "_conn"):
                 self._conn.close()
+            if is_storage_failure(exc):
+                raise MemoryFileError(str(storage_error(exc, self.path, "opening"))) from exc
             raise MemoryFileError(f"{self.path}: cannot open for writing: {exc}") from exc
+        if not self.in_memory:
+            self._check_sidecar()
 
     # -- opening ------------------------------------------------------------------------------
 
@@ -224,11 +253,12 @@ class SegmentStore:
                 self._conn.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
                 self._conn.execute("COMMIT")
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                self._rollback()
                 raise
 
-    def _open_existing(self) -> ScoreIndex:
-        """Validate the file and load the index through a read-only connection."""
+    def _open_existing(self) -> ScoreIndex | None:
+        """Validate the file and load the index through a read-only connection; None for a
+        SQLite file without any table (killed before its schema was written)."""
         try:
             with open(self.path, "rb") as f:
                 magic = f.read(len(_SQLITE_MAGIC))
@@ -243,9 +273,15 @@ class SegmentStore:
         except sqlite3.Error as exc:
             raise MemoryFileError(f"{self.path}: cannot open: {exc}. {hint}") from exc
         try:
+            if not ro.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+                return None
             self._check_meta(ro, hint)
             return self._read_index(ro)
         except sqlite3.Error as exc:
+            if is_storage_failure(exc) and "malformed" not in str(exc) and \
+                    "not a database" not in str(exc):
+                raise MemoryFileError(
+                    f"{storage_error(exc, self.path, 'reading')}. {hint}") from exc
             raise MemoryFileError(f"{self.path} is corrupt or unreadable: {exc}. {hint}") from exc
         except MemoryFileError as exc:
             if "not modified" in str(exc):
@@ -280,34 +316,114 @@ class SegmentStore:
 
     def _read_index(self, conn: sqlite3.Connection) -> ScoreIndex:
         e = self.embed_dim
-        rows = conn.execute(
-            "SELECT id, start_ns, end_ns, poses, video_feat, terms, beta, gamma "
-            "FROM segments ORDER BY start_ns, id"
+        columns = {r[1] for r in conn.execute("PRAGMA table_info(segments)")}
+        checksum = "checksum" if "checksum" in columns else "NULL"  # before checksums: migrated
+        all_rows = conn.execute(
+            "SELECT id, start_ns, end_ns, poses, video_feat, terms, beta, gamma, frame_count, "
+            f"frame_id, pose_feat, {checksum} FROM segments ORDER BY start_ns, id"
         ).fetchall()
+        self._max_id = max((int(r[0]) for r in all_rows), default=0)
+        rows, paths, video_rows, ag_rows = [], [], [], []
+        self.corrupt_ids = []
+        for r in all_rows:
+            try:
+                poses, video, ag = self._verified_row(r, e)
+            except MemoryFileError:
+                self.corrupt_ids.append(int(r[0]))
+                continue
+            rows.append(r)
+            paths.append(poses[:, 1:4])
+            video_rows.append(video)
+            ag_rows.append(ag)
+        if self.corrupt_ids:
+            shown = ", ".join(map(str, self.corrupt_ids[:20]))
+            more = "" if len(self.corrupt_ids) <= 20 else f" and {len(self.corrupt_ids) - 20} more"
+            self.problems.append(
+                f"{self.path}: {len(self.corrupt_ids)} of {len(all_rows)} stored segments are "
+                f"corrupt (checksum mismatch) and are skipped, never scored: ids {shown}{more}")
         n = len(rows)
         ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=n)
         starts = np.fromiter((r[1] for r in rows), dtype=np.int64, count=n)
         ends = np.fromiter((r[2] for r in rows), dtype=np.int64, count=n)
-        ag = np.empty((n, 2 * e), dtype=np.float32)
-        video = np.empty((n, e), dtype=np.float64)
-        paths = []
-        for k, r in enumerate(rows):
-            what = f"{self.path} segment id {r[0]}"
-            poses = _decode(r[3], _F64, (len(r[3]) // 64, 8), what + " poses")
-            paths.append(poses[:, 1:4])
-            video[k] = _decode(r[4], _F32, (e,), what + " video_feat")
-            ag[k] = _decode(r[5], _F32, (2 * e,), what + " terms")
+        ag_arr = np.asarray(ag_rows, dtype=np.float32).reshape(n, 2 * e)
+        video_arr = np.asarray(video_rows, dtype=np.float64).reshape(n, e)
         bg = np.array([(r[6], r[7]) for r in rows], dtype=np.float32).reshape(n, 2)
-        if n and not (np.isfinite(ag).all() and np.isfinite(bg).all() and np.isfinite(video).all()):
-            raise MemoryFileError(f"{self.path}: a stored segment has non-finite features")
-        try:
-            unit = unit_rows(video, "video_feat").astype(np.float32)
-        except ValueError as exc:
-            raise MemoryFileError(f"{self.path}: a stored segment has a zero video_feat") from exc
-        terms = TermArrays(ag=ag, bg=bg, video_unit=unit)
+        unit = unit_rows(video_arr, "video_feat").astype(np.float32) if n else \
+            np.empty((0, e), dtype=np.float32)
+        terms = TermArrays(ag=ag_arr, bg=bg, video_unit=unit)
         index = self._new_index()
         index.extend(ids, starts, ends, terms, paths)
         return index
+
+    def _verified_row(self, r: tuple, e: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Decoded (poses, video_feat, terms) of a row; MemoryFileError if it is damaged."""
+        what = f"{self.path} segment id {r[0]}"
+        if r[11] is not None:
+            try:
+                want = row_checksum(r[1], r[2], r[8], r[9], r[3], r[4], r[10], r[5], r[6], r[7])
+            except (TypeError, ValueError, UnicodeError) as exc:
+                raise MemoryFileError(f"{what}: unreadable fields ({exc})") from exc
+            if want != int(r[11]):
+                raise MemoryFileError(f"{what}: checksum mismatch")
+        poses = _decode(r[3], _F64, (len(r[3]) // 64, 8), what + " poses")
+        video = _decode(r[4], _F32, (e,), what + " video_feat").astype(np.float64)
+        ag = _decode(r[5], _F32, (2 * e,), what + " terms")
+        if not (np.isfinite(ag).all() and np.isfinite(video).all()
+                and math.isfinite(r[6]) and math.isfinite(r[7]) and np.linalg.norm(video) > 0):
+            raise MemoryFileError(f"{what}: non-finite or zero features")
+        return poses, video, ag
+
+    def _migrate(self) -> None:
+        """Add the columns newer than the file, and checksums to rows written before them."""
+        have = {r[1] for r in self._conn.execute("PRAGMA table_info(segments)")}
+        missing = [(name, decl) for name, decl in _ADDED_COLUMNS if name not in have]
+        legacy = [] if missing else self._conn.execute(
+            "SELECT id, start_ns, end_ns, frame_count, frame_id, poses, video_feat, pose_feat, "
+            "terms, beta, gamma FROM segments WHERE checksum IS NULL").fetchall()
+        if not (missing or legacy):
+            return
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                for name, decl in missing:
+                    self._conn.execute(f"ALTER TABLE segments ADD COLUMN {name} {decl}")
+                if missing:
+                    legacy = self._conn.execute(
+                        "SELECT id, start_ns, end_ns, frame_count, frame_id, poses, video_feat, "
+                        "pose_feat, terms, beta, gamma FROM segments").fetchall()
+                self._conn.executemany(
+                    "UPDATE segments SET checksum = ? WHERE id = ?",
+                    [(row_checksum(*r[1:]), r[0]) for r in legacy])
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._rollback()
+                raise
+
+    def _check_sidecar(self) -> None:
+        """Compare the file with the count recorded beside it; say loudly what was lost."""
+        recorded = Sidecar.read(self.path)
+        held = len(self.index) + len(self.corrupt_ids)
+        if recorded is not None:
+            lost = recorded.shortfall(self.path, held, self._max_id)
+            if lost is not None:
+                self.problems.append(lost)
+        self._write_sidecar(held)
+
+    def _write_sidecar(self, segments: int) -> None:
+        if self.in_memory:
+            return
+        try:
+            Sidecar(segments, self._max_id).write(self.path, fsync=self.synchronous == "full")
+        except OSError:
+            pass  # disk full / read-only: the next write tries again; the db write reports it
+
+    def _rollback(self) -> None:
+        """Roll back if a transaction is open (a failed COMMIT may have rolled back already)."""
+        if self._conn.in_transaction:
+            try:
+                self._conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
 
     # -- public API -----------------------------------------------------------------------------
 
@@ -335,24 +451,29 @@ class SegmentStore:
             cx,
             cy,
         )
+        checksum = row_checksum(*values[:10])
         with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
             try:
+                self._conn.execute("BEGIN IMMEDIATE")
                 cur = self._conn.execute(
                     "INSERT INTO segments (start_ns, end_ns, frame_count, frame_id, poses, "
-                    "video_feat, pose_feat, terms, beta, gamma, cx, cy) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    values,
+                    "video_feat, pose_feat, terms, beta, gamma, cx, cy, checksum) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (*values, checksum),
                 )
                 self._conn.execute("COMMIT")
-            except BaseException:
-                self._conn.execute("ROLLBACK")
+            except BaseException as exc:
+                self._rollback()
+                if isinstance(exc, sqlite3.Error) and is_storage_failure(exc):
+                    raise storage_error(exc, self.path, "writing a segment to") from exc
                 raise
             seg_id = int(cur.lastrowid or 0)
+            self._max_id = max(self._max_id, seg_id)
             # Only now, after the commit, does the segment become visible to queries.
             self.index.append(
                 seg_id, segment.start_ns, segment.end_ns, segment.terms, poses[:, 1:4]
             )
+            self._write_sidecar(len(self.index) + len(self.corrupt_ids))
         return seg_id
 
     def get(self, seg_id: int) -> Segment | None:
@@ -420,12 +541,17 @@ class SegmentStore:
                 return []
             # Out of the index first, so a query never returns an id whose row is gone.
             gone = self.index.remove_oldest(excess).tolist()
-            self._conn.execute("BEGIN IMMEDIATE")
+            # The sidecar goes down before the rows do: a crash in between leaves it below
+            # the file (harmless), never above it (a false alarm at the next start).
+            self._write_sidecar(len(self.index) + len(self.corrupt_ids))
             try:
+                self._conn.execute("BEGIN IMMEDIATE")
                 self._conn.executemany("DELETE FROM segments WHERE id = ?", [(i,) for i in gone])
                 self._conn.execute("COMMIT")
-            except BaseException:
-                self._conn.execute("ROLLBACK")
+            except BaseException as exc:
+                self._rollback()
+                if isinstance(exc, sqlite3.Error) and is_storage_failure(exc):
+                    raise storage_error(exc, self.path, "evicting segments from") from exc
                 raise
             return gone
 
