@@ -213,6 +213,10 @@ class MemoryService:
         self._window_frame_id: str | None = None
         self._throttle = _Throttle(cfg.log_every_s)
         self.storage_error: str | None = None  # the last failed write, until one succeeds
+        self._writes_cv = threading.Condition()
+        self._writes: deque[Segment] | None = None  # segments for the writer thread, if any
+        self._writer: threading.Thread | None = None
+        self._writing = 0
         for problem in store.problems:  # damage found when the file was opened: say it loudly
             self.log.error(problem)
 
@@ -432,6 +436,8 @@ class MemoryService:
         return ready
 
     def _store(self, ready: WindowReady, frame_id: str) -> StoredInfo | None:
+        """Build the segment and store it: now, or through the writer thread when one runs
+        (then None is returned and the writer logs it once committed)."""
         engine = self.engine
         poses = ready.poses
         try:
@@ -442,36 +448,102 @@ class MemoryService:
             pose_feat = np.asarray(engine.encode_pose(rows[None]), dtype=np.float32)[0]
             segment = Segment.build(engine.fusion_head, ready.start_ns, ready.end_ns, frame_id,
                                     poses, ready.video_feat, pose_feat)
-            seg_id = self.store.add(segment)
+        except Exception as exc:
+            self._failed(1, ready.start_ns, ready.end_ns, exc)
+            return None
+        with self._writes_cv:
+            if self._writes is not None:
+                self._writes.append(segment)
+                self._writes_cv.notify_all()
+                return None
+        stored = self._commit([segment])
+        return stored[0] if stored else None
+
+    def _commit(self, segments: list[Segment]) -> list[StoredInfo]:
+        """Store segments in one transaction (one disk sync), evict, count and log them."""
+        try:
+            ids = self.store.add_many(segments)
             evicted: list[int] = []
             if self.config.max_segments:
                 evicted = self.store.evict_oldest(self.config.max_segments)
         except Exception as exc:  # keep ingesting: the next window may store fine
-            with self._lock:
-                self.counts["segments failed"] += 1
-                if isinstance(exc, StorageError):
-                    self.counts[f"segments failed: {exc.kind}"] += 1
-                    self.storage_error = str(exc)
-                failed = self.counts["segments failed"]
-            self.log.error(f"could not store the segment [{_fmt_stamp(ready.start_ns)}, "
-                           f"{_fmt_stamp(ready.end_ns)}]: {exc} ({failed} failed so far)")
-            return None
+            self._failed(len(segments), segments[0].start_ns, segments[-1].end_ns, exc)
+            return []
         if self.storage_error is not None:
             self.log.info(f"storing works again ({self.counts['segments failed']} segments "
                           "failed while it did not)")
             self.storage_error = None
-        info = StoredInfo(seg_id, ready.start_ns, ready.end_ns, tuple(evicted))
+        infos = [StoredInfo(i, s.start_ns, s.end_ns) for i, s in zip(ids, segments, strict=True)]
+        infos[-1] = StoredInfo(ids[-1], segments[-1].start_ns, segments[-1].end_ns,
+                               tuple(evicted))
         with self._lock:
-            self.counts["segments stored"] += 1
+            self.counts["segments stored"] += len(ids)
             self.counts["segments evicted"] += len(evicted)
-            self.last_segment = info
+            self.last_segment = infos[-1]
         # Logged after the commit: a segment named here survives a crash.
-        self.log.info(f"stored segment {seg_id} [{ready.start_ns}, {ready.end_ns}] ns "
-                      f"({len(self.store)} in memory)")
+        for info in infos:
+            self.log.info(f"stored segment {info.id} [{info.start_ns}, {info.end_ns}] ns "
+                          f"({len(self.store)} in memory)")
         if evicted:
             self.log.info(f"evicted segments {', '.join(map(str, evicted))} "
                           f"(max_segments={self.config.max_segments})")
-        return info
+        return infos
+
+    def _failed(self, n: int, start_ns: int, end_ns: int, exc: Exception) -> None:
+        with self._lock:
+            self.counts["segments failed"] += n
+            if isinstance(exc, StorageError):
+                self.counts[f"segments failed: {exc.kind}"] += n
+                self.storage_error = str(exc)
+            failed = self.counts["segments failed"]
+        what = "the segment" if n == 1 else f"{n} segments"
+        self.log.error(f"could not store {what} [{_fmt_stamp(start_ns)}, {_fmt_stamp(end_ns)}]: "
+                       f"{exc} ({failed} failed so far)")
+
+    # -- the writer thread (live ingest): the disk never holds up the encoder -----------------
+
+    def start_writer(self) -> None:
+        """Store segments from a thread of their own: a slow disk sync (seconds on a busy
+        disk) then delays only the writes, which it groups into fewer transactions."""
+        with self._writes_cv:
+            if self._writer is not None:
+                return
+            self._writes = deque()
+            self._writer = threading.Thread(target=self._write_loop, name="spartan-writer",
+                                            daemon=True)
+            self._writer.start()
+
+    def stop_writer(self, timeout: float = 60.0) -> None:
+        """Write what is queued, then stop the writer; later segments are stored directly."""
+        with self._writes_cv:
+            writer, self._writer = self._writer, None
+            self._writes_cv.notify_all()
+        if writer is not None:
+            writer.join(timeout)
+
+    def _write_loop(self) -> None:
+        while True:
+            with self._writes_cv:
+                self._writes_cv.wait_for(lambda: bool(self._writes) or self._writer is None)
+                queue = self._writes
+                if queue is None:
+                    return
+                batch = [queue.popleft() for _ in range(min(len(queue), 64))]
+                if not batch and self._writer is None:
+                    self._writes = None
+                    return
+                self._writing = len(batch)
+            try:
+                if batch:
+                    self._commit(batch)
+            finally:
+                with self._writes_cv:
+                    self._writing = 0
+                    self._writes_cv.notify_all()
+
+    def _unwritten(self) -> int:
+        with self._writes_cv:
+            return len(self._writes or ()) + self._writing
 
     # -- queries --------------------------------------------------------------------------------
 
@@ -526,7 +598,7 @@ class MemoryService:
                            if k.startswith("reset")})
             return {
                 "counts": dict(counts),
-                "pending": len(self._pending) + self._in_flight,
+                "pending": len(self._pending) + self._in_flight + self._unwritten(),
                 "latency_ms": self.latency.mean_ms,
                 "last_latency_ms": self.latency.last_ms,
                 "segments": len(self.store),
@@ -559,7 +631,8 @@ def pose_stamps(poses: np.ndarray, start_ns: int, end_ns: int) -> np.ndarray:
 
 
 class IngestWorker:
-    """A thread that runs ``service.process()`` whenever frames are ready to encode."""
+    """A thread that runs ``service.process()`` whenever frames are ready to encode, and the
+    service's writer thread that stores the segments."""
 
     def __init__(self, service: MemoryService, poll_s: float = 0.5) -> None:
         self.service = service
@@ -571,6 +644,7 @@ class IngestWorker:
         if self._thread is not None:
             return
         self._stop.clear()
+        self.service.start_writer()
         self._thread = threading.Thread(target=self._run, name="spartan-encoder", daemon=True)
         self._thread.start()
 
@@ -580,6 +654,7 @@ class IngestWorker:
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
+        self.service.stop_writer()  # what is queued is written first
 
     def _run(self) -> None:
         while not self._stop.is_set():

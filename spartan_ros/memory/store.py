@@ -225,8 +225,14 @@ class SegmentStore:
             if is_storage_failure(exc):
                 raise MemoryFileError(str(storage_error(exc, self.path, "opening"))) from exc
             raise MemoryFileError(f"{self.path}: cannot open for writing: {exc}") from exc
+        self._read_conn: sqlite3.Connection | None = None
+        self._read_lock = threading.Lock()
         if not self.in_memory:
             self._check_sidecar()
+            try:
+                self._read_conn = sqlite3.connect(self.path, check_same_thread=False)
+            except sqlite3.Error:
+                self._read_conn = None  # reads share the writer's connection
 
     # -- opening ------------------------------------------------------------------------------
 
@@ -413,7 +419,9 @@ class SegmentStore:
         if self.in_memory:
             return
         try:
-            Sidecar(segments, self._max_id).write(self.path, fsync=self.synchronous == "full")
+            # No fsync: a sidecar older than the file after a power cut is harmless (it can only
+            # be lower), and an fsync per segment would double the cost of each store.
+            Sidecar(segments, self._max_id).write(self.path, fsync=False)
         except OSError:
             pass  # disk full / read-only: the next write tries again; the db write reports it
 
@@ -434,47 +442,56 @@ class SegmentStore:
 
     def add(self, segment: Segment) -> int:
         """Store a segment in one durable transaction, then index it; returns its id."""
-        segment.validate(self.embed_dim)
-        poses = np.asarray(segment.poses, dtype=np.float64)
-        cx, cy = (float(v) for v in poses[:, 1:3].mean(axis=0))
-        values = (
-            int(segment.start_ns),
-            int(segment.end_ns),
-            int(poses.shape[0]),
-            segment.frame_id,
-            _blob(poses, _F64),
-            _blob(segment.video_feat, _F32),
-            _blob(segment.pose_feat, _F32),
-            _blob(segment.terms.ag, _F32),
-            float(segment.terms.beta),
-            float(segment.terms.gamma),
-            cx,
-            cy,
-        )
-        checksum = row_checksum(*values[:10])
+        return self.add_many([segment])[0]
+
+    def add_many(self, segments: list[Segment]) -> list[int]:
+        """Store segments in one durable transaction (one disk sync for all), then index them;
+        returns their ids. All or none are stored."""
+        rows = []
+        for segment in segments:
+            segment.validate(self.embed_dim)
+            poses = np.asarray(segment.poses, dtype=np.float64)
+            cx, cy = (float(v) for v in poses[:, 1:3].mean(axis=0))
+            values = (
+                int(segment.start_ns),
+                int(segment.end_ns),
+                int(poses.shape[0]),
+                segment.frame_id,
+                _blob(poses, _F64),
+                _blob(segment.video_feat, _F32),
+                _blob(segment.pose_feat, _F32),
+                _blob(segment.terms.ag, _F32),
+                float(segment.terms.beta),
+                float(segment.terms.gamma),
+                cx,
+                cy,
+            )
+            rows.append((*values, row_checksum(*values[:10])))
         with self._lock:
+            ids = []
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
-                cur = self._conn.execute(
-                    "INSERT INTO segments (start_ns, end_ns, frame_count, frame_id, poses, "
-                    "video_feat, pose_feat, terms, beta, gamma, cx, cy, checksum) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (*values, checksum),
-                )
+                for row in rows:
+                    cur = self._conn.execute(
+                        "INSERT INTO segments (start_ns, end_ns, frame_count, frame_id, poses, "
+                        "video_feat, pose_feat, terms, beta, gamma, cx, cy, checksum) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        row,
+                    )
+                    ids.append(int(cur.lastrowid or 0))
                 self._conn.execute("COMMIT")
             except BaseException as exc:
                 self._rollback()
                 if isinstance(exc, sqlite3.Error) and is_storage_failure(exc):
                     raise storage_error(exc, self.path, "writing a segment to") from exc
                 raise
-            seg_id = int(cur.lastrowid or 0)
-            self._max_id = max(self._max_id, seg_id)
-            # Only now, after the commit, does the segment become visible to queries.
-            self.index.append(
-                seg_id, segment.start_ns, segment.end_ns, segment.terms, poses[:, 1:4]
-            )
+            self._max_id = max([self._max_id, *ids])
+            # Only now, after the commit, do the segments become visible to queries.
+            for seg_id, segment in zip(ids, segments, strict=True):
+                self.index.append(seg_id, segment.start_ns, segment.end_ns, segment.terms,
+                                  np.asarray(segment.poses, dtype=np.float64)[:, 1:4])
             self._write_sidecar(len(self.index) + len(self.corrupt_ids))
-        return seg_id
+        return ids
 
     def get(self, seg_id: int) -> Segment | None:
         """The stored segment with this id, or None (never stored, or evicted)."""
@@ -488,11 +505,15 @@ class SegmentStore:
             return []
         e = self.embed_dim
         rows: dict[int, tuple] = {}
-        with self._lock:
+        # A file has its own read connection: in WAL mode reads never wait for a commit (whose
+        # disk sync can take seconds on a busy disk); RAM has only the one connection.
+        conn, lock = (self._conn, self._lock) if self._read_conn is None else (
+            self._read_conn, self._read_lock)
+        with lock:
             for k in range(0, len(want), 500):  # stay below SQLite's bound-variable limit
                 chunk = want[k : k + 500]
                 marks = ",".join("?" * len(chunk))
-                for r in self._conn.execute(
+                for r in conn.execute(
                     "SELECT id, start_ns, end_ns, frame_id, poses, video_feat, pose_feat, terms, "
                     f"beta, gamma FROM segments WHERE id IN ({marks})",
                     chunk,
@@ -565,8 +586,10 @@ class SegmentStore:
             return "; ".join(r[0] for r in self._conn.execute("PRAGMA integrity_check"))
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, self._read_lock:
             self._conn.close()
+            if self._read_conn is not None:
+                self._read_conn.close()
 
     def __enter__(self) -> SegmentStore:
         return self
