@@ -1,6 +1,6 @@
 # The two commands that matter: `make demo` (the whole job end to end) and `make test` (everything
 # CI checks). Both set up their own environment first (scripts/setup.sh, idempotent).
-.PHONY: setup test lint demo bench bench-learning bench-drives model clean
+.PHONY: setup test lint demo bench bench-learning bench-drives bench-reliability model clean
 
 setup:
 	@bash scripts/setup.sh
@@ -27,6 +27,11 @@ bench-learning: setup
 # The node's task (issue 6): within-drive text retrieval on unseen drives, via spartan-bag eval.
 bench-drives: setup
 	@scripts/env.sh python -m bench.drive_retrieval assets/models/tiny-synth --out runs/drive_retrieval
+
+# Reliability (issue 11): damage to the memory file, 20 SIGKILLs, 100 lifecycle cycles, and 4
+# query clients for 60 s while the demo's drive replays at rate 1 (about 15 min).
+bench-reliability: setup
+	@scripts/env.sh python -m bench.reliability --out bench/results $(BENCH_ARGS)
 
 # Rebuild assets/models/tiny-synth from scratch (about 2 h on 2 cores; stages are kept).
 model: setup

@@ -74,3 +74,19 @@ def test_queries_in_flight_are_answered_or_refused_clearly(tmp_path, model_dir):
     allowed = ("the node is not active", "memory is empty")
     assert all(m.startswith(allowed) for m in messages), messages
     assert "Traceback" not in node.output()
+
+
+def test_a_best_effort_camera_is_still_heard_and_named(tmp_path, model_dir):
+    """input_reliability auto: reliable by default; a best-effort publisher makes the node
+    subscribe again best effort, with a warning naming the topic."""
+    env = ros_env()
+    node = start_node(tmp_path, env, *node_params(model_dir, tmp_path / "memory.db"))
+    try:
+        node.wait_for_output("active: ingesting")
+        run_helper(env, "publish", "--seconds", "4.0", "--best-effort")
+        node.wait_for_output("stored segment ", timeout=60)
+        out = node.output()
+        assert "a best-effort publisher on /image_raw: subscribed best effort" in out
+        assert "best-effort publisher on /odom" not in out  # odometry stayed reliable
+    finally:
+        node.stop()

@@ -71,14 +71,15 @@ class ServiceConfig:
     window_frames: int = 24
     stride_frames: int = 6
     max_pose_gap_s: float = 0.25
-    max_pending_frames: int = 16
+    max_pending_frames: int = 64
     encode_batch_size: int = 8
     max_segments: int = 0  # 0 = unbounded
     default_top_k: int = 5
     odometry_history_s: float = 10.0
     # A taken frame waits (in camera time) this long for odometry to reach its stamp, so its pose
     # is interpolated even when odometry arrives late; then it is decided with what is there.
-    odometry_wait_s: float = 1.0
+    # 3 s: reliable odometry arrives in order but late when the computer is starved of CPU.
+    odometry_wait_s: float = 3.0
     log_every_s: float = 5.0  # throttle of repeated warnings
 
     @property

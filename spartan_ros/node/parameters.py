@@ -53,8 +53,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               max_value=256),
     ParamSpec("max_pose_gap_s", 0.25, "A frame is dropped when no odometry lies within this many "
               "seconds of its stamp.", min_value=0.0, max_value=10.0),
-    ParamSpec("max_pending_frames", 16, "Frames waiting for the encoder beyond this are dropped, "
-              "oldest first.", min_value=1, max_value=10000),
+    ParamSpec("max_pending_frames", 64, "Frames waiting for the encoder beyond this are dropped, "
+              "oldest first (64: about 6 s of camera at 10 Hz, so a busy computer catches up "
+              "instead of dropping).", min_value=1, max_value=10000),
     ParamSpec("encode_batch_size", 8, "Frames encoded per inference call.", min_value=1,
               max_value=256),
     ParamSpec("execution_providers", ["cuda", "cpu"], "ONNX Runtime providers in order of "
