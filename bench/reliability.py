@@ -319,6 +319,8 @@ def load_run(work: Path, seconds: float, clients: int, quick: bool) -> dict[str,
         player = Process([sys.executable, "-m", "spartan_ros.bag", "play", str(bag), "--clock",
                           "--rate", "1", "--json", "--wait-timeout", "30"], env,
                          cfg.work / "logs" / "play.log")
+        # Queries start once there is something to find ("memory is empty" is no error).
+        wait_for("a first segment", lambda: stored_count(node.output()) > 0, [node, player], 120)
         hammer = Process([sys.executable, "-m", "bench.query_load", "--clients", str(clients),
                           "--seconds", str(seconds)], env, cfg.work / "logs" / "load.log")
         wait_for("end of the query load", lambda: not hammer.alive(), [node], seconds + 120)

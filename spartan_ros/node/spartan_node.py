@@ -17,6 +17,7 @@ import os
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import rclpy
@@ -41,6 +42,7 @@ from rclpy.qos import (
 )
 from rclpy.service import Service
 from rclpy.subscription import Subscription
+from rclpy.task import Future
 from rclpy.timer import Timer
 from sensor_msgs.msg import CompressedImage, Image
 from spartan_interfaces.srv import QuerySegments
@@ -150,6 +152,20 @@ def open_memory(values: dict[str, Any], logger: Any) -> MemoryService:
         raise ConfigError(str(exc)) from exc
 
 
+# Queries computed at once. A query is bounded work (one text encoding, one scan); more workers
+# than cores only slow each other and ingest down.
+QUERY_WORKERS = 2
+
+
+def _lower_priority() -> None:
+    """Query threads yield the CPU to ingest when both want it (a starved computer keeps
+    storing what the camera sees; a query answers a little later)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 5)
+    except (AttributeError, OSError):
+        pass
+
+
 def ingest_summary(counts: dict[str, int]) -> str:
     """One line of what ingest did since the node was activated (logged when it stops)."""
     dropped = sum(v for k, v in counts.items() if k.startswith("dropped"))
@@ -184,6 +200,8 @@ class SpartanNode(LifecycleNode):
         # ~/query and the publishers live as long as the node: destroying a service while its
         # callback runs crashes the response (InvalidHandle). While not active it refuses.
         self._queries = 0  # in flight; cleanup waits for them before it closes the memory
+        self._query_pool = ThreadPoolExecutor(QUERY_WORKERS, thread_name_prefix="spartan-query",
+                                              initializer=_lower_priority)
         self._queries_done = threading.Condition()
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._matches_pub = self.create_publisher(MarkerArray, "~/matches", MATCHES_QOS)
@@ -384,8 +402,8 @@ class SpartanNode(LifecycleNode):
             memory.add_odometry(*odometry_fields(msg))
 
     # -- service ------------------------------------------------------------------------------
-    def _on_query(self, request: QuerySegments.Request,
-                  response: QuerySegments.Response) -> QuerySegments.Response:
+    async def _on_query(self, request: QuerySegments.Request,
+                        response: QuerySegments.Response) -> QuerySegments.Response:
         with self._queries_done:
             if not self._active:
                 response.success = False
@@ -394,7 +412,18 @@ class SpartanNode(LifecycleNode):
                 return response
             self._queries += 1
         try:
-            return self._answer(request, response)
+            # The work runs in the query pool, so the executor's threads stay free for frames
+            # and odometry however many planners ask at once.
+            answered: Future = Future(executor=self.executor)
+
+            def work() -> None:
+                try:
+                    answered.set_result(self._answer(request, response))
+                except Exception as exc:  # handed to the awaiting callback
+                    answered.set_exception(exc)
+
+            self._query_pool.submit(work)
+            return await answered
         finally:
             with self._queries_done:
                 self._queries -= 1
