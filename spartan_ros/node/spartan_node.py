@@ -167,7 +167,7 @@ def _lower_priority() -> None:
 
 
 def ingest_summary(counts: dict[str, int]) -> str:
-    """One line of what ingest did since the node was activated (logged when it stops)."""
+    """One line of what ingest did since the node was configured (logged when it stops)."""
     dropped = sum(v for k, v in counts.items() if k.startswith("dropped"))
     return (f"ingest stopped: {counts.get('frames received', 0)} frames received, "
             f"{counts.get('frames taken', 0)} taken, {dropped} dropped, "
