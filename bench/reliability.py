@@ -9,6 +9,8 @@ Sections (each prints its rows as it finishes; all end in one markdown table and
   half or lost, the file truncated, deleted or replaced, a kill before the schema was written, a
   full disk, a read-only file system). Per class: cases tried / survived (no crash, the store
   opens or refuses in one sentence) / clear error (the damage is named) / segments lost unsaid.
+- ``sync``: what ``memory_synchronous: full`` (survives a power cut) costs per stored segment
+  against ``normal`` (survives a crash of the node), in the system's temporary folder.
 - ``kills``: the SIGKILL loop of test/test_node_kill_loop.py (kills at start-up, mid-ingest,
   mid-query and during eviction, restarting on the same file).
 - ``lifecycle``: configure/activate/deactivate/cleanup cycles with ingest and queries in flight
@@ -40,7 +42,7 @@ from typing import Any
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-SECTIONS = ("damage", "kills", "lifecycle", "load")
+SECTIONS = ("damage", "sync", "kills", "lifecycle", "load")
 
 
 @dataclass
@@ -250,6 +252,33 @@ def storage_cases(work: Path) -> list[Outcome]:
         subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
+# ------------------------------------------------------------------------ memory_synchronous
+
+def sync_cost(work: Path, n: int) -> dict[str, Any]:
+    """Milliseconds per stored segment (one transaction each) with synchronous full and normal,
+    modes interleaved twice so a change in the disk's load hits both."""
+    from spartan_ros.memory import SegmentStore
+    from spartan_ros.runtime.scoring import random_head
+
+    segs = _segments(n)
+    times: dict[str, list[float]] = {"full": [], "normal": []}
+    for k, mode in enumerate(("full", "normal", "full", "normal")):
+        path = work / f"sync-{k}.db"
+        with SegmentStore(path, "m", E, head=random_head(E, 0), synchronous=mode) as store:
+            for seg in segs:
+                t0 = time.perf_counter()
+                store.add(seg)
+                times[mode].append(time.perf_counter() - t0)
+    out = {}
+    for mode, t in times.items():
+        ms = np.asarray(t) * 1000.0
+        out[mode] = {"mean ms": float(ms.mean()), "p50 ms": float(np.percentile(ms, 50)),
+                     "p99 ms": float(np.percentile(ms, 99)), "segments": len(ms)}
+        print(f"  sync      {mode:<7} mean {ms.mean():8.2f} ms  p50 {np.percentile(ms, 50):7.2f} "
+              f"ms  p99 {np.percentile(ms, 99):8.2f} ms per stored segment", flush=True)
+    return out
+
+
 # ------------------------------------------------------------------- kills and lifecycle (pytest)
 
 def run_pytest(test: str, env_extra: dict[str, str], timeout: float) -> tuple[bool, str]:
@@ -368,6 +397,13 @@ def table(report: Report) -> str:
     for o in report.outcomes:
         lines.append(f"| {o.section} | {o.case} | {o.tried} | {o.survived} | {o.clear_error} | "
                      f"{o.lost_unsaid} | {o.note} |")
+    sync = report.figures.get("sync")
+    if sync:
+        lines += ["", "| memory_synchronous | mean ms | p50 ms | p99 ms | per stored segment |",
+                  "|---|---|---|---|---|"]
+        for mode, f in sync.items():
+            lines.append(f"| {mode} | {f['mean ms']:.2f} | {f['p50 ms']:.2f} | "
+                         f"{f['p99 ms']:.2f} | {f['segments']} segments |")
     load = report.figures.get("load")
     if load:
         lines += ["", "| load run (rate 1, concurrent queries) | value | goal |", "|---|---|---|"]
@@ -417,6 +453,9 @@ def main(argv: list[str] | None = None) -> int:
             print("damage to the memory file", flush=True)
             for o in damage_cases(work, a.quick):
                 report.add(o)
+        if "sync" in sections:
+            print("cost of memory_synchronous (one segment per transaction)", flush=True)
+            report.figures["sync"] = sync_cost(work, 30 if a.quick else 200)
         if "kills" in sections:
             print(f"SIGKILL loop ({kills} kills)", flush=True)
             o, raw["kills"] = kill_loop(kills)

@@ -15,8 +15,8 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 def test_quick_reliability_run_writes_the_table(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-m", "bench.reliability", "--quick", "--sections",
-                          "damage,load", "--out", str(tmp_path)], capture_output=True, text=True,
-                         timeout=280, cwd=REPO)
+                          "damage,sync,load", "--out", str(tmp_path)], capture_output=True,
+                         text=True, timeout=280, cwd=REPO)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     table = (tmp_path / "reliability.md").read_text()
     doc = json.loads((tmp_path / "reliability.json").read_text())
@@ -29,3 +29,4 @@ def test_quick_reliability_run_writes_the_table(tmp_path: Path) -> None:
                 "segments stored", "segments expected"):
         assert key in load and f"| {key} |" in table
     assert load["queries answered"] > 0 and load["images played"] > 0
+    assert set(doc["figures"]["sync"]) == {"full", "normal"} and "| memory_synchronous |" in table
