@@ -1,6 +1,6 @@
 # The two commands that matter: `make demo` (the whole job end to end) and `make test` (everything
 # CI checks). Both set up their own environment first (scripts/setup.sh, idempotent).
-.PHONY: setup test lint demo bench bench-learning bench-drives fuzz model clean bench-ingest bench-fleet bench-export bench-spread bench-layouts bench-conventions
+.PHONY: setup test lint demo bench bench-learning bench-drives fuzz model clean bench-ingest bench-fleet bench-export bench-spread bench-layouts bench-conventions bench-reliability
 
 setup:
 	@bash scripts/setup.sh
@@ -68,6 +68,11 @@ bench-fleet: setup
 # make bench-export BENCH_ARGS="--models tiny B/16 --repeats 2"
 bench-export: setup
 	@scripts/env.sh python -m bench.export_bench --out bench/results $(BENCH_ARGS)
+
+# Reliability (issue 11): damage to the memory file, 20 SIGKILLs, 100 lifecycle cycles, and 4
+# query clients for 60 s while the demo's drive replays at rate 1 (about 15 min).
+bench-reliability: setup
+	@scripts/env.sh python -m bench.reliability --out bench/results $(BENCH_ARGS)
 
 # Rebuild assets/models/tiny-synth from scratch (about 2 h on 2 cores; stages are kept).
 model: setup

@@ -161,15 +161,17 @@ def _wait_matched(node, pubs, timeout: float) -> None:
 def _publish(args) -> int:
     import rclpy
     from nav_msgs.msg import Odometry
-    from rclpy.qos import qos_profile_sensor_data
+    from rclpy.qos import QoSProfile, qos_profile_sensor_data
     from sensor_msgs.msg import CompressedImage, Image
 
     rclpy.init()
     node = rclpy.create_node("drive_publisher")
     image_type = CompressedImage if args.compressed else Image
     image_topic = args.image_topic + ("/compressed" if args.compressed else "")
-    image_pub = node.create_publisher(image_type, image_topic, qos_profile_sensor_data)
-    odom_pub = node.create_publisher(Odometry, args.odom_topic, 50)
+    # Reliable like `spartan-bag play` and most camera drivers; --best-effort like the others.
+    image_qos = qos_profile_sensor_data if args.best_effort else QoSProfile(depth=100)
+    image_pub = node.create_publisher(image_type, image_topic, image_qos)
+    odom_pub = node.create_publisher(Odometry, args.odom_topic, QoSProfile(depth=200))
     pubs = ([] if args.no_images else [image_pub]) + ([] if args.no_odom else [odom_pub])
     _wait_matched(node, pubs, 60.0)
     # The writer sees the node's reader before the node has matched this writer; best-effort
@@ -251,6 +253,10 @@ def _publish(args) -> int:
                     last_image_ns = ns
                 i += 1
             time.sleep(0.005)
+    from rclpy.duration import Duration
+
+    for pub in pubs:  # reliable readers fetch what they have not acknowledged yet
+        pub.wait_for_all_acked(Duration(seconds=5))
     print(json.dumps({"images": images, "odometry": odoms, "last_image_ns": last_image_ns,
                       "image_period_ns": img_period}), flush=True)
     node.destroy_node()
@@ -321,12 +327,17 @@ def _lifecycle(args) -> int:
             raise SystemExit(f"no answer from {client.srv_name}")
         return future.result()
 
-    for name in args.transitions:
+    import random
+
+    rng = random.Random(args.seed)
+    for name in args.transitions * args.repeat:
         req = ChangeState.Request()
         req.transition.id = getattr(Transition, f"TRANSITION_{name.upper()}")
         ok = call(change, req).success
         state = call(get, GetState.Request()).current_state.label
         print(json.dumps({"transition": name, "success": bool(ok), "state": state}), flush=True)
+        if name == "activate" and args.hold > 0:  # stay active a while: ingest and queries run
+            time.sleep(rng.uniform(0.0, args.hold))
     node.destroy_node()
     rclpy.try_shutdown()
     return 0
@@ -424,6 +435,12 @@ def _set_params(args) -> int:
     return 0
 
 
+def _hammer(args) -> int:
+    from bench.query_load import run_clients
+
+    return run_clients(args.clients, args.seconds, args.service, args.top_k, args.timeout)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="helper processes for the node tests")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -441,6 +458,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--image-topic", default="/camera/image_raw")
     p.add_argument("--odom-topic", default="/odom")
     p.add_argument("--compressed", action="store_true")
+    p.add_argument("--best-effort", action="store_true", help="publish images best effort")
     p.add_argument("--no-odom", action="store_true")
     p.add_argument("--no-images", action="store_true")
     p.add_argument("--bad", action="append", default=[], metavar="KIND@SECONDS",
@@ -457,6 +475,16 @@ def main(argv: list[str] | None = None) -> int:
     lc.add_argument("node", help="e.g. /spartan")
     lc.add_argument("transitions", nargs="+", help="configure activate deactivate cleanup ...")
     lc.add_argument("--timeout", type=float, default=30.0)
+    lc.add_argument("--repeat", type=int, default=1, help="run the transitions this many times")
+    lc.add_argument("--hold", type=float, default=0.0,
+                    help="after each activate, stay active up to this many seconds (random)")
+    lc.add_argument("--seed", type=int, default=0)
+    h = sub.add_parser("hammer", help="concurrent query clients as fast as they can")
+    h.add_argument("--clients", type=int, default=2)
+    h.add_argument("--seconds", type=float, default=10.0)
+    h.add_argument("--top-k", type=int, default=5)
+    h.add_argument("--timeout", type=float, default=10.0, help="per call")
+    h.add_argument("--service", default="/spartan/query")
     c = sub.add_parser("call", help="several QuerySegments requests from one process")
     c.add_argument("requests", help="JSON list of request dicts")
     c.add_argument("--service", default="/spartan/query")
@@ -470,7 +498,8 @@ def main(argv: list[str] | None = None) -> int:
     q.add_argument("--timeout", type=float, default=30.0)
     args = parser.parse_args(argv)
     return {"publish": _publish, "echo": _echo, "lifecycle": _lifecycle, "call": _call,
-            "set-params": _set_params, "publishers": _publishers}[args.command](args)
+            "set-params": _set_params, "publishers": _publishers,
+            "hammer": _hammer}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,6 @@
 
 import json
 
-import pytest
 from ros_graph import (
     QUAT,
     helper,
@@ -15,10 +14,6 @@ from ros_graph import (
     watch_segments,
 )
 
-# Streams of images over DDS on a loaded 2-core machine occasionally lose a burst of
-# samples (see README, Tests); such a test is retried up to twice before it counts as failed.
-DDS_STREAM = pytest.mark.flaky(reruns=2, reruns_delay=2)
-
 
 def ids_in_memory(env) -> list[int]:
     [answer] = run_helper(env, "call", json.dumps([{"text": "a road", "top_k": 10000}]))
@@ -26,7 +21,6 @@ def ids_in_memory(env) -> list[int]:
     return sorted(s["id"] for s in answer["segments"])
 
 
-@DDS_STREAM
 def test_bad_messages_and_requests_leave_the_node_and_memory_intact(tmp_path, model_dir):
     env = ros_env()
     node = start_node(tmp_path, env, *node_params(model_dir, tmp_path / "memory.db"))

@@ -4,7 +4,6 @@ import json
 import signal
 import sqlite3
 
-import pytest
 from ros_graph import (
     helper,
     node_params,
@@ -14,12 +13,7 @@ from ros_graph import (
     watch_segments,
 )
 
-# Streams of images over DDS on a loaded 2-core machine occasionally lose a burst of
-# samples (see README, Tests); such a test is retried up to twice before it counts as failed.
-DDS_STREAM = pytest.mark.flaky(reruns=2, reruns_delay=2)
 
-
-@DDS_STREAM
 def test_sigkill_mid_ingest_loses_no_reported_segment(tmp_path, model_dir):
     env = ros_env()
     memory = tmp_path / "memory.db"

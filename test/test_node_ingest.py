@@ -21,10 +21,6 @@ from ros_graph import (
 
 from spartan_ros.node.spartan_node import SEGMENTS_QOS
 
-# Streams of images over DDS on a loaded 2-core machine occasionally lose a burst of
-# samples (see README, Tests); such a test is retried up to twice before it counts as failed.
-DDS_STREAM = pytest.mark.flaky(reruns=2, reruns_delay=2)
-
 
 def check_segment(seg: dict) -> None:
     """Stamps from the headers, the path in the odometry frame at those stamps."""
@@ -47,7 +43,6 @@ def check_segment(seg: dict) -> None:
     assert seg["distance"] == pytest.approx(span * math.hypot(5.0, 1.0), rel=1e-5)
 
 
-@DDS_STREAM
 @pytest.mark.parametrize("backend", ["sqlite", "milvus"])
 def test_segments_are_stored_and_found(tmp_path, model_dir, backend):
     env = ros_env()
@@ -157,7 +152,6 @@ def test_segments_are_stored_and_found(tmp_path, model_dir, backend):
         segments.stop()
 
 
-@DDS_STREAM
 def test_compressed_images_sim_time_and_max_segments(tmp_path, model_dir):
     env = ros_env()
     params = node_params(model_dir, tmp_path / "memory.db", max_segments=2,

@@ -2,7 +2,6 @@
 
 import json
 
-import pytest
 from ros_graph import (
     node_params,
     ros_env,
@@ -15,17 +14,12 @@ from ros_graph import (
 
 from spartan_ros.memory.store import SegmentStore
 
-# Streams of images over DDS on a loaded 2-core machine occasionally lose a burst of
-# samples (see README, Tests); such a test is retried up to twice before it counts as failed.
-DDS_STREAM = pytest.mark.flaky(reruns=2, reruns_delay=2)
-
 
 def transitions(env, *names: str) -> list[tuple[bool, str]]:
     lines = run_helper(env, "lifecycle", "/spartan", *names)
     return [(x["success"], x["state"]) for x in lines]
 
 
-@DDS_STREAM
 def test_lifecycle_transitions_from_a_manager(tmp_path, model_dir):
     env = ros_env()
     node = start_node(tmp_path, env, *node_params(model_dir, tmp_path / "memory.db",
@@ -66,7 +60,7 @@ def test_no_input_warns_with_topic_and_qos(tmp_path, model_dir):
     try:
         node.wait_for_output("no image on /camera/image_raw (sensor_msgs/Image) for ")
         node.wait_for_output("no odometry on /vehicle/odom (nav_msgs/Odometry) for ")
-        assert "subscribed with QoS best effort, keep last 10; no publisher" in node.output()
+        assert "subscribed with QoS reliable, keep last 50; no publisher" in node.output()
         [msg] = run_helper(env, "echo", "/diagnostics", "diagnostic_msgs/msg/DiagnosticArray",
                            "--contains", "no odometry on /vehicle/odom")
         ingest = msg["status"][0]

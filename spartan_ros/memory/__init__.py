@@ -1,5 +1,6 @@
 """Durable segment memory (SQLite) with its in-RAM scoring index."""
 
+from spartan_ros.memory.integrity import StorageError
 from spartan_ros.memory.store import (
     SCHEMA_VERSION,
     MemoryFileError,
@@ -8,4 +9,5 @@ from spartan_ros.memory.store import (
     SegmentStore,
 )
 
-__all__ = ["SCHEMA_VERSION", "MemoryFileError", "ModelMismatchError", "Segment", "SegmentStore"]
+__all__ = ["SCHEMA_VERSION", "MemoryFileError", "ModelMismatchError", "Segment", "SegmentStore",
+           "StorageError"]

@@ -59,6 +59,7 @@ class MemoryBackend(Protocol):
     embed_dim: int
     vehicle_id: str
     in_memory: bool
+    problems: list[str]  # damage found when the store was opened, one sentence each
 
     def describe(self) -> str:
         """Where the segments live, for log lines ("/data/m.db", "milvus http://...")."""
@@ -66,6 +67,10 @@ class MemoryBackend(Protocol):
 
     def add(self, segment: Segment) -> int:
         """Store a segment durably; returns its id (increasing per vehicle)."""
+        ...
+
+    def add_many(self, segments: list[Segment]) -> list[int]:
+        """Store several segments at once (one transaction where the store has them)."""
         ...
 
     def get_many(self, ids: list[int] | np.ndarray) -> list[Segment]: ...

@@ -290,6 +290,7 @@ class MilvusSegmentStore:
         self.model_hash = str(model_hash)
         self.embed_dim = int(embed_dim)
         self.vehicle_id = str(vehicle_id)
+        self.problems: list[str] = []  # Milvus keeps its own integrity; nothing is checked here
         self.head = head
         self.collection = collection_name(self.model_hash, self.embed_dim)
         self.path = self.conn.uri
@@ -370,6 +371,9 @@ class MilvusSegmentStore:
 
     def describe(self) -> str:
         return f"{self.conn.describe()} collection {self.collection}"
+
+    def add_many(self, segments: list[Segment]) -> list[int]:
+        return [self.add(segment) for segment in segments]
 
     def add(self, segment: Segment) -> int:
         segment.validate(self.embed_dim)

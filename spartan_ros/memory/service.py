@@ -33,6 +33,7 @@ import numpy.typing as npt
 from spartan_ros.ingest import FrameSampler, OdometryBuffer, SlidingWindow, WindowReady
 from spartan_ros.ingest.sampler import STAMP_JUMP
 from spartan_ros.memory.backend import MemoryBackend, Searchable
+from spartan_ros.memory.integrity import StorageError
 from spartan_ros.memory.store import Segment
 from spartan_ros.poses import path_length, time_along_path
 from spartan_ros.query import Query, QueryError, untimed, validate_query
@@ -75,7 +76,7 @@ class ServiceConfig:
     window_frames: int = 24
     stride_frames: int = 6
     max_pose_gap_s: float = 0.25
-    max_pending_frames: int = 16
+    max_pending_frames: int = 64
     encode_batch_size: int = 8
     # Encode every k-th taken frame (1 = all); a window's feature is the mean of those it encoded.
     encode_every: int = 1
@@ -85,7 +86,8 @@ class ServiceConfig:
     odometry_history_s: float = 10.0
     # A taken frame waits (in camera time) this long for odometry to reach its stamp, so its pose
     # is interpolated even when odometry arrives late; then it is decided with what is there.
-    odometry_wait_s: float = 1.0
+    # 3 s: reliable odometry arrives in order but late when the computer is starved of CPU.
+    odometry_wait_s: float = 3.0
     log_every_s: float = 5.0  # throttle of repeated warnings
     warn_hold_s: float = 30.0  # diagnostics stay WARN this long after an odometry frame change
 
@@ -234,6 +236,13 @@ class MemoryService:
         # Called with each segment (as a Match with rank 0 and score 0) once its commit returned,
         # from the thread that stored it; the node publishes it on ~/segments.
         self.on_stored: Callable[[Match], None] | None = None
+        self.storage_error: str | None = None  # the last failed write, until one succeeds
+        self._writes_cv = threading.Condition()
+        self._writes: deque[Segment] | None = None  # segments for the writer thread, if any
+        self._writer: threading.Thread | None = None
+        self._writing = 0
+        for problem in store.problems:  # damage found when the file was opened: say it loudly
+            self.log.error(problem)
 
     # -- input ----------------------------------------------------------------------------------
 
@@ -517,6 +526,8 @@ class MemoryService:
         return ready
 
     def _store(self, ready: WindowReady, frame_id: str) -> StoredInfo | None:
+        """Build the segment and store it: now, or through the writer thread when one runs
+        (then None is returned and the writer logs it once committed)."""
         engine = self.engine
         poses = ready.poses
         try:
@@ -527,29 +538,104 @@ class MemoryService:
             pose_feat = np.asarray(engine.encode_pose(rows[None]), dtype=np.float32)[0]
             segment = Segment.build(engine.fusion_head, ready.start_ns, ready.end_ns, frame_id,
                                     poses, ready.video_feat, pose_feat)
-            seg_id = self.store.add(segment)
+        except Exception as exc:
+            self._failed(1, ready.start_ns, ready.end_ns, exc)
+            return None
+        with self._writes_cv:
+            if self._writes is not None:
+                self._writes.append(segment)
+                self._writes_cv.notify_all()
+                return None
+        stored = self._commit([segment])
+        return stored[0] if stored else None
+
+    def _commit(self, segments: list[Segment]) -> list[StoredInfo]:
+        """Store segments in one transaction (one disk sync), evict, count and log them."""
+        try:
+            ids = self.store.add_many(segments)
             evicted: list[int] = []
             if self.config.max_segments:
                 evicted = self.store.evict_oldest(self.config.max_segments)
         except Exception as exc:  # keep ingesting: the next window may store fine
-            with self._lock:
-                self.counts["segments failed"] += 1
-            self.log.error(f"could not store the segment [{_fmt_stamp(ready.start_ns)}, "
-                           f"{_fmt_stamp(ready.end_ns)}]: {exc}")
-            return None
-        info = StoredInfo(seg_id, ready.start_ns, ready.end_ns, tuple(evicted))
+            self._failed(len(segments), segments[0].start_ns, segments[-1].end_ns, exc)
+            return []
+        if self.storage_error is not None:
+            self.log.info(f"storing works again ({self.counts['segments failed']} segments "
+                          "failed while it did not)")
+            self.storage_error = None
+        infos = [StoredInfo(i, s.start_ns, s.end_ns) for i, s in zip(ids, segments, strict=True)]
+        infos[-1] = StoredInfo(ids[-1], segments[-1].start_ns, segments[-1].end_ns,
+                               tuple(evicted))
         with self._lock:
-            self.counts["segments stored"] += 1
+            self.counts["segments stored"] += len(ids)
             self.counts["segments evicted"] += len(evicted)
-            self.last_segment = info
+            self.last_segment = infos[-1]
         # Logged after the commit: a segment named here survives a crash.
-        self.log.info(f"stored segment {seg_id} [{ready.start_ns}, {ready.end_ns}] ns "
-                      f"({len(self.store)} in memory)")
+        for info in infos:
+            self.log.info(f"stored segment {info.id} [{info.start_ns}, {info.end_ns}] ns "
+                          f"({len(self.store)} in memory)")
         if evicted:
             self.log.info(f"evicted segments {', '.join(map(str, evicted))} "
                           f"(max_segments={self.config.max_segments})")
-        self._announce(seg_id, segment)
-        return info
+        for info, segment in zip(infos, segments, strict=True):
+            self._announce(info.id, segment)
+        return infos
+
+    def _failed(self, n: int, start_ns: int, end_ns: int, exc: Exception) -> None:
+        with self._lock:
+            self.counts["segments failed"] += n
+            if isinstance(exc, StorageError):
+                self.counts[f"segments failed: {exc.kind}"] += n
+                self.storage_error = str(exc)
+            failed = self.counts["segments failed"]
+        what = "the segment" if n == 1 else f"{n} segments"
+        self.log.error(f"could not store {what} [{_fmt_stamp(start_ns)}, {_fmt_stamp(end_ns)}]: "
+                       f"{exc} ({failed} failed so far)")
+
+    # -- the writer thread (live ingest): the disk never holds up the encoder -----------------
+
+    def start_writer(self) -> None:
+        """Store segments from a thread of their own: a slow disk sync (seconds on a busy
+        disk) then delays only the writes, which it groups into fewer transactions."""
+        with self._writes_cv:
+            if self._writer is not None:
+                return
+            self._writes = deque()
+            self._writer = threading.Thread(target=self._write_loop, name="spartan-writer",
+                                            daemon=True)
+            self._writer.start()
+
+    def stop_writer(self, timeout: float = 60.0) -> None:
+        """Write what is queued, then stop the writer; later segments are stored directly."""
+        with self._writes_cv:
+            writer, self._writer = self._writer, None
+            self._writes_cv.notify_all()
+        if writer is not None:
+            writer.join(timeout)
+
+    def _write_loop(self) -> None:
+        while True:
+            with self._writes_cv:
+                self._writes_cv.wait_for(lambda: bool(self._writes) or self._writer is None)
+                queue = self._writes
+                if queue is None:
+                    return
+                batch = [queue.popleft() for _ in range(min(len(queue), 64))]
+                if not batch and self._writer is None:
+                    self._writes = None
+                    return
+                self._writing = len(batch)
+            try:
+                if batch:
+                    self._commit(batch)
+            finally:
+                with self._writes_cv:
+                    self._writing = 0
+                    self._writes_cv.notify_all()
+
+    def _unwritten(self) -> int:
+        with self._writes_cv:
+            return len(self._writes or ()) + self._writing
 
     def _announce(self, seg_id: int, segment: Segment) -> None:
         """Hand a stored segment to ``on_stored``; a failing listener never stops ingest."""
@@ -561,7 +647,7 @@ class MemoryService:
                 id=seg_id, rank=0, score=0.0, start_ns=segment.start_ns, end_ns=segment.end_ns,
                 frame_id=segment.frame_id, poses=segment.poses,
                 stamps_ns=pose_stamps(segment.poses, segment.start_ns, segment.end_ns),
-                distance=segment.path_length))
+                distance=segment.path_length, vehicle_id=self.store.vehicle_id))
         except Exception as exc:
             self._warn("on_stored", f"announcing segment {seg_id} failed: "
                                     f"{type(exc).__name__}: {exc}")
@@ -650,13 +736,15 @@ class MemoryService:
                            if k.startswith("reset")})
             return {
                 "counts": dict(counts),
-                "pending": len(self._pending) + self._in_flight,
+                "pending": len(self._pending) + self._in_flight + self._unwritten(),
                 "latency_ms": self.latency.mean_ms,
                 "last_latency_ms": self.latency.last_ms,
                 "segments": len(self.store),
                 "last_segment": self.last_segment,
                 "odometry_frame": self.odometry.frame_id,
                 "warnings": self._recent_warnings(),
+                "memory_problems": list(self.store.problems),
+                "storage_error": self.storage_error,
             }
 
     def _recent_warnings(self) -> list[str]:
@@ -689,7 +777,8 @@ def pose_stamps(poses: np.ndarray, start_ns: int, end_ns: int) -> np.ndarray:
 
 
 class IngestWorker:
-    """A thread that runs ``service.process()`` whenever frames are ready to encode."""
+    """A thread that runs ``service.process()`` whenever frames are ready to encode, and the
+    service's writer thread that stores the segments."""
 
     def __init__(self, service: MemoryService, poll_s: float = 0.5) -> None:
         self.service = service
@@ -701,6 +790,7 @@ class IngestWorker:
         if self._thread is not None:
             return
         self._stop.clear()
+        self.service.start_writer()
         self._thread = threading.Thread(target=self._run, name="spartan-encoder", daemon=True)
         self._thread.start()
 
@@ -710,6 +800,7 @@ class IngestWorker:
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
+        self.service.stop_writer()  # what is queued is written first
 
     def _run(self) -> None:
         while not self._stop.is_set():

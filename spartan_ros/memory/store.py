@@ -1,16 +1,19 @@
 """Durable segment memory: one SQLite file (or RAM) plus the in-RAM scoring index.
 
-Each ``add()`` is one transaction in WAL mode with ``synchronous=FULL``: when it returns, the
-segment survives a crash or power cut. The scoring index (``runtime.scoring.ScoreIndex``) is
-rebuilt from the file at open and updated only after a commit, under the store's lock, so query
-threads never see a half-written segment.
+Each ``add()`` is one transaction in WAL mode: when it returns, the segment survives a crash
+of the process; with ``synchronous="full"`` (the default) also a power cut, while ``"normal"``
+may lose the last commits to a power cut (never to a crash) and writes faster. The scoring
+index (``runtime.scoring.ScoreIndex``) is rebuilt from the file at open and updated only after
+a commit, under the store's lock, so query threads never see a half-written segment.
 
 Stored terms depend on the model that computed the features, so the file records the model's
 hash and refuses to open with another model (``ModelMismatchError``). The hash already differs
 per precision (it covers the graphs loaded, and each graph file carries its precision), and the
 file also records the precision by name, so the refusal says which precisions were mixed. Any
 file that is not a valid memory file is reported and left untouched: every check runs on a
-read-only connection before the file is opened for writing.
+read-only connection before the file is opened for writing. Damage inside a valid file (a
+corrupt row, a lost ``-wal``) and storage failures (disk full, read-only) are detected and
+named (``spartan_ros.memory.integrity``); ``problems`` lists what was found at open.
 """
 
 from __future__ import annotations
@@ -27,6 +30,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
+from spartan_ros.memory.integrity import (
+    Sidecar,
+    is_storage_failure,
+    row_checksum,
+    storage_error,
+)
 from spartan_ros.runtime.scoring import (
     FusionHead,
     ScoreIndex,
@@ -60,10 +69,14 @@ CREATE TABLE segments (
     beta REAL NOT NULL,
     gamma REAL NOT NULL,
     cx REAL NOT NULL,          -- centroid of the path (x, y)
-    cy REAL NOT NULL
+    cy REAL NOT NULL,
+    checksum INTEGER           -- integrity.row_checksum of the row (NULL: written before them)
 );
 CREATE INDEX segments_start ON segments (start_ns);
 """
+# Columns added after schema version 1 was released: (name, declaration), added when missing.
+_ADDED_COLUMNS = (("checksum", "INTEGER"),)
+SYNCHRONOUS_CHOICES = ("full", "normal")
 
 
 class MemoryFileError(RuntimeError):
@@ -177,11 +190,19 @@ class SegmentStore:
         cell_size: float = 10.0,
         vehicle_id: str = "",
         precision: str | None = None,
+        synchronous: str = "full",
     ) -> None:
         if not model_hash:
             raise ValueError("model_hash must be a non-empty string")
         if embed_dim <= 0:
             raise ValueError(f"embed_dim must be positive, got {embed_dim}")
+        if synchronous not in SYNCHRONOUS_CHOICES:
+            raise ValueError(f"synchronous must be one of {SYNCHRONOUS_CHOICES}, "
+                             f"got {synchronous!r}")
+        self.synchronous = synchronous
+        self.problems: list[str] = []  # damage found at open, one sentence each
+        self.corrupt_ids: list[int] = []  # rows skipped at open (checksum or blob mismatch)
+        self._max_id = 0
         self.model_hash = str(model_hash)
         self.embed_dim = int(embed_dim)
         self.vehicle_id = str(vehicle_id)  # names this store's segments in answers
@@ -196,19 +217,33 @@ class SegmentStore:
             raise MemoryFileError(f"{self.path} is a directory; memory_path must name a file")
         # A missing or zero-byte file is a new memory; anything else is checked before writing.
         fresh = self.in_memory or not os.path.exists(self.path) or os.path.getsize(self.path) == 0
-        self.index = self._new_index() if fresh else self._open_existing()
+        existing = None if fresh else self._open_existing()
+        fresh = existing is None  # a file killed before its schema was written starts afresh
+        self.index = existing if existing is not None else self._new_index()
         try:
             if fresh and not self.in_memory:
                 os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
             self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=FULL")
+            self._conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
             if fresh:
                 self._create_schema()
+            else:
+                self._migrate()
         except (sqlite3.Error, OSError) as exc:
             if hasattr(self, "_conn"):
                 self._conn.close()
+            if is_storage_failure(exc):
+                raise MemoryFileError(str(storage_error(exc, self.path, "opening"))) from exc
             raise MemoryFileError(f"{self.path}: cannot open for writing: {exc}") from exc
+        self._read_conn: sqlite3.Connection | None = None
+        self._read_lock = threading.Lock()
+        if not self.in_memory:
+            self._check_sidecar()
+            try:
+                self._read_conn = sqlite3.connect(self.path, check_same_thread=False)
+            except sqlite3.Error:
+                self._read_conn = None  # reads share the writer's connection
 
     # -- opening ------------------------------------------------------------------------------
 
@@ -237,11 +272,12 @@ class SegmentStore:
                 self._conn.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
                 self._conn.execute("COMMIT")
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                self._rollback()
                 raise
 
-    def _open_existing(self) -> ScoreIndex:
-        """Validate the file and load the index through a read-only connection."""
+    def _open_existing(self) -> ScoreIndex | None:
+        """Validate the file and load the index through a read-only connection; None for a
+        SQLite file without any table (killed before its schema was written)."""
         try:
             with open(self.path, "rb") as f:
                 magic = f.read(len(_SQLITE_MAGIC))
@@ -256,9 +292,15 @@ class SegmentStore:
         except sqlite3.Error as exc:
             raise MemoryFileError(f"{self.path}: cannot open: {exc}. {hint}") from exc
         try:
+            if not ro.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+                return None
             self._check_meta(ro, hint)
             return self._read_index(ro)
         except sqlite3.Error as exc:
+            if is_storage_failure(exc) and "malformed" not in str(exc) and \
+                    "not a database" not in str(exc):
+                raise MemoryFileError(
+                    f"{storage_error(exc, self.path, 'reading')}. {hint}") from exc
             raise MemoryFileError(f"{self.path} is corrupt or unreadable: {exc}. {hint}") from exc
         except MemoryFileError as exc:
             if "not modified" in str(exc):
@@ -298,34 +340,116 @@ class SegmentStore:
 
     def _read_index(self, conn: sqlite3.Connection) -> ScoreIndex:
         e = self.embed_dim
-        rows = conn.execute(
-            "SELECT id, start_ns, end_ns, poses, video_feat, terms, beta, gamma "
-            "FROM segments ORDER BY start_ns, id"
+        columns = {r[1] for r in conn.execute("PRAGMA table_info(segments)")}
+        checksum = "checksum" if "checksum" in columns else "NULL"  # before checksums: migrated
+        all_rows = conn.execute(
+            "SELECT id, start_ns, end_ns, poses, video_feat, terms, beta, gamma, frame_count, "
+            f"frame_id, pose_feat, {checksum} FROM segments ORDER BY start_ns, id"
         ).fetchall()
+        self._max_id = max((int(r[0]) for r in all_rows), default=0)
+        rows, paths, video_rows, ag_rows = [], [], [], []
+        self.corrupt_ids = []
+        for r in all_rows:
+            try:
+                poses, video, ag = self._verified_row(r, e)
+            except MemoryFileError:
+                self.corrupt_ids.append(int(r[0]))
+                continue
+            rows.append(r)
+            paths.append(poses[:, 1:4])
+            video_rows.append(video)
+            ag_rows.append(ag)
+        if self.corrupt_ids:
+            shown = ", ".join(map(str, self.corrupt_ids[:20]))
+            more = "" if len(self.corrupt_ids) <= 20 else f" and {len(self.corrupt_ids) - 20} more"
+            self.problems.append(
+                f"{self.path}: {len(self.corrupt_ids)} of {len(all_rows)} stored segments are "
+                f"corrupt (checksum mismatch) and are skipped, never scored: ids {shown}{more}")
         n = len(rows)
         ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=n)
         starts = np.fromiter((r[1] for r in rows), dtype=np.int64, count=n)
         ends = np.fromiter((r[2] for r in rows), dtype=np.int64, count=n)
-        ag = np.empty((n, 2 * e), dtype=np.float32)
-        video = np.empty((n, e), dtype=np.float64)
-        paths = []
-        for k, r in enumerate(rows):
-            what = f"{self.path} segment id {r[0]}"
-            poses = _decode(r[3], _F64, (len(r[3]) // 64, 8), what + " poses")
-            paths.append(poses[:, 1:4])
-            video[k] = _decode(r[4], _F32, (e,), what + " video_feat")
-            ag[k] = _decode(r[5], _F32, (2 * e,), what + " terms")
+        ag_arr = np.asarray(ag_rows, dtype=np.float32).reshape(n, 2 * e)
+        video_arr = np.asarray(video_rows, dtype=np.float64).reshape(n, e)
         bg = np.array([(r[6], r[7]) for r in rows], dtype=np.float32).reshape(n, 2)
-        if n and not (np.isfinite(ag).all() and np.isfinite(bg).all() and np.isfinite(video).all()):
-            raise MemoryFileError(f"{self.path}: a stored segment has non-finite features")
-        try:
-            unit = unit_rows(video, "video_feat").astype(np.float32)
-        except ValueError as exc:
-            raise MemoryFileError(f"{self.path}: a stored segment has a zero video_feat") from exc
-        terms = TermArrays(ag=ag, bg=bg, video_unit=unit)
+        unit = unit_rows(video_arr, "video_feat").astype(np.float32) if n else \
+            np.empty((0, e), dtype=np.float32)
+        terms = TermArrays(ag=ag_arr, bg=bg, video_unit=unit)
         index = self._new_index()
         index.extend(ids, starts, ends, terms, paths)
         return index
+
+    def _verified_row(self, r: tuple, e: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Decoded (poses, video_feat, terms) of a row; MemoryFileError if it is damaged."""
+        what = f"{self.path} segment id {r[0]}"
+        if r[11] is not None:
+            try:
+                want = row_checksum(r[1], r[2], r[8], r[9], r[3], r[4], r[10], r[5], r[6], r[7])
+            except (TypeError, ValueError, UnicodeError) as exc:
+                raise MemoryFileError(f"{what}: unreadable fields ({exc})") from exc
+            if want != int(r[11]):
+                raise MemoryFileError(f"{what}: checksum mismatch")
+        poses = _decode(r[3], _F64, (len(r[3]) // 64, 8), what + " poses")
+        video = _decode(r[4], _F32, (e,), what + " video_feat").astype(np.float64)
+        ag = _decode(r[5], _F32, (2 * e,), what + " terms")
+        if not (np.isfinite(ag).all() and np.isfinite(video).all()
+                and math.isfinite(r[6]) and math.isfinite(r[7]) and np.linalg.norm(video) > 0):
+            raise MemoryFileError(f"{what}: non-finite or zero features")
+        return poses, video, ag
+
+    def _migrate(self) -> None:
+        """Add the columns newer than the file, and checksums to rows written before them."""
+        have = {r[1] for r in self._conn.execute("PRAGMA table_info(segments)")}
+        missing = [(name, decl) for name, decl in _ADDED_COLUMNS if name not in have]
+        legacy = [] if missing else self._conn.execute(
+            "SELECT id, start_ns, end_ns, frame_count, frame_id, poses, video_feat, pose_feat, "
+            "terms, beta, gamma FROM segments WHERE checksum IS NULL").fetchall()
+        if not (missing or legacy):
+            return
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                for name, decl in missing:
+                    self._conn.execute(f"ALTER TABLE segments ADD COLUMN {name} {decl}")
+                if missing:
+                    legacy = self._conn.execute(
+                        "SELECT id, start_ns, end_ns, frame_count, frame_id, poses, video_feat, "
+                        "pose_feat, terms, beta, gamma FROM segments").fetchall()
+                self._conn.executemany(
+                    "UPDATE segments SET checksum = ? WHERE id = ?",
+                    [(row_checksum(*r[1:]), r[0]) for r in legacy])
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._rollback()
+                raise
+
+    def _check_sidecar(self) -> None:
+        """Compare the file with the count recorded beside it; say loudly what was lost."""
+        recorded = Sidecar.read(self.path)
+        held = len(self.index) + len(self.corrupt_ids)
+        if recorded is not None:
+            lost = recorded.shortfall(self.path, held, self._max_id)
+            if lost is not None:
+                self.problems.append(lost)
+        self._write_sidecar(held)
+
+    def _write_sidecar(self, segments: int) -> None:
+        if self.in_memory:
+            return
+        try:
+            # No fsync: a sidecar older than the file after a power cut is harmless (it can only
+            # be lower), and an fsync per segment would double the cost of each store.
+            Sidecar(segments, self._max_id).write(self.path, fsync=False)
+        except OSError:
+            pass  # disk full / read-only: the next write tries again; the db write reports it
+
+    def _rollback(self) -> None:
+        """Roll back if a transaction is open (a failed COMMIT may have rolled back already)."""
+        if self._conn.in_transaction:
+            try:
+                self._conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
 
     # -- public API -----------------------------------------------------------------------------
 
@@ -336,42 +460,56 @@ class SegmentStore:
 
     def add(self, segment: Segment) -> int:
         """Store a segment in one durable transaction, then index it; returns its id."""
-        segment.validate(self.embed_dim)
-        poses = np.asarray(segment.poses, dtype=np.float64)
-        cx, cy = (float(v) for v in poses[:, 1:3].mean(axis=0))
-        values = (
-            int(segment.start_ns),
-            int(segment.end_ns),
-            int(poses.shape[0]),
-            segment.frame_id,
-            _blob(poses, _F64),
-            _blob(segment.video_feat, _F32),
-            _blob(segment.pose_feat, _F32),
-            _blob(segment.terms.ag, _F32),
-            float(segment.terms.beta),
-            float(segment.terms.gamma),
-            cx,
-            cy,
-        )
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                cur = self._conn.execute(
-                    "INSERT INTO segments (start_ns, end_ns, frame_count, frame_id, poses, "
-                    "video_feat, pose_feat, terms, beta, gamma, cx, cy) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    values,
-                )
-                self._conn.execute("COMMIT")
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            seg_id = int(cur.lastrowid or 0)
-            # Only now, after the commit, does the segment become visible to queries.
-            self.index.append(
-                seg_id, segment.start_ns, segment.end_ns, segment.terms, poses[:, 1:4]
+        return self.add_many([segment])[0]
+
+    def add_many(self, segments: list[Segment]) -> list[int]:
+        """Store segments in one durable transaction (one disk sync for all), then index them;
+        returns their ids. All or none are stored."""
+        rows = []
+        for segment in segments:
+            segment.validate(self.embed_dim)
+            poses = np.asarray(segment.poses, dtype=np.float64)
+            cx, cy = (float(v) for v in poses[:, 1:3].mean(axis=0))
+            values = (
+                int(segment.start_ns),
+                int(segment.end_ns),
+                int(poses.shape[0]),
+                segment.frame_id,
+                _blob(poses, _F64),
+                _blob(segment.video_feat, _F32),
+                _blob(segment.pose_feat, _F32),
+                _blob(segment.terms.ag, _F32),
+                float(segment.terms.beta),
+                float(segment.terms.gamma),
+                cx,
+                cy,
             )
-        return seg_id
+            rows.append((*values, row_checksum(*values[:10])))
+        with self._lock:
+            ids = []
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                for row in rows:
+                    cur = self._conn.execute(
+                        "INSERT INTO segments (start_ns, end_ns, frame_count, frame_id, poses, "
+                        "video_feat, pose_feat, terms, beta, gamma, cx, cy, checksum) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        row,
+                    )
+                    ids.append(int(cur.lastrowid or 0))
+                self._conn.execute("COMMIT")
+            except BaseException as exc:
+                self._rollback()
+                if isinstance(exc, sqlite3.Error) and is_storage_failure(exc):
+                    raise storage_error(exc, self.path, "writing a segment to") from exc
+                raise
+            self._max_id = max([self._max_id, *ids])
+            # Only now, after the commit, do the segments become visible to queries.
+            for seg_id, segment in zip(ids, segments, strict=True):
+                self.index.append(seg_id, segment.start_ns, segment.end_ns, segment.terms,
+                                  np.asarray(segment.poses, dtype=np.float64)[:, 1:4])
+            self._write_sidecar(len(self.index) + len(self.corrupt_ids))
+        return ids
 
     def get(self, seg_id: int) -> Segment | None:
         """The stored segment with this id, or None (never stored, or evicted)."""
@@ -385,11 +523,15 @@ class SegmentStore:
             return []
         e = self.embed_dim
         rows: dict[int, tuple] = {}
-        with self._lock:
+        # A file has its own read connection: in WAL mode reads never wait for a commit (whose
+        # disk sync can take seconds on a busy disk); RAM has only the one connection.
+        conn, lock = (self._conn, self._lock) if self._read_conn is None else (
+            self._read_conn, self._read_lock)
+        with lock:
             for k in range(0, len(want), 500):  # stay below SQLite's bound-variable limit
                 chunk = want[k : k + 500]
                 marks = ",".join("?" * len(chunk))
-                for r in self._conn.execute(
+                for r in conn.execute(
                     "SELECT id, start_ns, end_ns, frame_id, poses, video_feat, pose_feat, terms, "
                     f"beta, gamma FROM segments WHERE id IN ({marks})",
                     chunk,
@@ -439,12 +581,17 @@ class SegmentStore:
                 return []
             # Out of the index first, so a query never returns an id whose row is gone.
             gone = self.index.remove_oldest(excess).tolist()
-            self._conn.execute("BEGIN IMMEDIATE")
+            # The sidecar goes down before the rows do: a crash in between leaves it below
+            # the file (harmless), never above it (a false alarm at the next start).
+            self._write_sidecar(len(self.index) + len(self.corrupt_ids))
             try:
+                self._conn.execute("BEGIN IMMEDIATE")
                 self._conn.executemany("DELETE FROM segments WHERE id = ?", [(i,) for i in gone])
                 self._conn.execute("COMMIT")
-            except BaseException:
-                self._conn.execute("ROLLBACK")
+            except BaseException as exc:
+                self._rollback()
+                if isinstance(exc, sqlite3.Error) and is_storage_failure(exc):
+                    raise storage_error(exc, self.path, "evicting segments from") from exc
                 raise
             return gone
 
@@ -488,8 +635,10 @@ class SegmentStore:
             return "; ".join(r[0] for r in self._conn.execute("PRAGMA integrity_check"))
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, self._read_lock:
             self._conn.close()
+            if self._read_conn is not None:
+                self._read_conn.close()
 
     def __enter__(self) -> SegmentStore:
         return self

@@ -125,5 +125,11 @@ def diagnostic_array(
     if counts.get("segments failed"):
         memory.level = DiagnosticStatus.ERROR
         memory.message += f", {counts['segments failed']} failed to store"
+    # Damage found at open (corrupt rows, segments lost with the -wal) and the last write error
+    # (disk full, read-only) stay visible here, not only in a log line scrolled away.
+    for problem in [*stats.get("memory_problems", []), stats.get("storage_error")]:
+        if problem:
+            memory.level = DiagnosticStatus.ERROR
+            memory.message += f"; {problem}"
     msg.status = [ingest, memory]
     return msg

@@ -27,6 +27,10 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("model_dir", "", "Directory of the exported ONNX model (model.json + graphs). "
               "Empty = no model: the node runs and answers queries with 'memory is empty'."),
     ParamSpec("memory_path", "", "SQLite file of the segment memory; empty = keep it in RAM only."),
+    ParamSpec("memory_synchronous", "full", "How hard each stored segment is pushed to disk: "
+              "'full' survives a power cut (an fsync per segment), 'normal' survives a crash of "
+              "the node but may lose the last segments to a power cut, and writes faster.",
+              choices=("full", "normal")),
     ParamSpec("max_segments", 0, "Keep at most this many segments, evicting the oldest "
               "(0 = no limit).", min_value=0),
     ParamSpec("image_topic", "camera/image_raw", "sensor_msgs/Image topic (or CompressedImage, "
@@ -35,10 +39,13 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "'compressed' for sensor_msgs/CompressedImage (JPEG/PNG) on image_topic/compressed.",
               choices=("raw", "compressed")),
     ParamSpec("odom_topic", "odom", "nav_msgs/Odometry topic giving the vehicle pose."),
-    ParamSpec("image_queue_depth", 10, "Images the subscription holds while the executor is busy "
-              "(the sensor-data QoS profile, best effort, with this history depth; its own "
-              "depth of 5 overflowed in bursts on a busy 2-core machine).", min_value=1,
-              max_value=1000),
+    ParamSpec("image_queue_depth", 50, "Images the subscription holds while the executor is busy "
+              "(keep-last history depth): a deep queue absorbs stalls of a busy computer "
+              "instead of overwriting frames.", min_value=1, max_value=1000),
+    ParamSpec("input_reliability", "auto", "QoS reliability of the image and odometry "
+              "subscriptions. 'auto': reliable (nothing lost in transport), and best effort, "
+              "with a warning, when a best-effort publisher appears; 'reliable'; 'best_effort'.",
+              choices=("auto", "reliable", "best_effort")),
     ParamSpec("sample_rate_hz", 10.0, "Frames are taken at this rate from the camera stream "
               "(the rate the model was trained at).", min_value=0.1, max_value=100.0),
     ParamSpec("window_frames", 24, "Frames per segment (the model's clip length).", min_value=2,
@@ -47,8 +54,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               max_value=256),
     ParamSpec("max_pose_gap_s", 0.25, "A frame is dropped when no odometry lies within this many "
               "seconds of its stamp.", min_value=0.0, max_value=10.0),
-    ParamSpec("max_pending_frames", 16, "Frames waiting for the encoder beyond this are dropped, "
-              "oldest first.", min_value=1, max_value=10000),
+    ParamSpec("max_pending_frames", 64, "Frames waiting for the encoder beyond this are dropped, "
+              "oldest first (64: about 6 s of camera at 10 Hz, so a busy computer catches up "
+              "instead of dropping).", min_value=1, max_value=10000),
     ParamSpec("encode_batch_size", 8, "Frames encoded per inference call.", min_value=1,
               max_value=256),
     ParamSpec("encode_every", 1, "Encode every k-th taken frame (1 = every frame); a segment's "

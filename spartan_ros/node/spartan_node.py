@@ -19,6 +19,7 @@ import signal
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import rclpy
@@ -29,8 +30,9 @@ from rcl_interfaces.msg import (
     IntegerRange,
     ParameterDescriptor,
 )
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.clock import Clock, ClockType
+from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
@@ -40,11 +42,11 @@ from rclpy.qos import (
     HistoryPolicy,
     QoSProfile,
     ReliabilityPolicy,
-    qos_profile_sensor_data,
 )
 from rclpy.service import Service
 from rclpy.signals import SignalHandlerOptions
 from rclpy.subscription import Subscription
+from rclpy.task import Future
 from rclpy.timer import Timer
 from sensor_msgs.msg import CompressedImage, Image
 from spartan_interfaces.msg import Segment
@@ -61,12 +63,10 @@ from spartan_ros.node import parameters as params
 from spartan_ros.node.conversions import match_to_msg, query_from_request
 from spartan_ros.node.diagnostics import CallbackTimes, InputWatch, diagnostic_array
 from spartan_ros.node.markers import matches_markers
+from spartan_ros.node.qos import ODOMETRY_DEPTH, input_qos, qos_text
 from spartan_ros.query import QueryError, validate_query
 from spartan_ros.tokenizer import get_tokenizer
 
-# Odometry is small and frequent: best effort (matches reliable publishers too), a deep queue.
-ODOM_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=50,
-                      reliability=ReliabilityPolicy.BEST_EFFORT)
 # Latched, so RViz started after a query still shows its answer.
 MATCHES_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
                          durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -129,11 +129,6 @@ def _descriptor(spec: params.ParamSpec) -> ParameterDescriptor:
     elif spec.min_value is not None:
         d.additional_constraints = f">= {spec.min_value}"
     return d
-
-
-def _qos_text(qos: QoSProfile) -> str:
-    rel = "best effort" if qos.reliability == ReliabilityPolicy.BEST_EFFORT else "reliable"
-    return f"{rel}, keep last {qos.depth}"
 
 
 def service_config(values: dict[str, Any]) -> ServiceConfig:
@@ -205,7 +200,8 @@ def open_store(values: dict[str, Any], engine: Any) -> MemoryBackend:
                                   engine.embed_dim, head=engine.fusion_head, vehicle_id=vehicle)
     return SegmentStore(values["memory_path"] or None, engine.model_hash, engine.embed_dim,
                         head=engine.fusion_head, vehicle_id=vehicle,
-                        precision=str(values["precision"]))
+                        precision=str(values["precision"]),
+                        synchronous=str(values["memory_synchronous"]))
 
 
 def link_fleet(values: dict[str, Any], memory: MemoryService, logger: Any) -> Any:
@@ -225,6 +221,29 @@ def link_fleet(values: dict[str, Any], memory: MemoryService, logger: Any) -> An
     return link
 
 
+# Queries computed at once. A query is bounded work (one text encoding, one scan); more workers
+# than cores only slow each other and ingest down.
+QUERY_WORKERS = 2
+
+
+def _lower_priority() -> None:
+    """Query threads yield the CPU to ingest when both want it (a starved computer keeps
+    storing what the camera sees; a query answers a little later)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 5)
+    except (AttributeError, OSError):
+        pass
+
+
+def ingest_summary(counts: dict[str, int]) -> str:
+    """One line of what ingest did since the node was configured (logged when it stops)."""
+    dropped = sum(v for k, v in counts.items() if k.startswith("dropped"))
+    return (f"ingest stopped: {counts.get('frames received', 0)} frames received, "
+            f"{counts.get('frames taken', 0)} taken, {dropped} dropped, "
+            f"{counts.get('segments stored', 0)} segments stored, "
+            f"{counts.get('segments failed', 0)} failed")
+
+
 class SpartanNode(LifecycleNode):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__("spartan", **kwargs)
@@ -235,7 +254,7 @@ class SpartanNode(LifecycleNode):
         # frames, and a burst of images never holds odometry back.
         self._image_group = MutuallyExclusiveCallbackGroup()
         self._odom_group = MutuallyExclusiveCallbackGroup()  # odometry never waits behind images
-        self._query_group = MutuallyExclusiveCallbackGroup()
+        self._query_group = ReentrantCallbackGroup()  # queries run side by side
         self._timer_group = MutuallyExclusiveCallbackGroup()
         self._steady = Clock(clock_type=ClockType.STEADY_TIME)  # runs without /clock too
         self.memory: MemoryService | None = None
@@ -249,6 +268,17 @@ class SpartanNode(LifecycleNode):
         self._warned: dict[str, float] = {}
         self._image_times = CallbackTimes()  # how long the image callback holds the executor
         self._active = False
+        self._auto_qos: set[int] = set()  # reliable inputs that turn best effort if need be
+        # ~/query and the publishers live as long as the node: destroying a service while its
+        # callback runs crashes the response (InvalidHandle). While not active it refuses.
+        self._queries = 0  # in flight; cleanup waits for them before it closes the memory
+        self._query_pool = ThreadPoolExecutor(QUERY_WORKERS, thread_name_prefix="spartan-query",
+                                              initializer=_lower_priority)
+        self._queries_done = threading.Condition()
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._matches_pub = self.create_publisher(MarkerArray, "~/matches", MATCHES_QOS)
+        self._service = self.create_service(QuerySegments, "~/query", self._on_query,
+                                            callback_group=self._query_group)
 
     def _declare(self, spec: params.ParamSpec) -> None:
         """Declare one parameter; a value given on the command line or in a YAML file that its
@@ -321,48 +351,68 @@ class SpartanNode(LifecycleNode):
         now = time.monotonic()
         self._watches, self._warned = [], {}
         if self.memory is not None:
-            image_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST,
-                                   depth=int(v["image_queue_depth"]),
-                                   reliability=qos_profile_sensor_data.reliability,
-                                   durability=qos_profile_sensor_data.durability)
-            # Images arrive as their serialized bytes (raw=True): the callback reads the stamp
-            # and the header fields and views the pixels in place; only frames the sampler
-            # takes are ever converted or decoded, in the encoder thread.
-            if v["image_transport"] == "compressed":
-                image_topic = v["image_topic"].rstrip("/") + "/compressed"
-                sub = self.create_subscription(CompressedImage, image_topic, self._on_compressed,
-                                               image_qos, callback_group=self._image_group,
-                                               raw=True)
-                image_type = "sensor_msgs/CompressedImage"
-            else:
-                sub = self.create_subscription(Image, v["image_topic"], self._on_image,
-                                               image_qos, callback_group=self._image_group,
-                                               raw=True)
-                image_type = "sensor_msgs/Image"
-            odom = self.create_subscription(Odometry, v["odom_topic"], self._on_odometry,
-                                            ODOM_QOS, callback_group=self._odom_group)
-            self._entities += [sub, odom]
+            self._auto_qos.clear()
+            reliability = v["input_reliability"]
+            image_type = ("sensor_msgs/CompressedImage" if v["image_transport"] == "compressed"
+                          else "sensor_msgs/Image")
+            sub, image_qos = self._subscribe(0, reliability)
+            odom, odom_qos = self._subscribe(1, reliability)
             self._watches = [
-                InputWatch("image", sub.topic_name, image_type,
-                           _qos_text(image_qos), now),
-                InputWatch("odometry", odom.topic_name, "nav_msgs/Odometry",
-                           _qos_text(ODOM_QOS), now),
+                InputWatch("image", sub.topic_name, image_type, qos_text(image_qos), now),
+                InputWatch("odometry", odom.topic_name, "nav_msgs/Odometry", qos_text(odom_qos),
+                           now),
             ]
             segments_pub = self.create_publisher(Segment, "~/segments", SEGMENTS_QOS)
             self._entities.append(segments_pub)
             self.memory.on_stored = lambda match: segments_pub.publish(match_to_msg(match))
             self._worker = IngestWorker(self.memory)
             self._worker.start()
-        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self._matches_pub = self.create_publisher(MarkerArray, "~/matches", MATCHES_QOS)
-        self._entities += [self._diag_pub, self._matches_pub]
         self._entities.append(self.create_timer(v["diagnostics_period_s"], self._on_diagnostics,
                                                 self._timer_group, clock=self._steady))
         self._entities.append(self.create_timer(0.5, self._on_watch, self._timer_group,
                                                 clock=self._steady))
-        self._entities.append(self.create_service(QuerySegments, "~/query", self._on_query,
-                                                  callback_group=self._query_group))
         self._active = True
+
+    def _subscribe(self, watch: int, reliability: str) -> tuple[Subscription, QoSProfile]:
+        """The image (watch 0) or odometry (1) subscription; with "auto", a best-effort
+        publisher makes ``_on_watch`` subscribe again best effort."""
+        v = self._values
+        if watch == 1:
+            spec: tuple[Any, ...] = (Odometry, v["odom_topic"], self._on_odometry,
+                                     self._odom_group, ODOMETRY_DEPTH)
+        elif v["image_transport"] == "compressed":
+            spec = (CompressedImage, v["image_topic"].rstrip("/") + "/compressed",
+                    self._on_compressed, self._image_group, v["image_queue_depth"])
+        else:
+            spec = (Image, v["image_topic"], self._on_image, self._image_group,
+                    v["image_queue_depth"])
+        msg_type, topic, callback, group, depth = spec
+        qos = input_qos(reliability, depth)
+        # No QoS event handlers: rclpy's executor crashes (InvalidHandle) when one is destroyed
+        # while it builds its wait set, as at every deactivation. _on_watch checks the QoS of
+        # the publishers instead.
+        # Images arrive as their serialized bytes (raw=True): the callback reads the stamp and
+        # the header fields and views the pixels in place; only frames the sampler takes are
+        # ever converted or decoded, in the encoder thread.
+        sub = self.create_subscription(
+            msg_type, topic, callback, qos, callback_group=group, raw=watch == 0,
+            event_callbacks=SubscriptionEventCallbacks(use_default_callbacks=False))
+        self._entities.append(sub)
+        if reliability == "auto":
+            self._auto_qos.add(watch)
+        return sub, qos
+
+    def _best_effort_again(self, watch: int) -> None:
+        old = next(e for e in self._entities if isinstance(e, Subscription)
+                   and e.topic_name == self._watches[watch].topic)
+        self._entities.remove(old)
+        self.destroy_subscription(old)
+        _, qos = self._subscribe(watch, "best_effort")
+        self._watches[watch].qos = qos_text(qos)
+        self.get_logger().warning(
+            f"a best-effort publisher on {self._watches[watch].topic}: subscribed best effort "
+            "instead of reliable, so samples the transport drops under load are lost; publish "
+            "reliable, or set input_reliability to best_effort to say this is intended")
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._stop_active()
@@ -383,7 +433,6 @@ class SpartanNode(LifecycleNode):
         for entity in self._entities:
             self._destroy(entity)
         self._entities, self._watches = [], []
-        self._diag_pub = self._matches_pub = None
 
     def _destroy(self, entity: Any) -> None:
         if isinstance(entity, Subscription):
@@ -403,12 +452,18 @@ class SpartanNode(LifecycleNode):
             if self.memory is not None:  # frames already taken are stored; the stream ends here
                 self.memory.flush()
                 self.memory.end_stream()
+                self.get_logger().info(ingest_summary(self.memory.stats()["counts"]))
         if self.memory is not None:
             self.memory.on_stored = None  # ~/segments goes away with the other entities
 
     def close_memory(self) -> None:
-        """Stop ingest, store the frames already taken and close the memory file."""
+        """Stop ingest, store the frames already taken, let queries in flight finish and close
+        the memory file."""
         self._stop_ingest()
+        with self._queries_done:  # queries are bounded work: let the ones in flight finish
+            if not self._queries_done.wait_for(lambda: self._queries == 0, timeout=30.0):
+                self.get_logger().warning(f"closing the memory with {self._queries} queries "
+                                          "still running")
         if self._fleet is not None:  # the mirror reads the memory file's outbox: stop it first
             self._fleet.close()
             self._fleet = None
@@ -465,8 +520,35 @@ class SpartanNode(LifecycleNode):
             memory.add_odometry(*odometry_fields(msg))
 
     # -- service ------------------------------------------------------------------------------
-    def _on_query(self, request: QuerySegments.Request,
-                  response: QuerySegments.Response) -> QuerySegments.Response:
+    async def _on_query(self, request: QuerySegments.Request,
+                        response: QuerySegments.Response) -> QuerySegments.Response:
+        with self._queries_done:
+            if not self._active:
+                response.success = False
+                response.message = ("the node is not active: queries are answered again "
+                                    "once it is activated")
+                return response
+            self._queries += 1
+        try:
+            # The work runs in the query pool, so the executor's threads stay free for frames
+            # and odometry however many planners ask at once.
+            answered: Future = Future(executor=self.executor)
+
+            def work() -> None:
+                try:
+                    answered.set_result(self._answer(request, response))
+                except Exception as exc:  # handed to the awaiting callback
+                    answered.set_exception(exc)
+
+            self._query_pool.submit(work)
+            return await answered
+        finally:
+            with self._queries_done:
+                self._queries -= 1
+                self._queries_done.notify_all()
+
+    def _answer(self, request: QuerySegments.Request,
+                response: QuerySegments.Response) -> QuerySegments.Response:
         try:
             query = query_from_request(request)
             if query.top_k == 0:
@@ -509,6 +591,11 @@ class SpartanNode(LifecycleNode):
     def _on_watch(self) -> None:
         if not self._active:
             return
+        for watch in sorted(self._auto_qos):
+            if any(info.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT
+                   for info in self.get_publishers_info_by_topic(self._watches[watch].topic)):
+                self._auto_qos.discard(watch)
+                self._best_effort_again(watch)
         timeout = float(self.get_parameter("input_timeout_s").value)
         now = time.monotonic()
         for problem in self._input_problems():

@@ -1,0 +1,95 @@
+"""Concurrent query clients, each calling ~/query as fast as it can (a load generator).
+
+    python -m bench.query_load --clients 4 --seconds 60 [--service /spartan/query]
+
+Prints one JSON line: calls answered / refused (success false, with their messages) / timed out,
+and the latency of every answered call. Each client is its own rclpy node and executor in its
+own thread, so the clients' calls overlap as separate planners' calls would.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+TEXTS = ("a road", "the gas station where we turned left", "a red car at the crossing",
+         "trees on both sides", "stopping at a light", "a long straight street at night",
+         "a parked truck on the right", "turning right after the bridge")
+
+
+def run_clients(clients: int, seconds: float, service: str = "/spartan/query", top_k: int = 5,
+                timeout: float = 10.0) -> int:
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from spartan_interfaces.srv import QuerySegments
+
+    rclpy.init()
+    counts: Counter[str] = Counter()
+    messages: Counter[str] = Counter()
+    latencies: list[float] = []
+    lock = threading.Lock()
+    stop_at = time.monotonic() + seconds
+
+    def client_loop(k: int) -> None:
+        node = rclpy.create_node(f"query_load_{k}")
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        client: Any = node.create_client(QuerySegments, service)
+        client.wait_for_service(timeout_sec=30.0)
+        # The service is seen before it has matched this client's response reader; a request
+        # sent in between is answered into the void. Let discovery finish on its side too.
+        time.sleep(0.5)
+        i = k
+        while time.monotonic() < stop_at:
+            req = QuerySegments.Request(text=TEXTS[i % len(TEXTS)], top_k=top_k)
+            i += 1
+            t0 = time.perf_counter()
+            future = client.call_async(req)
+            executor.spin_until_future_complete(future, timeout_sec=timeout)
+            dt = time.perf_counter() - t0
+            answer: Any = future.result() if future.done() else None
+            with lock:
+                if answer is None:
+                    counts["timed out"] += 1
+                    client.remove_pending_request(future)
+                elif answer.success:
+                    counts["answered"] += 1
+                    latencies.append(dt)
+                else:
+                    counts["refused"] += 1
+                    messages[answer.message] += 1
+        executor.shutdown()
+        node.destroy_node()
+
+    threads = [threading.Thread(target=client_loop, args=(k,)) for k in range(clients)]
+    t_start = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.monotonic() - t_start
+    rclpy.try_shutdown()
+    print(json.dumps({"counts": dict(counts), "messages": dict(messages),
+                      "latencies_s": latencies, "seconds": wall, "clients": clients}),
+          flush=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--clients", type=int, default=4)
+    p.add_argument("--seconds", type=float, default=60.0)
+    p.add_argument("--service", default="/spartan/query")
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--timeout", type=float, default=10.0, help="per call, seconds")
+    a = p.parse_args(argv)
+    return run_clients(a.clients, a.seconds, a.service, a.top_k, a.timeout)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
