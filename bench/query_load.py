@@ -42,8 +42,15 @@ def run_clients(clients: int, seconds: float, service: str = "/spartan/query", t
         client: Any = node.create_client(QuerySegments, service)
         client.wait_for_service(timeout_sec=30.0)
         # The service is seen before it has matched this client's response reader; a request
-        # sent in between is answered into the void. Let discovery finish on its side too.
-        time.sleep(0.5)
+        # sent in between is answered into the void (a ROS 2 discovery race, not the node's).
+        # A handshake outside the measurement: ask until one answer comes back.
+        handshake_until = time.monotonic() + 30.0
+        while time.monotonic() < handshake_until:
+            hello = client.call_async(QuerySegments.Request(text=TEXTS[0], top_k=1))
+            executor.spin_until_future_complete(hello, timeout_sec=1.0)
+            if hello.done():
+                break
+            client.remove_pending_request(hello)
         i = k
         while time.monotonic() < stop_at:
             req = QuerySegments.Request(text=TEXTS[i % len(TEXTS)], top_k=top_k)

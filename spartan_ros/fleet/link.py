@@ -7,6 +7,7 @@ and a fleet query that cannot reach the store answers with a readable error.
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import numpy as np
@@ -31,6 +32,10 @@ def connection(values: dict[str, Any], uri_key: str) -> Connection:
     )
 
 
+RECONNECT_ATTEMPTS = 3
+RECONNECT_PAUSE_S = 0.5
+
+
 class FleetReader:
     """Answers fleet-scope searches; connects on first use and again after a failure."""
 
@@ -43,14 +48,20 @@ class FleetReader:
 
     def search(self, k: int, t: np.ndarray | None = None, **kwargs: Any) -> SearchResult:
         with self._lock:
-            try:
-                if self._store is None:
-                    self._store = MilvusSegmentStore(self.conn, self.model_hash, self.embed_dim,
-                                                     head=self.head)
-                return self._store.search(k, t, **kwargs)
-            except FleetUnavailable as exc:
-                self._close()
-                raise QueryError(f"fleet store unreachable: {exc}") from exc
+            # A store that restarted since the last search refuses the old connection once:
+            # connect afresh and ask again before saying it is unreachable.
+            for attempt in range(RECONNECT_ATTEMPTS):
+                try:
+                    if self._store is None:
+                        self._store = MilvusSegmentStore(self.conn, self.model_hash,
+                                                         self.embed_dim, head=self.head)
+                    return self._store.search(k, t, **kwargs)
+                except FleetUnavailable as exc:
+                    self._close()
+                    if attempt + 1 == RECONNECT_ATTEMPTS:
+                        raise QueryError(f"fleet store unreachable: {exc}") from exc
+                    time.sleep(RECONNECT_PAUSE_S)
+            raise AssertionError("unreachable")
 
     def _close(self) -> None:
         if self._store is not None:

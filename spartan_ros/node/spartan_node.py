@@ -46,7 +46,6 @@ from rclpy.qos import (
 from rclpy.service import Service
 from rclpy.signals import SignalHandlerOptions
 from rclpy.subscription import Subscription
-from rclpy.task import Future
 from rclpy.timer import Timer
 from sensor_msgs.msg import CompressedImage, Image
 from spartan_interfaces.msg import Segment
@@ -224,6 +223,8 @@ def link_fleet(values: dict[str, Any], memory: MemoryService, logger: Any) -> An
 # Queries computed at once. A query is bounded work (one text encoding, one scan); more workers
 # than cores only slow each other and ingest down.
 QUERY_WORKERS = 2
+# Executor threads: inputs, timers and lifecycle, plus threads that wait for queries in the pool.
+EXECUTOR_THREADS = 10
 
 
 def _lower_priority() -> None:
@@ -520,8 +521,8 @@ class SpartanNode(LifecycleNode):
             memory.add_odometry(*odometry_fields(msg))
 
     # -- service ------------------------------------------------------------------------------
-    async def _on_query(self, request: QuerySegments.Request,
-                        response: QuerySegments.Response) -> QuerySegments.Response:
+    def _on_query(self, request: QuerySegments.Request,
+                  response: QuerySegments.Response) -> QuerySegments.Response:
         with self._queries_done:
             if not self._active:
                 response.success = False
@@ -530,18 +531,10 @@ class SpartanNode(LifecycleNode):
                 return response
             self._queries += 1
         try:
-            # The work runs in the query pool, so the executor's threads stay free for frames
-            # and odometry however many planners ask at once.
-            answered: Future = Future(executor=self.executor)
-
-            def work() -> None:
-                try:
-                    answered.set_result(self._answer(request, response))
-                except Exception as exc:  # handed to the awaiting callback
-                    answered.set_exception(exc)
-
-            self._query_pool.submit(work)
-            return await answered
+            # The work runs in the query pool (QUERY_WORKERS at a time, at a lower priority);
+            # this executor thread only waits for it. The executor has threads to spare for
+            # that, so frames and odometry keep flowing however many planners ask at once.
+            return self._query_pool.submit(self._answer, request, response).result()
         finally:
             with self._queries_done:
                 self._queries -= 1
@@ -663,7 +656,7 @@ def main(args: list[str] | None = None) -> int:
         if not node.autostart():
             code = 1  # on_configure / on_activate logged the one line saying why
         elif stop.received is None:
-            executor = MultiThreadedExecutor(num_threads=5)
+            executor = MultiThreadedExecutor(num_threads=EXECUTOR_THREADS)
             executor.add_node(node)
             spinner = threading.Thread(target=_spin, args=(executor,), name="spartan-executor",
                                        daemon=True)
