@@ -162,7 +162,8 @@ def _check_finite(poses: np.ndarray) -> None:
 def relative_window(poses: np.ndarray, convention: str = "reference") -> np.ndarray:
     """Make a TUM pose window ``[T, 8]`` relative to its first row; returns float32 ``[T, 8]``.
 
-    ``"reference"`` reproduces SPARTAN's dataset (MODEL.md 5.1, Q4): columns 0..3 minus row 0 (in
+    ``"reference"`` reproduces SPARTAN's dataset (docs/model.md 5.1, Q4): columns 0..3 minus row 0
+    (in
     the input's own float precision), quaternion left absolute, then rounded through float16 because
     the network was trained on fp16 poses.
 

@@ -1,6 +1,6 @@
 """CLIP image preprocessing with Pillow and numpy (no torch), matching the reference transform.
 
-The reference (MODEL.md section 4, Q25) runs torchvision's ``Resize(R, BICUBIC)``,
+The reference (docs/model.md section 4, Q25) runs torchvision's ``Resize(R, BICUBIC)``,
 ``CenterCrop(R)``, ``ToTensor()`` and ``Normalize(CLIP_MEAN, CLIP_STD)`` on PIL images. Pillow's
 bicubic filter antialiases when it shrinks; OpenCV's ``INTER_CUBIC`` does not, so it gives different
 pixels and different embeddings. We therefore resize with Pillow and reproduce torchvision's size

@@ -1,4 +1,5 @@
-"""Checkpoint formats: files built in each real key layout (written here from MODEL.md 6, not from
+"""Checkpoint formats: files built in each real key layout (written here from docs/model.md 6, not
+from
 our model), saved the way the reference saves them, then loaded, checked and broken on purpose."""
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ def _block(prefix: str, w: int) -> dict[str, tuple[int, ...]]:
 def reference_layout(
     sizes: dict[str, int], kind: str = "spartan", fft: bool = True, pose_layers: int = 4
 ) -> dict[str, tuple[int, ...]]:
-    """Key -> shape of a reference checkpoint (MODEL.md 6): kind spartan | longclip | openai."""
+    """Key -> shape of a reference checkpoint (docs/model.md 6): kind spartan | longclip |
+    openai."""
     embed, res, patch = sizes["embed"], sizes["res"], sizes["patch"]
     vwidth, vlayers, twidth, tlayers = (
         sizes[k] for k in ("vwidth", "vlayers", "twidth", "tlayers")
@@ -286,7 +288,7 @@ def test_round_like_reference_fp16_touches_only_converted_weights() -> None:
 
 
 def _stretch_oracle(old: torch.Tensor) -> torch.Tensor:
-    """MODEL.md 2.2 row by row, in fp16, each product / quotient / sum rounded in order."""
+    """docs/model.md 2.2 row by row, in fp16, each product / quotient / sum rounded in order."""
     a = old.half()
     new = torch.zeros(248, a.shape[1], dtype=torch.float16)
     for p in range(20):

@@ -149,7 +149,7 @@ def test_reduced_precision_parity(exported: tuple[Path, Path, dict, float]) -> N
 
 
 def test_reference_mode_attends_across_the_batch(exported: tuple[Path, Path, dict, float]):
-    """MODEL.md Q1: the exported pose graph keeps the batch mixing for any batch size."""
+    """docs/model.md 11, Q1: the exported pose graph keeps the batch mixing for any batch size."""
     ckpt, out, _, _ = exported
     model = load_checkpoint(ckpt)
     engine = Engine(out, providers=("cpu",))

@@ -1,4 +1,5 @@
-"""The contrastive loss of MODEL.md 8.2 on small hand-made cases, and the gather across ranks."""
+"""The contrastive loss of docs/model.md 8.2 on small hand-made cases, and the gather across
+ranks."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ def _unit(*shape: int, seed: int = 0) -> torch.Tensor:
 
 
 def _pca_by_formula(x: torch.Tensor, k: int) -> torch.Tensor:
-    """MODEL.md 8.2 step 3 written out, with no shortcut."""
+    """docs/model.md 8.2 step 3 written out, with no shortcut."""
     mu = x.mean(dim=0, keepdim=True)
     xc = x - mu
     _, _, vh = torch.linalg.svd(xc, full_matrices=False)

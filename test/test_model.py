@@ -2,7 +2,7 @@
 
 Oracles: OpenAI's own CLIP model code (PyPI clip-anytorch==2.6.0, module file loaded on its own
 because the package __init__ imports torchvision) for the image and text towers; torch's
-nn.TransformerEncoder fed exactly as MODEL.md 5.3 describes, and torch.fft.rfft, for the pose
+nn.TransformerEncoder fed exactly as docs/model.md 5.3 describes, and torch.fft.rfft, for the pose
 branch.
 """
 
@@ -95,7 +95,7 @@ def test_named_config_sizes_match_spec(name: str, use_fft: bool, keys: int, para
     assert sum(t.numel() for t in sd.values()) == params
     text = sum(t.numel() for k, t in sd.items() if not k.startswith(("temporal", "projection")))
     if name == "B/16":
-        assert text == 149_835_265  # Long-CLIP B/16 (MODEL.md 6)
+        assert text == 149_835_265  # Long-CLIP B/16 (docs/model.md 6)
         assert model.image_resolution == 224 and model.embed_dim == 512
 
 
@@ -294,7 +294,7 @@ def test_fft_features_match_torch_rfft_oracle() -> None:
     poses = make_poses(5) * torch.tensor([1, 30, 30, 3, 1, 1, 1, 1])  # metres-scale motion
     ta = small_model().temporal_attention
     ours = fft_features(poses, ta.dft_cos, ta.dft_sin, per_sample=False)
-    # MODEL.md 5.2 step by step: rfft over time, [Re | Im], zero rows to T, global mean / std
+    # docs/model.md 5.2 step by step: rfft over time, [Re | Im], zero rows to T, global mean / std
     f = torch.fft.rfft(poses.double(), dim=1)
     g = torch.cat([f.real, f.imag], dim=2)
     g = torch.cat([g, torch.zeros(5, 24 - 13, 16, dtype=g.dtype)], dim=1)
@@ -310,7 +310,8 @@ def test_fft_features_match_torch_rfft_oracle() -> None:
 
 
 def _torch_reference_pose(model: SpartanModel, poses: torch.Tensor) -> torch.Tensor:
-    """MODEL.md 5.3 built from torch's own modules: nn.TransformerEncoder(batch_first=True) fed a
+    """docs/model.md 5.3 built from torch's own modules: nn.TransformerEncoder(batch_first=True)
+    fed a
     [T, B, C] tensor, input = [raw | normalised rfft features], mean over positions."""
     ta = model.temporal_attention
     cfg = model.config

@@ -22,7 +22,7 @@ class WindowReady:
     end_ns: int  # stamp of the last frame
     stamps_ns: np.ndarray  # [T] int64
     poses: np.ndarray  # [T, 8] float64 absolute TUM rows (odometry frame)
-    video_feat: np.ndarray  # [E] float32 = mean of the frame features (MODEL.md 4)
+    video_feat: np.ndarray  # [E] float32 = mean of the frame features (docs/model.md 4)
     encoded: int = 0  # frames of the window whose feature the mean is over (T unless subsampled)
 
 

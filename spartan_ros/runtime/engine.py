@@ -284,7 +284,8 @@ class Engine:
     All features are unnormalised, as the PyTorch model returns them. The engine keeps no state
     between calls; sliding video windows live in ``spartan_ros.ingest.window.SlidingWindow``.
 
-    In ``mode="reference"`` the pose branch attends across the batch (MODEL.md Q1, Q2): the pose
+    In ``mode="reference"`` the pose branch attends across the batch (docs/model.md 11, Q1, Q2):
+    the pose
     feature of one window depends on the other windows passed in the same call, so
     ``encode_pose`` / ``encode_query`` run each call as one batch, never split.
 
@@ -531,7 +532,7 @@ class Engine:
         return self.run_pose_fusion(t, rel)[0]
 
     def video_feature(self, frame_feats: np.ndarray) -> np.ndarray:
-        """Clip feature ``[E]`` = mean of its frame features ``[T, E]`` (unnormalised, MODEL.md
+        """Clip feature ``[E]`` = mean of its frame features ``[T, E]`` (unnormalised, docs/model.md
         4). Accumulated in float64, as ``SlidingWindow`` does."""
         f = np.asarray(frame_feats)
         if f.ndim != 2 or f.shape[0] == 0 or f.shape[1] != self.embed_dim:

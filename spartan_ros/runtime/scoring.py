@@ -1,7 +1,7 @@
 """Exact fast retrieval scoring over stored segments (numpy only, no torch).
 
 SPARTAN fuses the text feature t with a pose feature p into the query q = W_t t + W_p p + b
-(``projection`` weight split by columns, MODEL.md 5.4), and the score of a segment is
+(``projection`` weight split by columns, docs/model.md 5.4), and the score of a segment is
 cos(q, v̂) with v̂ its L2-normalised video feature. When every stored segment s is scored with its
 own recorded motion p_s, each segment has its own query q_s, and the naive way runs the fusion N
 times per request (N·E² multiply-adds). Expanding the cosine with c_s = W_p p_s + b gives

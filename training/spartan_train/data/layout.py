@@ -1,4 +1,4 @@
-"""The DrivingScenePTX directory layout (MODEL.md section 9): paths and list-line parsing.
+"""The DrivingScenePTX directory layout (docs/model.md section 9): paths and list-line parsing.
 
 ```
 <root>/images/<seq>/%06d.png        frames, numbered from 0

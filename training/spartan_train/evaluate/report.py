@@ -428,7 +428,8 @@ def write_report(
 <h2>Retrieval</h2>
 <p class="note">t2v: text + pose query → video; v2t: video → text + pose. "paper" reproduces the
 reference test.py: consecutive galleries in list order (the last one partial), each gallery's
-recall averaged with equal weight, ± population std over galleries (MODEL.md Q14; a partial gallery
+recall averaged with equal weight, ± population std over galleries (docs/model.md 11, Q14; a
+partial gallery
 smaller than k counts R@k = 1). "whole set" ranks every query against all clips. Ties go to the
 lower index. The no-pose ablation feeds the same constant pose window to every query.</p>
 {_retrieval_table(variants)}

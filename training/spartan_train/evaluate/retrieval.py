@@ -4,10 +4,11 @@ Every protocol is one function, ``rank_in_galleries``, applied with a different 
 items into galleries: query ``i`` is scored against the items of its own gallery only, and its
 target is item ``i`` (query ``i`` and video ``i`` come from the same clip).
 
-- paper (MODEL.md 10.1, Q14): consecutive galleries of 100 in file order, the last one partial;
+- paper (docs/model.md 10.1, Q14): consecutive galleries of 100 in file order, the last one partial;
   R@k is computed per gallery and averaged with equal weight, std is the population std (np.std).
 - pooled: the whole set is one gallery.
-- in-training (MODEL.md 10.2): galleries of 12, t2v top-1 pooled over all queries (the number in
+- in-training (docs/model.md 10.2): galleries of 12, t2v top-1 pooled over all queries (the number
+  in
   the reference's checkpoint names).
 - groups: each query against the clips of its own group (e.g. clips that look alike but move
   differently), which is how "the pose helps on look-alike clips" is measured.
@@ -186,7 +187,7 @@ def in_training_accuracy(
     queries: np.ndarray, videos: np.ndarray, batch: int = TRAINING_GALLERY
 ) -> float:
     """train.py's validation accuracy: t2v top-1 in galleries of ``batch``, pooled over all
-    queries (MODEL.md 10.2); the number in the reference's checkpoint names."""
+    queries (docs/model.md 10.2); the number in the reference's checkpoint names."""
     t2v, _ = rank_in_galleries(queries, videos, consecutive_galleries(len(queries), batch), 1)
     return float(np.mean(t2v.ranks == 1))
 

@@ -1,4 +1,4 @@
-"""Trajectory error of retrievals with ``evo``, as the paper measures it (MODEL.md 10.3, Q15).
+"""Trajectory error of retrievals with ``evo``, as the paper measures it (docs/model.md 10.3, Q15).
 
 Per query: when the retrieved clip is the true one, APE = RPE = 0. Otherwise the ground-truth
 window (reference) and the retrieved window (estimate) are compared with timestamps rewritten to

@@ -59,7 +59,7 @@ EXPORTER_VERSION = "1.0.0"
 DEFAULT_OPSET = 18
 MIN_OPSET = 17  # LayerNormalization; the TorchScript exporter only
 MIN_DYNAMO_OPSET = 18  # the dynamo exporter writes opset 18 ops (Split with num_outputs, ...)
-WINDOW_RATE_HZ = 10.0  # the dataset's frame rate (MODEL.md 5.1): T = 24 poses span 2.3 s
+WINDOW_RATE_HZ = 10.0  # the dataset's frame rate (docs/model.md 5.1): T = 24 poses span 2.3 s
 FUSION_FILE = "fusion.safetensors"
 FP16_MIN_COSINE = 0.999
 INT8_MIN_COSINE = 0.99

@@ -1,4 +1,4 @@
-"""PyTorch SPARTAN / Long-CLIP model and its checkpoints (see MODEL.md)."""
+"""PyTorch SPARTAN / Long-CLIP model and its checkpoints (see docs/model.md)."""
 
 from .checkpoint import (
     FORMATS,

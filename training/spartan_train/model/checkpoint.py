@@ -1,9 +1,10 @@
 """Checkpoint loading, saving and format detection.
 
-Formats, detected from the file itself (MODEL.md 7):
+Formats, detected from the file itself (docs/model.md 7):
 
 - ``openai``: OpenAI CLIP (TorchScript archive or plain state dict, 77-row text positional table).
-  The table is stretched to 248 rows with Long-CLIP's knowledge-preserving interpolation (MODEL.md
+  The table is stretched to 248 rows with Long-CLIP's knowledge-preserving interpolation
+  (docs/model.md
   2.2); the pose branch and fusion are freshly initialised.
 - ``longclip``: Long-CLIP state dict (248 rows, no pose keys); pose branch and fusion fresh.
 - ``spartan``: SPARTAN training checkpoint (every key), possibly saved from CUDA, possibly inside a
@@ -45,7 +46,7 @@ WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 
 FORMATS = ("openai", "longclip", "spartan", "spartan_ros")
-# OpenAI TorchScript archives carry these non-weight entries (MODEL.md 1.4).
+# OpenAI TorchScript archives carry these non-weight entries (docs/model.md 1.4).
 _JIT_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")
 _POSE_PREFIXES = ("temporal_attention.", "projection.")
 # Keys every CLIP-family checkpoint has; they drive the size inference.
@@ -257,7 +258,7 @@ def _dim(sd: dict[str, torch.Tensor], key: str, ndim: int, label: str) -> tuple[
 def infer_config(
     sd: dict[str, torch.Tensor], label: str = "checkpoint", **overrides: Any
 ) -> ModelConfig:
-    """Model sizes from tensor shapes, as the reference's build_model does (MODEL.md 1.4), plus
+    """Model sizes from tensor shapes, as the reference's build_model does (docs/model.md 1.4), plus
     the pose branch: use_fft from input_projection's input width (24 = FFT, 8 = none)."""
     conv = _dim(sd, "visual.conv1.weight", 4, label)
     vpos = _dim(sd, "visual.positional_embedding", 2, label)
@@ -312,7 +313,7 @@ def stretch_positional_embedding(old: torch.Tensor, keep: int = KEEP_POSITIONS) 
     Rows < keep are copied; row keep + 4i + r interpolates old rows keep+i and keep+i+1 with
     weights (4-r)/4 and r/4; the last 4 rows extrapolate past the end. Done in float16 with the
     reference's operation order, so a conversion reproduces Long-CLIP's tables bit for bit
-    (MODEL.md 2.2). Returns float32.
+    (docs/model.md 2.2). Returns float32.
     """
     if old.dim() != 2 or old.shape[0] < keep + 2:
         raise ValueError(f"cannot stretch a positional table of shape {list(old.shape)}")
@@ -333,7 +334,7 @@ def stretch_positional_embedding(old: torch.Tensor, keep: int = KEEP_POSITIONS) 
 
 
 def round_like_reference_fp16(model: SpartanModel) -> None:
-    """Round the weights the reference's convert_weights holds in fp16 (MODEL.md 6.1).
+    """Round the weights the reference's convert_weights holds in fp16 (docs/model.md 6.1).
 
     The reference's loaders for CLIP / Long-CLIP files build an fp16 model, load into it, then
     call .float(): Linear/Conv weights and biases, attention in_proj, text_projection and
@@ -413,7 +414,7 @@ def _load_reference(sd: dict[str, torch.Tensor], label: str, **overrides: Any) -
         )
     model = skeleton(infer_config(sd, label, **overrides))
     if fmt != "spartan":
-        model.init_pose_branch()  # fresh pose branch + fusion (MODEL.md 5.5)
+        model.init_pose_branch()  # fresh pose branch + fusion (docs/model.md 5.5)
         sd.update(_pose_state(model))
     _load_strict(model, sd, label)
     if fmt != "spartan":

@@ -1,4 +1,4 @@
-"""CLIP building blocks: attention, residual blocks, the vision transformer (MODEL.md 1).
+"""CLIP building blocks: attention, residual blocks, the vision transformer (docs/model.md 1).
 
 Parameter names match the reference state dicts (``attn.in_proj_weight``, ``mlp.c_fc``,
 ``ln_1``...), so reference weights load with ``strict=True``. Everything runs batch-first
@@ -74,7 +74,7 @@ class MLP(nn.Module):
 
 
 class ResidualAttentionBlock(nn.Module):
-    """Pre-norm block: x + attn(ln_1(x)), then x + mlp(ln_2(x)) (MODEL.md 1.3)."""
+    """Pre-norm block: x + attn(ln_1(x)), then x + mlp(ln_2(x)) (docs/model.md 1.3)."""
 
     def __init__(self, width: int, heads: int) -> None:
         super().__init__()

@@ -1,6 +1,6 @@
 """Model configuration: one plain dataclass plus the named configurations.
 
-Sizes follow MODEL.md sections 1.1, 2 and 5.3. ``mode`` selects how the pose branch computes
+Sizes follow docs/model.md sections 1.1, 2 and 5.3. ``mode`` selects how the pose branch computes
 (see ``pose.py``); ``pose_convention`` records how the poses fed to ``encode_pose`` were made
 relative (the conversion itself lives in ``spartan_ros.poses``, the model takes relative poses).
 """
@@ -14,12 +14,13 @@ from typing import Any
 MODES = ("reference", "corrected")
 POSE_CONVENTIONS = ("reference", "heading")
 
-# Long-CLIP's text context: 4 * 77 - 3 * 20 (MODEL.md 2.2). The forward pass needs exactly this.
+# Long-CLIP's text context: 4 * 77 - 3 * 20 (docs/model.md 2.2). The forward pass needs exactly
+# this.
 CONTEXT_LENGTH = 248
 # Positions below this use `positional_embedding`, the rest `positional_embedding_res`
-# (MODEL.md 2.1).
+# (docs/model.md 2.1).
 KEEP_POSITIONS = 20
-# CLIP heads are always 64 wide (MODEL.md 1.1, 1.4).
+# CLIP heads are always 64 wide (docs/model.md 1.1, 1.4).
 HEAD_WIDTH = 64
 
 
@@ -37,7 +38,7 @@ class ModelConfig:
     vocab_size: int = 49408
     text_width: int = 512
     text_layers: int = 12
-    # pose branch (`temporal_attention`, MODEL.md 5.3)
+    # pose branch (`temporal_attention`, docs/model.md 5.3)
     use_fft: bool = True
     pose_width: int = 128
     pose_layers: int = 4

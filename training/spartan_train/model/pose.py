@@ -1,4 +1,5 @@
-"""SPARTAN's pose branch (`temporal_attention`): FFT features + a transformer (MODEL.md 5.2-5.3).
+"""SPARTAN's pose branch (`temporal_attention`): FFT features + a transformer (docs/model.md
+5.2-5.3).
 
 Two modes, same parameters:
 
@@ -142,7 +143,8 @@ class TemporalTransformer(nn.Module):
         return self.output_projection(h.mean(dim=1))
 
     def init_fresh(self) -> None:
-        """MODEL.md 5.5: Linear weights N(0, 0.02^2) with zero bias, positional table zeros, norms
+        """docs/model.md 5.5: Linear weights N(0, 0.02^2) with zero bias, positional table zeros,
+        norms
         1/0, in_proj xavier. In reference mode every layer starts with layer 0's in_proj_weight, as
         the reference's deep-copied encoder layer does; corrected mode draws each independently."""
         for module in self.modules():

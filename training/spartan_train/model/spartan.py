@@ -1,6 +1,6 @@
 """SpartanModel: Long-CLIP (ViT image tower + 248-token text tower) plus SPARTAN's pose branch.
 
-Data flow (MODEL.md 0): video frames -> ViT -> mean over frames = v; tokens -> text tower -> t;
+Data flow (docs/model.md 0): video frames -> ViT -> mean over frames = v; tokens -> text tower -> t;
 poses -> temporal_attention -> p; query q = projection([t, p]). Retrieval scores cos(q, v).
 All encoders return unnormalised features, as the reference does.
 """
@@ -57,7 +57,7 @@ class SpartanModel(nn.Module):
         self.transformer = Transformer(width, config.text_layers, config.text_heads)
         self.token_embedding = nn.Embedding(config.vocab_size, width)
         # Rows < KEEP_POSITIONS come from positional_embedding (frozen, as on the reference's
-        # fine-tuning path, Q22), the rest from positional_embedding_res (MODEL.md 2.1).
+        # fine-tuning path, Q22), the rest from positional_embedding_res (docs/model.md 2.1).
         self.positional_embedding = nn.Parameter(torch.empty(ctx, width), requires_grad=False)
         self.positional_embedding_res = nn.Parameter(torch.empty(ctx, width))
         self.ln_final = LayerNorm(width)
@@ -120,7 +120,7 @@ class SpartanModel(nn.Module):
 
     # ----------------------------------------------------------------- init
     def initialize_parameters(self) -> None:
-        """Fresh-model init of MODEL.md 5.5. The reference leaves positional_embedding_res
+        """Fresh-model init of docs/model.md 5.5. The reference leaves positional_embedding_res
         uninitialised (torch.empty); we start it as a copy of positional_embedding, which is
         also what Long-CLIP's conversion from CLIP does."""
         cfg = self.config
@@ -141,7 +141,8 @@ class SpartanModel(nn.Module):
         self.init_pose_branch()
 
     def init_pose_branch(self) -> None:
-        """Fresh pose branch and fusion (MODEL.md 5.5), e.g. after loading a (Long-)CLIP model."""
+        """Fresh pose branch and fusion (docs/model.md 5.5), e.g. after loading a (Long-)CLIP
+        model."""
         self.temporal_attention.init_fresh()
         nn.init.normal_(self.projection.weight, std=0.02)
         nn.init.zeros_(self.projection.bias)

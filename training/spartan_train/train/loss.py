@@ -1,4 +1,4 @@
-"""SPARTAN's contrastive loss (MODEL.md 8.2), with features gathered across ranks.
+"""SPARTAN's contrastive loss (docs/model.md 8.2), with features gathered across ranks.
 
 Per rank, with local batch b and world size W, every logit matrix is [b, b*W]: the local rows
 against the features of all ranks, concatenated in rank order, so the target of local row i is
@@ -42,7 +42,7 @@ from torch import Tensor
 LOSS_KINDS = ("reference", "longclip")
 PCA_DIM = 32
 LABEL_SMOOTHING = 0.1
-# SPARTAN's weights (MODEL.md 8.2 steps 8-9)
+# SPARTAN's weights (docs/model.md 8.2 steps 8-9)
 LONG_WEIGHTS = {"reference": (0.25, 0.5), "longclip": (0.5, 0.5)}  # (i2t, t2i)
 SHORT_WEIGHTS = (0.49, 0.49, 0.01, 0.01)  # (i2t_short, t2i_short, pose2i, i2pose)
 

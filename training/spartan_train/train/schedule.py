@@ -1,4 +1,4 @@
-"""Learning-rate schedule: linear warm-up then cosine decay, set per step (MODEL.md 8.1).
+"""Learning-rate schedule: linear warm-up then cosine decay, set per step (docs/model.md 8.1).
 
 step < warmup:  lr = base * (step + 1) / warmup
 otherwise:      lr = base * 0.5 * (1 + cos(pi * (step - warmup) / (total - warmup)))

@@ -1,5 +1,5 @@
 """One training forward pass (features + loss) as an nn.Module, so DistributedDataParallel can wrap
-it, and the validation metric of MODEL.md 10.2."""
+it, and the validation metric of docs/model.md 10.2."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def text_features(model: SpartanModel, tokens: Tensor) -> Tensor:
 
 
 class ContrastiveStep(nn.Module):
-    """forward(frames, long tokens, short tokens, poses) -> LossParts, as MODEL.md 8.2.
+    """forward(frames, long tokens, short tokens, poses) -> LossParts, as docs/model.md 8.2.
 
     Long and short captions are fused with the same poses, each through its own pose-branch pass
     (independent dropout, Q9), plus a third pass for the pose terms. In reference mode each pass
@@ -88,7 +88,7 @@ def gallery_top1(
     model: SpartanModel,
     batches: Iterable[tuple[Tensor, Tensor, Tensor]],
 ) -> tuple[int, int]:
-    """Text+pose -> video top-1 within each gallery (MODEL.md 10.2): ``batches`` of
+    """Text+pose -> video top-1 within each gallery (docs/model.md 10.2): ``batches`` of
     (preprocessed frames [n, K, 3, R, R], long tokens [n, 248], poses [n, T, 8]). Query i is right
     when video i scores highest in its own batch (ties to the first index). Returns (correct,
     total) pooled over all queries. The caller sets eval mode."""

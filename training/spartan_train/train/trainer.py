@@ -4,7 +4,8 @@
     torchrun --nproc_per_node 2 -m spartan_train.train.trainer --data DATA --init tiny --out runs/x
     spartan-train --data DATA --resume runs/tiny --epochs 20     # continue where it stopped
 
-What follows the reference (MODEL.md 8): the loss of 8.2 with features gathered across ranks with
+What follows the reference (docs/model.md 8): the loss of 8.2 with features gathered across ranks
+with
 autograd; AdamW (betas 0.9/0.999, eps 1e-8); per-step linear warm-up then cosine; logit_scale reset
 to 4.6052 at the start; the text tower's positional_embedding frozen; fp16 autocast + GradScaler
 on CUDA, no gradient clipping; in-training validation (text+pose -> video top-1 in galleries of 12,
@@ -677,7 +678,7 @@ class Trainer:
     # -- validation -------------------------------------------------------------------------
 
     def validate(self) -> tuple[float, int] | None:
-        """Rank 0: pooled top-1 in galleries of ``--val-batch`` (MODEL.md 10.2), fp32."""
+        """Rank 0: pooled top-1 in galleries of ``--val-batch`` (docs/model.md 10.2), fp32."""
         if self.val_set is None:
             return None
         ds, n = self.val_set, self.args.val_batch
@@ -730,7 +731,7 @@ class Trainer:
                 "val_top1": None if val is None else round(val[0], 6),
                 "val_n": None if val is None else val[1],
                 "val_protocol": f"text+pose -> video top-1, galleries of {self.args.val_batch}, "
-                                "pooled (MODEL.md 10.2)",
+                                "pooled (docs/model.md 10.2)",
                 "loss": loss,
                 "seconds": round(seconds, 3),
                 "world_size": self.d.world,
