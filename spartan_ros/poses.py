@@ -163,9 +163,8 @@ def relative_window(poses: np.ndarray, convention: str = "reference") -> np.ndar
     """Make a TUM pose window ``[T, 8]`` relative to its first row; returns float32 ``[T, 8]``.
 
     ``"reference"`` reproduces SPARTAN's dataset (docs/model.md 5.1, Q4): columns 0..3 minus row 0
-    (in
-    the input's own float precision), quaternion left absolute, then rounded through float16 because
-    the network was trained on fp16 poses.
+    (in the input's own float precision), quaternion left absolute, then rounded through float16
+    because the network was trained on fp16 poses.
 
     ``"heading"`` removes the first frame's pose entirely: time relative to row 0, positions in the
     first frame's body axes (``R0^T (p - p0)``), orientation ``q0^-1 q`` with ``qw >= 0``; no

@@ -1,10 +1,9 @@
 """CLIP byte-level BPE tokenizer with Long-CLIP's 248-token context (numpy only).
 
 Produces the same ids as the reference ``simple_tokenizer.py`` (docs/model.md section 3). The
-merges file
-``bpe_simple_vocab_16e6.txt.gz`` (OpenAI CLIP's, MIT licence: see ``spartan_ros/vocab/NOTICE.md``)
-is package data of spartan_ros, so pip wheels and colcon installs carry it; ``SPARTAN_BPE_PATH``
-points at another copy.
+merges file ``bpe_simple_vocab_16e6.txt.gz`` (OpenAI CLIP's, MIT licence: see
+``spartan_ros/vocab/NOTICE.md``) is package data of spartan_ros, so pip wheels and colcon installs
+carry it; ``SPARTAN_BPE_PATH`` points at another copy.
 """
 
 from __future__ import annotations

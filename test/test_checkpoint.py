@@ -1,6 +1,6 @@
 """Checkpoint formats: files built in each real key layout (written here from docs/model.md 6, not
-from
-our model), saved the way the reference saves them, then loaded, checked and broken on purpose."""
+from our model), saved the way the reference saves them, then loaded, checked and broken on
+purpose."""
 
 from __future__ import annotations
 

@@ -311,8 +311,7 @@ def test_fft_features_match_torch_rfft_oracle() -> None:
 
 def _torch_reference_pose(model: SpartanModel, poses: torch.Tensor) -> torch.Tensor:
     """docs/model.md 5.3 built from torch's own modules: nn.TransformerEncoder(batch_first=True)
-    fed a
-    [T, B, C] tensor, input = [raw | normalised rfft features], mean over positions."""
+    fed a [T, B, C] tensor, input = [raw | normalised rfft features], mean over positions."""
     ta = model.temporal_attention
     cfg = model.config
     layer = nn.TransformerEncoderLayer(cfg.pose_width, cfg.pose_heads, 4 * cfg.pose_width,

@@ -285,8 +285,7 @@ class Engine:
     between calls; sliding video windows live in ``spartan_ros.ingest.window.SlidingWindow``.
 
     In ``mode="reference"`` the pose branch attends across the batch (docs/model.md 11, Q1, Q2):
-    the pose
-    feature of one window depends on the other windows passed in the same call, so
+    the pose feature of one window depends on the other windows passed in the same call, so
     ``encode_pose`` / ``encode_query`` run each call as one batch, never split.
 
     For timing, ``run_image`` / ``run_text`` / ``run_pose_fusion`` run one graph on ready inputs

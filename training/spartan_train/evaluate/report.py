@@ -429,10 +429,9 @@ def write_report(
 <p class="note">t2v: text + pose query → video; v2t: video → text + pose. "paper" reproduces the
 reference test.py: consecutive galleries in list order (the last one partial), each gallery's
 recall averaged with equal weight, ± population std over galleries (docs/model.md 11, Q14; a
-partial gallery
-smaller than k counts R@k = 1). "whole set" ranks every query against all clips. Ties go to the
-lower index. The no-pose ablation feeds the same constant pose window to every query.</p>
-{_retrieval_table(variants)}
+partial gallery smaller than k counts R@k = 1). "whole set" ranks every query against all clips.
+Ties go to the lower index. The no-pose ablation feeds the same constant pose window to every
+query.</p> {_retrieval_table(variants)}
 <img src="recall.png">
 <h2>Trajectory error of the top-1 retrieval</h2>
 <p class="note">APE: translation RMSE between the ground-truth window and the retrieved window with

@@ -8,8 +8,7 @@ target is item ``i`` (query ``i`` and video ``i`` come from the same clip).
   R@k is computed per gallery and averaged with equal weight, std is the population std (np.std).
 - pooled: the whole set is one gallery.
 - in-training (docs/model.md 10.2): galleries of 12, t2v top-1 pooled over all queries (the number
-  in
-  the reference's checkpoint names).
+  in the reference's checkpoint names).
 - groups: each query against the clips of its own group (e.g. clips that look alike but move
   differently), which is how "the pose helps on look-alike clips" is measured.
 

@@ -4,8 +4,7 @@ Formats, detected from the file itself (docs/model.md 7):
 
 - ``openai``: OpenAI CLIP (TorchScript archive or plain state dict, 77-row text positional table).
   The table is stretched to 248 rows with Long-CLIP's knowledge-preserving interpolation
-  (docs/model.md
-  2.2); the pose branch and fusion are freshly initialised.
+  (docs/model.md 2.2); the pose branch and fusion are freshly initialised.
 - ``longclip``: Long-CLIP state dict (248 rows, no pose keys); pose branch and fusion fresh.
 - ``spartan``: SPARTAN training checkpoint (every key), possibly saved from CUDA, possibly inside a
   ``.zip`` that holds the ``.pt``.

@@ -144,9 +144,9 @@ class TemporalTransformer(nn.Module):
 
     def init_fresh(self) -> None:
         """docs/model.md 5.5: Linear weights N(0, 0.02^2) with zero bias, positional table zeros,
-        norms
-        1/0, in_proj xavier. In reference mode every layer starts with layer 0's in_proj_weight, as
-        the reference's deep-copied encoder layer does; corrected mode draws each independently."""
+        norms 1/0, in_proj xavier. In reference mode every layer starts with layer 0's
+        in_proj_weight, as the reference's deep-copied encoder layer does; corrected mode draws
+        each independently."""
         for module in self.modules():
             if isinstance(module, nn.Linear):
                 nn.init.normal_(module.weight, std=0.02)

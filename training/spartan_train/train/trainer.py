@@ -5,11 +5,10 @@
     spartan-train --data DATA --resume runs/tiny --epochs 20     # continue where it stopped
 
 What follows the reference (docs/model.md 8): the loss of 8.2 with features gathered across ranks
-with
-autograd; AdamW (betas 0.9/0.999, eps 1e-8); per-step linear warm-up then cosine; logit_scale reset
-to 4.6052 at the start; the text tower's positional_embedding frozen; fp16 autocast + GradScaler
-on CUDA, no gradient clipping; in-training validation (text+pose -> video top-1 in galleries of 12,
-pooled, rank 0) after every epoch.
+with autograd; AdamW (betas 0.9/0.999, eps 1e-8); per-step linear warm-up then cosine; logit_scale
+reset to 4.6052 at the start; the text tower's positional_embedding frozen; fp16 autocast +
+GradScaler on CUDA, no gradient clipping; in-training validation (text+pose -> video top-1 in
+galleries of 12, pooled, rank 0) after every epoch.
 
 Deliberate differences (Q12, Q13 and speed):
 - the sampler is re-seeded every epoch (``set_epoch``) and validation restores train mode;
