@@ -50,11 +50,15 @@ class Searchable(Protocol):
         radius: float | None = None,
         min_score: float | None = None,
         vehicle_id: str | None = None,
-    ) -> SearchResult: ...
+    ) -> SearchResult:
+        """Top-k for a text feature ``t`` (each segment fused with its own motion) or a ready
+        ``query_embedding`` (a request with its own trajectory); filters as in ``ScoreIndex``,
+        plus ``vehicle_id`` (None = every vehicle the store holds)."""
+        ...
 
 
 @runtime_checkable
-class MemoryBackend(Protocol):
+class MemoryBackend(Searchable, Protocol):
     model_hash: str
     embed_dim: int
     vehicle_id: str
@@ -81,24 +85,6 @@ class MemoryBackend(Protocol):
 
     def evict_oldest(self, max_segments: int) -> list[int]:
         """Delete this vehicle's oldest segments beyond ``max_segments``; their ids."""
-        ...
-
-    def search(
-        self,
-        k: int,
-        t: np.ndarray | None = None,
-        *,
-        query_embedding: np.ndarray | None = None,
-        since_ns: int | None = None,
-        until_ns: int | None = None,
-        near: npt.ArrayLike | None = None,
-        radius: float | None = None,
-        min_score: float | None = None,
-        vehicle_id: str | None = None,
-    ) -> SearchResult:
-        """Top-k for a text feature ``t`` (each segment fused with its own motion) or a ready
-        ``query_embedding`` (a request with its own trajectory); filters as in ``ScoreIndex``,
-        plus ``vehicle_id`` (None = every vehicle the store holds)."""
         ...
 
     def close(self) -> None: ...
