@@ -373,18 +373,21 @@ class MilvusSegmentStore:
         return f"{self.conn.describe()} collection {self.collection}"
 
     def add_many(self, segments: list[Segment]) -> list[int]:
-        return [self.add(segment) for segment in segments]
+        """Store segments with one upsert (the node's writer hands over what queued up)."""
+        for segment in segments:
+            segment.validate(self.embed_dim)
+        with self._lock:
+            ids = list(range(self._next_id, self._next_id + len(segments)))
+            self.upsert([segment_record(segment, self.vehicle_id, seg_id)
+                         for segment, seg_id in zip(segments, ids, strict=True)])
+            self._next_id += len(segments)
+            self._own.extend((int(segment.start_ns), seg_id)
+                             for segment, seg_id in zip(segments, ids, strict=True))
+            self._own.sort()
+        return ids
 
     def add(self, segment: Segment) -> int:
-        segment.validate(self.embed_dim)
-        with self._lock:
-            seg_id = self._next_id
-            self.upsert([segment_record(segment, self.vehicle_id, seg_id)])
-            self._next_id += 1
-            self._own.append((int(segment.start_ns), seg_id))
-            if len(self._own) > 1 and self._own[-2] > self._own[-1]:
-                self._own.sort()
-        return seg_id
+        return self.add_many([segment])[0]
 
     def upsert(self, records: list[dict[str, Any]]) -> None:
         """Write rows; a key already present is replaced, never duplicated."""
