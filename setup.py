@@ -9,7 +9,7 @@ setup(
     version="0.1.0",
     packages=find_packages(include=[package_name, f"{package_name}.*"]),
     # The tokenizer's BPE vocabulary (OpenAI CLIP, MIT licence) travels with the package.
-    package_data={package_name: ["vocab/*.txt.gz", "vocab/NOTICE.md"]},
+    package_data={package_name: ["vocab/*.txt.gz", "vocab/NOTICE.md", "bag/*.xml"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{package_name}"]),
         (f"share/{package_name}", ["package.xml"]),

@@ -54,7 +54,8 @@ def add_play_arguments(p: argparse.ArgumentParser) -> None:
                    help="reliable (default; matches reliable and best-effort subscribers) or "
                    "sensor (best effort, like a camera driver)")
     p.add_argument("--depth", type=int, default=100,
-                   help="publisher history depth; raise it for slow reliable subscribers")
+                   help="least publisher history depth per topic (the player keeps at least 5 s "
+                        "of each topic at the playback rate, up to 256 MB)")
     p.add_argument("--wait-for-subscribers", type=int, default=1, metavar="N",
                    help="before playing, wait until every topic has N matched subscribers (0: no)")
     p.add_argument("--wait-timeout", type=float, default=5.0, metavar="S",

@@ -11,11 +11,14 @@ not match a reliable subscriber. ``qos="sensor"`` publishes best effort instead 
 profile with the same depth), as a real camera driver would.
 
 Reliable keep-last delivers everything only while an unread sample is still in the publisher's
-history. Measured with Fast DDS on one host (640x480 bag at rate 4, a reliable reader taking
-0.3 s per image): all 50 images arrived at any depth; odometry (a fixed-size type, likely handed
-to local readers by data-sharing straight from the writer's history) 236/246 at depth 10, 245 at
-100, 246 at 1000, with the player's memory unchanged (~90 MB). Hence the default of 100; raise
-``--depth`` for lossless delivery to readers that fall further behind.
+history, and a reliable writer repairs a sample the reader missed (a reader that matched the
+player a moment after the player matched it, a sample dropped under load) only at its next
+heartbeat: every 3 s with Fast DDS's defaults. The player therefore (1) heartbeats every 100 ms
+through its own Fast DDS profile (``fastdds_replay.xml``, used unless FASTDDS_DEFAULT_PROFILES_FILE
+is set), and (2) keeps at least ``HISTORY_S`` seconds of each topic at the playback rate
+(at most ``MAX_HISTORY_BYTES`` of it), with ``depth`` as the floor. Without them, a node that
+matched the player's 100 Hz odometry 1.3 s late during a replay at rate 2 lost its first 1.7 s
+of odometry for good (the repair came after the 100-sample history had moved on).
 
 With ``restamp`` (looping only), every pass is shifted in time by one bag period (its span
 plus one interval of its least frequent topic): the header stamp inside the CDR bytes (the
@@ -40,6 +43,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import os
 import signal
 import struct
 import sys
@@ -55,7 +59,13 @@ from rosbags.rosbag2.errors import ReaderError
 QOS_CHOICES = ("reliable", "sensor")
 CLOCK_TOPIC = "/clock"
 # After subscribers match: time for them to match our writers too (see _wait_for_subscribers).
-DISCOVERY_SETTLE_S = 0.5
+DISCOVERY_SETTLE_S = 1.0
+# Each topic's publisher history covers this much wall time of playback (repairs, slow readers)...
+HISTORY_S = 5.0
+# ...within this many bytes per topic (a 1080p rgb8 camera is 6 MB a frame).
+MAX_HISTORY_BYTES = 256 * 2**20
+PROFILE_FILE = Path(__file__).with_name("fastdds_replay.xml")
+PROFILE_VARIABLES = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")
 
 
 class BagError(ValueError):
@@ -93,6 +103,7 @@ class PlaySummary:
     matched: dict[str, int] = field(default_factory=dict)  # subscriptions seen before playing
     waited_s: float = 0.0
     skipped: dict[str, str] = field(default_factory=dict)  # topic -> why it was not played
+    history: dict[str, int] = field(default_factory=dict)  # topic -> publisher history depth
 
     @property
     def total(self) -> int:
@@ -112,6 +123,7 @@ class PlaySummary:
             "matched": self.matched,
             "waited_s": round(self.waited_s, 3),
             "skipped": self.skipped,
+            "history": self.history,
         }
 
     def table(self) -> str:
@@ -225,6 +237,8 @@ def _play(cfg: PlayConfig, reader: Reader, connections: list[Any], stop: _Stop,
     from rclpy.signals import SignalHandlerOptions
 
     summary = PlaySummary(bag=str(cfg.bag), rate=cfg.rate)
+    _use_replay_profile(say)
+    depths = summary.history = history_depths(cfg, reader, connections)
     context = rclpy.Context()
     # Our own SIGINT handler (_Stop) decides when to stop; rclpy must not shut the context first.
     rclpy.init(args=["--ros-args", *cfg.ros_args] if cfg.ros_args else [], context=context,
@@ -235,8 +249,10 @@ def _play(cfg: PlayConfig, reader: Reader, connections: list[Any], stop: _Stop,
         reliability = (
             ReliabilityPolicy.RELIABLE if cfg.qos == "reliable" else ReliabilityPolicy.BEST_EFFORT
         )
-        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=cfg.depth,
-                         reliability=reliability, durability=DurabilityPolicy.VOLATILE)  # fmt: skip
+
+        def qos(topic: str) -> QoSProfile:
+            return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depths[topic],
+                              reliability=reliability, durability=DurabilityPolicy.VOLATILE)
 
         publishers: dict[str, Any] = {}  # topic -> publisher
         types: dict[str, str] = {}
@@ -257,7 +273,7 @@ def _play(cfg: PlayConfig, reader: Reader, connections: list[Any], stop: _Stop,
             except (ImportError, AttributeError) as e:
                 summary.skipped[conn.topic] = f"message type {conn.msgtype} not installed ({e})"
                 continue
-            publishers[conn.topic] = node.create_publisher(cls, conn.topic, qos)
+            publishers[conn.topic] = node.create_publisher(cls, conn.topic, qos(conn.topic))
             types[conn.topic] = conn.msgtype
             played.append(conn)
         for topic, why in summary.skipped.items():
@@ -412,6 +428,35 @@ def _play_range(cfg: PlayConfig, reader: Reader) -> tuple[int, int]:
             f"({(end_ns - reader.start_time) * 1e-9:.3f} s long)"
         )
     return start_ns, end_ns
+
+
+def _use_replay_profile(say: Callable[[str], None]) -> None:
+    """Point Fast DDS at the player's profile (fast heartbeats) unless the user chose one."""
+    rmw = os.environ.get("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
+    if "fastrtps" not in rmw or any(os.environ.get(v) for v in PROFILE_VARIABLES):
+        return
+    if PROFILE_FILE.is_file():
+        os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(PROFILE_FILE)
+    else:
+        say(f"warning: {PROFILE_FILE} is missing: Fast DDS repairs lost samples only every 3 s")
+
+
+def history_depths(cfg: PlayConfig, reader: Reader, connections: list[Any]) -> dict[str, int]:
+    """Publisher history per topic: ``HISTORY_S`` of wall time at the topic's rate in the bag
+    and the playback rate, within ``MAX_HISTORY_BYTES`` (sized by its first message), never
+    below ``cfg.depth``."""
+    span_s = max((reader.end_time - reader.start_time) * 1e-9, 1e-3)
+    counts: dict[str, int] = {}
+    for conn in connections:
+        counts[conn.topic] = counts.get(conn.topic, 0) + conn.msgcount
+    depths = {}
+    for topic, count in counts.items():
+        wanted = math.ceil(count / span_s * cfg.rate * HISTORY_S)
+        first = next(reader.messages(connections=[c for c in connections if c.topic == topic]),
+                     None)
+        size = max(len(first[2]), 1) if first is not None else 1
+        depths[topic] = max(cfg.depth, min(wanted, MAX_HISTORY_BYTES // size))
+    return depths
 
 
 def _wait_for_subscribers(cfg: PlayConfig, publishers: dict[str, Any], summary: PlaySummary,

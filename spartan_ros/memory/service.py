@@ -12,8 +12,9 @@ decided, interpolates the vehicle pose at each stamp, encodes the batch once, pu
 into the window, and stores every window that comes out as a segment. A frame's pose is decided
 once odometry reaches its stamp (so it is interpolated, not extrapolated), or once a camera frame
 ``odometry_wait_s`` newer arrived (odometry is late or missing: the lookup then fails, or holds
-the last sample within ``max_pose_gap_s``). The decision uses message stamps only, so a replay
-in message order gives the same segments every time.
+the last sample within ``max_pose_gap_s``); live (with a ``wall_clock``) the frame must also have
+waited that long in wall time. Offline the decision uses message stamps only, so a replay in
+message order gives the same segments every time.
 """
 
 from __future__ import annotations
@@ -137,6 +138,7 @@ class _Pending:
     stamp_ns: int
     image: FrameSource
     reset: str | None  # the window must be emptied before this frame (time jump, gap)
+    arrived: float = 0.0  # wall clock (wall_clock) when it came in; 0 without one
 
 
 @dataclass
@@ -193,8 +195,13 @@ class MemoryService:
         config: ServiceConfig | None = None,
         log: Log | None = None,
         fleet: Searchable | None = None,
+        wall_clock: Callable[[], float] | None = None,
     ) -> None:
         self.engine = engine
+        # Live, a frame also waits odometry_wait_s of this clock: after a stall one stream can
+        # arrive seconds of camera time ahead of the other (see _decidable). None: message
+        # stamps only, so an offline replay in message order always decides the same way.
+        self._wall = wall_clock
         self.store = store
         self.fleet = fleet  # answers requests with scope "fleet" (every vehicle's segments)
         self.config = cfg = config or ServiceConfig()
@@ -301,13 +308,16 @@ class MemoryService:
                 held.reset = decision.release
                 self._enqueue(held)
             if decision.held:  # kept until the next frame says whether the stream jumped
-                self._held = _Pending(stamp, image, None)
+                self._held = _Pending(stamp, image, None, self._now())
                 return False
             self._latest_image_ns = stamp
             if not decision.take:
                 return False
-            self._enqueue(_Pending(stamp, image, decision.reset))
+            self._enqueue(_Pending(stamp, image, decision.reset, self._now()))
             return True
+
+    def _now(self) -> float:
+        return self._wall() if self._wall is not None else 0.0
 
     def _enqueue(self, frame: _Pending) -> None:
         """A frame the sampler took joins the encoder's queue (called with the lock held)."""
@@ -464,8 +474,16 @@ class MemoryService:
             or (newest is not None and newest >= frame.stamp_ns)
             or latest is None
             or latest < frame.stamp_ns  # the camera went back in time: nothing more will come
-            or latest - frame.stamp_ns > self._wait_ns
+            or (latest - frame.stamp_ns > self._wait_ns and self._waited(frame))
         )
+
+    def _waited(self, frame: _Pending) -> bool:
+        """Whether the frame waited odometry_wait_s of wall time too (always true offline).
+        A stalled reader's odometry is repaired by DDS a moment after the camera frames that
+        overtook it: camera time alone would give up on it too early."""
+        if self._wall is None:
+            return True
+        return self._wall() - frame.arrived > self._wait_ns * 1e-9
 
     def _take_ready(self) -> list[tuple[_Pending, np.ndarray, str]]:
         """Pop the decidable head of the queue (up to one batch) with each frame's pose."""

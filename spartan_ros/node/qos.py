@@ -14,7 +14,10 @@ from __future__ import annotations
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 RELIABILITY_CHOICES = ("auto", "reliable", "best_effort")
-ODOMETRY_DEPTH = 200  # 4 s of 50 Hz odometry; a sample is ~700 bytes
+# 10 s of 100 Hz odometry (a sample is ~700 bytes): after a stall of the node (CPU starvation),
+# DDS hands over the backlog and its repairs faster than the executor takes them, and a
+# keep-last reader history overwrites what it has not yet given to the callback.
+ODOMETRY_DEPTH = 1000
 
 
 def input_qos(reliability: str, depth: int) -> QoSProfile:

@@ -182,7 +182,8 @@ def open_memory(values: dict[str, Any], logger: Any) -> MemoryService:
     except (MemoryFileError, RuntimeError) as exc:
         raise ConfigError(str(exc)) from exc
     try:
-        return MemoryService(engine, store, service_config(values), log=logger)
+        return MemoryService(engine, store, service_config(values), log=logger,
+                             wall_clock=time.monotonic)
     except ValueError as exc:
         store.close()
         raise ConfigError(str(exc)) from exc
@@ -238,9 +239,11 @@ def _lower_priority() -> None:
 
 def ingest_summary(counts: dict[str, int]) -> str:
     """One line of what ingest did since the node was configured (logged when it stops)."""
-    dropped = sum(v for k, v in counts.items() if k.startswith("dropped"))
+    drops = {k.removeprefix("dropped: "): v for k, v in counts.items() if k.startswith("dropped")}
+    why = ", ".join(f"{reason} {n}" for reason, n in sorted(drops.items()))
     return (f"ingest stopped: {counts.get('frames received', 0)} frames received, "
-            f"{counts.get('frames taken', 0)} taken, {dropped} dropped, "
+            f"{counts.get('frames taken', 0)} taken, {sum(drops.values())} dropped"
+            f"{f' ({why})' if why else ''}, "
             f"{counts.get('segments stored', 0)} segments stored, "
             f"{counts.get('segments failed', 0)} failed")
 
