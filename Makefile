@@ -1,6 +1,6 @@
 # The two commands that matter: `make demo` (the whole job end to end) and `make test` (everything
 # CI checks). Both set up their own environment first (scripts/setup.sh, idempotent).
-.PHONY: setup test lint demo bench bench-learning bench-drives fuzz model clean bench-ingest bench-fleet bench-export bench-spread bench-layouts bench-conventions bench-reliability
+.PHONY: setup test lint demo bench bench-learning bench-drives fuzz model clean bench-ingest bench-fleet bench-export bench-spread bench-layouts bench-conventions bench-reliability bench-replays
 
 setup:
 	@bash scripts/setup.sh
@@ -73,6 +73,10 @@ bench-export: setup
 # query clients for 60 s while the demo's drive replays at rate 1 (about 15 min).
 bench-reliability: setup
 	@scripts/env.sh python -m bench.reliability --out bench/results $(BENCH_ARGS)
+
+# The demo's drive replayed 10 times at rate 1 and 10 at rate 2, a fresh node each time.
+bench-replays: setup
+	@scripts/env.sh python -m bench.replays --runs 10 --rates 1,2 $(BENCH_ARGS)
 
 # Rebuild assets/models/tiny-synth from scratch (about 2 h on 2 cores; stages are kept).
 model: setup
