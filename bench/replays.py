@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from spartan_train import demo
+import spartan_train.demo as demo
 from spartan_train.bag.write import read_captions
 from spartan_train.processes import SegmentWatch, ros_env
 from tqdm import tqdm

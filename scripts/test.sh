@@ -5,4 +5,11 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 run() { printf '\n== %s\n' "$*"; scripts/env.sh "$@"; }
 run ruff check .
 run mypy spartan_ros training/spartan_train bench
-run python -m pytest "$@"
+# Test files are spread over SPARTAN_TEST_WORKERS processes (default 2; 1 runs them in this one):
+# a file's tests stay together so that its fixtures are built once.
+workers=${SPARTAN_TEST_WORKERS:-2}
+if [[ $workers -gt 1 ]]; then
+  run python -m pytest -n "$workers" --dist loadfile "$@"
+else
+  run python -m pytest "$@"
+fi

@@ -7,11 +7,16 @@ other; every process starts in its own session and the whole group is killed at 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
+import hashlib
 import json
 import math
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from spartan_train.processes import (  # noqa: F401 - re-exported for tests
@@ -21,6 +26,20 @@ from spartan_train.processes import (  # noqa: F401 - re-exported for tests
 )
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+@contextlib.contextmanager
+def repo_build_lock() -> Iterator[None]:
+    """Held while a test builds the package from the source tree (pip and colcon write build/
+    and the egg-info there): with pytest -n, two such builds must not overlap."""
+    tag = hashlib.sha1(bytes(REPO)).hexdigest()[:12]
+    path = Path(tempfile.gettempdir()) / f"spartan-build-{tag}.lock"
+    with path.open("w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def start_node(tmp_path: Path, env: dict[str, str], *ros_args: str, name: str = "node") -> Process:

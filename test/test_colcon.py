@@ -9,7 +9,7 @@ import sysconfig
 from pathlib import Path
 
 import pytest
-from ros_graph import Process, helper, node_params, ros_env
+from ros_graph import Process, helper, node_params, repo_build_lock, ros_env
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -30,7 +30,8 @@ def test_colcon_builds_both_packages(tmp_path, model_dir):
         "--cmake-args", f"-DPython3_EXECUTABLE={sys.executable}", "-DBUILD_TESTING=OFF",
         f"-DCMAKE_PROJECT_INCLUDE={REPO / 'cmake' / 'fix_wheel_include_dirs.cmake'}",
     ]
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    with repo_build_lock():
+        out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
     for pkg in ("spartan_interfaces", "spartan_ros"):
         assert f"Finished <<< {pkg}" in out.stdout, out.stdout

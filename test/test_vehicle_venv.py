@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from ros_graph import REPO, Process, ros_env, wait_idle
+from ros_graph import REPO, Process, repo_build_lock, ros_env, wait_idle
 
 # Variables of the development environment that must not leak into the vehicle one (the ROS
 # wheels' bootstrap sets LD_LIBRARY_PATH to this venv's libraries).
@@ -39,9 +39,10 @@ def vehicle(tmp_path_factory) -> Path:
     env = vehicle_env(venv, SPARTAN_VENV=str(venv), PYTHON=sys._base_executable)
     # spartan_interfaces is copied from this environment (same wheels, same Python) rather than
     # built again with CMake: the wall under test is the Python requirements.
-    out = subprocess.run(["bash", str(REPO / "scripts" / "setup.sh"), "--vehicle",
-                          "--interfaces-from", sys.prefix], env=env, capture_output=True,
-                         text=True, timeout=600)
+    with repo_build_lock():
+        out = subprocess.run(["bash", str(REPO / "scripts" / "setup.sh"), "--vehicle",
+                              "--interfaces-from", sys.prefix], env=env, capture_output=True,
+                             text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     print(f"vehicle venv set up in {time.monotonic() - t0:.0f} s:\n{out.stdout}")
     return venv

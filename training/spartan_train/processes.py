@@ -32,7 +32,16 @@ def _domain_band() -> range:
         raise ValueError(f"SPARTAN_DOMAIN_RANGE must look like 1-100, got {text!r}") from None
     if not 0 <= lo <= hi <= 232:
         raise ValueError(f"SPARTAN_DOMAIN_RANGE {text!r} is outside 0-232")
-    return range(lo, hi + 1)
+    band = range(lo, hi + 1)
+    # pytest -n N (xdist): each worker takes its own slice of the band.
+    worker, workers = os.environ.get("PYTEST_XDIST_WORKER", ""), os.environ.get(
+        "PYTEST_XDIST_WORKER_COUNT", "")
+    if worker.startswith("gw") and workers.isdigit() and int(workers) > 1:
+        n, k = int(workers), int(worker[2:])
+        if len(band) < n:
+            raise ValueError(f"SPARTAN_DOMAIN_RANGE {text!r} has fewer ids than the {n} workers")
+        return band[k * len(band) // n:(k + 1) * len(band) // n]
+    return band
 
 
 _band = _domain_band()
