@@ -28,6 +28,8 @@ def run_clients(clients: int, seconds: float, service: str = "/spartan/query", t
     from rclpy.executors import SingleThreadedExecutor
     from spartan_interfaces.srv import QuerySegments
 
+    from spartan_ros.node.qos import QUERY_QOS
+
     rclpy.init()
     counts: Counter[str] = Counter()
     messages: Counter[str] = Counter()
@@ -39,7 +41,9 @@ def run_clients(clients: int, seconds: float, service: str = "/spartan/query", t
         node = rclpy.create_node(f"query_load_{k}")
         executor = SingleThreadedExecutor()
         executor.add_node(node)
-        client: Any = node.create_client(QuerySegments, service)
+        # QUERY_QOS: with the default history, answers to the other clients push this
+        # client's answer out before it is taken (spartan_ros/node/qos.py says how).
+        client: Any = node.create_client(QuerySegments, service, qos_profile=QUERY_QOS)
         client.wait_for_service(timeout_sec=30.0)
         # The service is seen before it has matched this client's response reader; a request
         # sent in between is answered into the void (a ROS 2 discovery race, not the node's).

@@ -62,7 +62,7 @@ from spartan_ros.node import parameters as params
 from spartan_ros.node.conversions import match_to_msg, query_from_request
 from spartan_ros.node.diagnostics import CallbackTimes, InputWatch, diagnostic_array
 from spartan_ros.node.markers import matches_markers
-from spartan_ros.node.qos import ODOMETRY_DEPTH, input_qos, qos_text
+from spartan_ros.node.qos import ODOMETRY_DEPTH, QUERY_QOS, input_qos, qos_text
 from spartan_ros.query import QueryError, validate_query
 from spartan_ros.tokenizer import get_tokenizer
 
@@ -279,6 +279,7 @@ class SpartanNode(LifecycleNode):
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._matches_pub = self.create_publisher(MarkerArray, "~/matches", MATCHES_QOS)
         self._service = self.create_service(QuerySegments, "~/query", self._on_query,
+                                            qos_profile=QUERY_QOS,
                                             callback_group=self._query_group)
 
     def _declare(self, spec: params.ParamSpec) -> None:
