@@ -23,7 +23,8 @@ TEXTS = ("a road", "the gas station where we turned left", "a red car at the cro
 
 
 def run_clients(clients: int, seconds: float, service: str = "/spartan/query", top_k: int = 5,
-                timeout: float = 10.0) -> int:
+                timeout: float = 10.0, fresh_texts: bool = False) -> int:
+    """``fresh_texts``: every call asks a text never asked before (no cached text features)."""
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
     from spartan_interfaces.srv import QuerySegments
@@ -57,7 +58,8 @@ def run_clients(clients: int, seconds: float, service: str = "/spartan/query", t
             client.remove_pending_request(hello)
         i = k
         while time.monotonic() < stop_at:
-            req = QuerySegments.Request(text=TEXTS[i % len(TEXTS)], top_k=top_k)
+            text = TEXTS[i % len(TEXTS)] + (f" number {k} {i}" if fresh_texts else "")
+            req = QuerySegments.Request(text=text, top_k=top_k)
             i += 1
             t0 = time.perf_counter()
             future = client.call_async(req)
@@ -86,7 +88,8 @@ def run_clients(clients: int, seconds: float, service: str = "/spartan/query", t
     wall = time.monotonic() - t_start
     rclpy.try_shutdown()
     print(json.dumps({"counts": dict(counts), "messages": dict(messages),
-                      "latencies_s": latencies, "seconds": wall, "clients": clients}),
+                      "latencies_s": latencies, "seconds": wall, "clients": clients,
+                      "fresh_texts": fresh_texts}),
           flush=True)
     return 0
 
@@ -98,8 +101,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--service", default="/spartan/query")
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--timeout", type=float, default=10.0, help="per call, seconds")
+    p.add_argument("--fresh-texts", action="store_true",
+                   help="a new text in every call (what the text cache cannot help)")
     a = p.parse_args(argv)
-    return run_clients(a.clients, a.seconds, a.service, a.top_k, a.timeout)
+    return run_clients(a.clients, a.seconds, a.service, a.top_k, a.timeout, a.fresh_texts)
 
 
 if __name__ == "__main__":

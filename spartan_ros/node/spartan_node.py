@@ -170,7 +170,7 @@ def open_memory(values: dict[str, Any], logger: Any) -> MemoryService:
     try:
         check_precision(model_dir, precision)
         engine = Engine(model_dir, providers=tuple(values["execution_providers"]), logger=logger,
-                        precision=precision)
+                        precision=precision, text_threads=QUERY_TEXT_THREADS)
     except ModelLoadError as exc:
         raise ConfigError(f"cannot load the model in {model_dir}: {exc}") from exc
     try:  # queries need it: fail now, not at the first query
@@ -225,6 +225,9 @@ def link_fleet(values: dict[str, Any], memory: MemoryService, logger: Any) -> An
 QUERY_WORKERS = 2
 # Executor threads: inputs, timers and lifecycle, plus threads that wait for queries in the pool.
 EXECUTOR_THREADS = 10
+# ONNX Runtime threads per text encoding: the query workers run side by side, one thread each,
+# instead of sharing (and spinning in) one pool while the encoder thread wants the same cores.
+QUERY_TEXT_THREADS = 1
 
 
 def _lower_priority() -> None:
