@@ -46,7 +46,7 @@ def test_a_late_client_still_gets_its_answer_while_another_calls_fast(tmp_path):
         node.stop()
     rate = sum(summary["counts"].values()) / summary["seconds"]
     print(f"other caller: {rate:.0f} calls/s; default history: {default}; QUERY_QOS: {ours}")
-    assert rate * PAUSE_S > 100  # far more than 10 answers to the other caller meanwhile
+    assert rate * PAUSE_S > 30  # well over 10 answers to the other caller meanwhile
     assert summary["counts"].get("timed out", 0) == 0
     # The mechanism: with the default history the answer was overwritten before it was taken.
     assert not default["answered"], default
