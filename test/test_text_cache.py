@@ -11,7 +11,7 @@ from spartan_ros.tokenizer import tokenize
 
 @pytest.fixture(scope="module")
 def engine(model_dir) -> Engine:
-    return Engine(model_dir, providers=("cpu",), text_threads=1, text_cache=4)
+    return Engine(model_dir, providers=("cpu",), text_threads=1, text_cache=4, spinning=False)
 
 
 def test_cached_features_equal_the_graph_and_are_counted(engine: Engine) -> None:

@@ -341,6 +341,7 @@ class Engine:
         threads: int | None = None,
         text_threads: int | None = None,
         text_cache: int = TEXT_CACHE_SIZE,
+        spinning: bool = True,
     ) -> None:
         self.log = logger or logging.getLogger(__name__)
         if isinstance(providers, str):
@@ -392,6 +393,9 @@ class Engine:
             text_options = ort.SessionOptions()
             text_options.graph_optimization_level = options.graph_optimization_level
             text_options.intra_op_num_threads = int(text_threads)
+        if not spinning:  # idle ONNX Runtime threads sleep: other threads want the cores
+            for opts in {id(options): options, id(text_options): text_options}.values():
+                opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.sessions = {role: self._session(paths[role], role, wanted,
                                              text_options if role == "text" else options)
                          for role in ROLES}
