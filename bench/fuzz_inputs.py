@@ -235,9 +235,52 @@ def query_cases(draw) -> Case:
     return Case("query", req)
 
 
+@st.composite
+def thin_image_cases(draw) -> Case:
+    """Strips one to three pixels thin and up to 600,000 long, raw (with all their data) or as
+    a small PNG: preprocessing that scaled before cropping spent gigabytes on them."""
+    from sensor_msgs.msg import CompressedImage, Image
+
+    thin, long = draw(st.integers(1, 3)), draw(st.sampled_from(
+        [1000, 20_000, 100_000, 600_000]) | st.integers(500, 600_000))
+    height, width = (thin, long) if draw(st.booleans()) else (long, thin)
+    if draw(st.booleans()) and thin * long <= 300_000:
+        msg = Image(height=height, width=width, encoding="rgb8", step=3 * width,
+                    data=bytes([draw(st.integers(0, 255))]) * (3 * width * height))
+        return Case("image", msg, draw(stamps_ns()), draw(_OFFSETS))
+    from PIL import Image as PILImage
+
+    buf = io.BytesIO()
+    PILImage.new("L", (width, height), draw(st.integers(0, 255))).save(buf, format="PNG")
+    return Case("compressed", CompressedImage(format="png", data=buf.getvalue()),
+                draw(stamps_ns()), draw(_OFFSETS))
+
+
+@st.composite
+def huge_text_cases(draw) -> Case:
+    """Query texts of up to a megabyte: one endless word, many words, random characters
+    (byte-pair encoding is superlinear in a word's length)."""
+    from spartan_interfaces.srv import QuerySegments
+
+    size = draw(st.sampled_from([4_000, 8_000, 70_000, 1_000_000]) | st.integers(300, 200_000))
+    form = draw(st.sampled_from(["one word", "words", "random", "emoji"]))
+    if form == "one word":
+        text = (draw(st.text("abcdefghijklmnopqrstuvwxyz", min_size=1, max_size=16))
+                * size)[:size]
+    elif form == "words":
+        text = ("the gas station " * (size // 16 + 1))[:size]
+    elif form == "random":
+        rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+        text = "".join(chr(c) for c in rng.integers(33, 0x2FFF, min(size, 50_000)))
+    else:
+        text = "\U0001f697" * (size // 4)
+    return Case("query", QuerySegments.Request(text=text, top_k=5))
+
+
+# class name -> strategy; the first four are the message types, the rest sharper cases of them
 STRATEGIES: dict[str, Callable[[], st.SearchStrategy[Case]]] = {
     "image": image_cases, "compressed": compressed_cases, "odometry": odometry_cases,
-    "query": query_cases,
+    "query": query_cases, "thin image": thin_image_cases, "huge text": huge_text_cases,
 }
 
 
@@ -277,7 +320,7 @@ class Harness:
         self.clock_ns = START_NS
         self.frames = 0
         self.stored: list[StoredInfo] = []
-        self.tallies: dict[str, Tally] = {name: Tally() for name in CLASSES}
+        self.tallies: dict[str, Tally] = {name: Tally() for name in STRATEGIES}
 
     # the drive
     def drive(self, frames: int = 1) -> None:

@@ -1,10 +1,12 @@
 """Concurrent query clients, each calling ~/query as fast as it can (a load generator).
 
-    python -m bench.query_load --clients 4 --seconds 60 [--service /spartan/query]
+    python -m bench.query_load --clients 4 --seconds 60 [--service /spartan/query] [--processes]
 
 Prints one JSON line: calls answered / refused (success false, with their messages) / timed out,
 and the latency of every answered call. Each client is its own rclpy node and executor in its
-own thread, so the clients' calls overlap as separate planners' calls would.
+own thread, so the clients' calls overlap as separate planners' calls would; with
+``--processes`` each client is a process of its own, as separate planners are (the threads of
+one process share its interpreter, and each is handed every client's answers to sort out).
 """
 
 from __future__ import annotations
@@ -23,10 +25,14 @@ TEXTS = ("a road", "the gas station where we turned left", "a red car at the cro
 
 
 def run_clients(clients: int, seconds: float, service: str = "/spartan/query", top_k: int = 5,
-                timeout: float = 10.0) -> int:
+                timeout: float = 10.0, fresh_texts: bool = False, first: int = 0) -> int:
+    """``fresh_texts``: every call asks a text never asked before (no cached text features);
+    ``first``: the number of the first client (texts differ between clients)."""
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
     from spartan_interfaces.srv import QuerySegments
+
+    from spartan_ros.node.qos import QUERY_QOS
 
     rclpy.init()
     counts: Counter[str] = Counter()
@@ -39,7 +45,9 @@ def run_clients(clients: int, seconds: float, service: str = "/spartan/query", t
         node = rclpy.create_node(f"query_load_{k}")
         executor = SingleThreadedExecutor()
         executor.add_node(node)
-        client: Any = node.create_client(QuerySegments, service)
+        # QUERY_QOS: with the default history, answers to the other clients push this
+        # client's answer out before it is taken (spartan_ros/node/qos.py says how).
+        client: Any = node.create_client(QuerySegments, service, qos_profile=QUERY_QOS)
         client.wait_for_service(timeout_sec=30.0)
         # The service is seen before it has matched this client's response reader; a request
         # sent in between is answered into the void (a ROS 2 discovery race, not the node's).
@@ -53,7 +61,8 @@ def run_clients(clients: int, seconds: float, service: str = "/spartan/query", t
             client.remove_pending_request(hello)
         i = k
         while time.monotonic() < stop_at:
-            req = QuerySegments.Request(text=TEXTS[i % len(TEXTS)], top_k=top_k)
+            text = TEXTS[i % len(TEXTS)] + (f" number {k} {i}" if fresh_texts else "")
+            req = QuerySegments.Request(text=text, top_k=top_k)
             i += 1
             t0 = time.perf_counter()
             future = client.call_async(req)
@@ -73,7 +82,8 @@ def run_clients(clients: int, seconds: float, service: str = "/spartan/query", t
         executor.shutdown()
         node.destroy_node()
 
-    threads = [threading.Thread(target=client_loop, args=(k,)) for k in range(clients)]
+    threads = [threading.Thread(target=client_loop, args=(k,))
+               for k in range(first, first + clients)]
     t_start = time.monotonic()
     for t in threads:
         t.start()
@@ -82,7 +92,8 @@ def run_clients(clients: int, seconds: float, service: str = "/spartan/query", t
     wall = time.monotonic() - t_start
     rclpy.try_shutdown()
     print(json.dumps({"counts": dict(counts), "messages": dict(messages),
-                      "latencies_s": latencies, "seconds": wall, "clients": clients}),
+                      "latencies_s": latencies, "seconds": wall, "clients": clients,
+                      "fresh_texts": fresh_texts}),
           flush=True)
     return 0
 
@@ -94,8 +105,44 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--service", default="/spartan/query")
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--timeout", type=float, default=10.0, help="per call, seconds")
+    p.add_argument("--fresh-texts", action="store_true",
+                   help="a new text in every call (what the text cache cannot help)")
+    p.add_argument("--processes", action="store_true", help="one process per client")
+    p.add_argument("--first-client", type=int, default=0, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
-    return run_clients(a.clients, a.seconds, a.service, a.top_k, a.timeout)
+    if a.processes:
+        return run_processes(a, argv if argv is not None else sys.argv[1:])
+    return run_clients(a.clients, a.seconds, a.service, a.top_k, a.timeout, a.fresh_texts,
+                       a.first_client)
+
+
+def run_processes(a: argparse.Namespace, argv: list[str]) -> int:
+    """One client per process; prints the merged JSON line."""
+    import subprocess
+
+    args = [x for x in argv if x != "--processes"]
+    procs = [subprocess.Popen([sys.executable, "-m", "bench.query_load", *args, "--clients",
+                               "1", "--first-client", str(k)], stdout=subprocess.PIPE,
+                              text=True) for k in range(a.clients)]
+    counts: Counter[str] = Counter()
+    messages: Counter[str] = Counter()
+    latencies: list[float] = []
+    seconds = 0.0
+    for proc in procs:
+        out, _ = proc.communicate()
+        lines = [ln for ln in out.splitlines() if ln.startswith("{")]
+        if proc.returncode != 0 or not lines:
+            counts["client failed"] += 1
+            continue
+        doc = json.loads(lines[-1])
+        counts.update(doc["counts"])
+        messages.update(doc["messages"])
+        latencies += doc["latencies_s"]
+        seconds = max(seconds, doc["seconds"])
+    print(json.dumps({"counts": dict(counts), "messages": dict(messages),
+                      "latencies_s": latencies, "seconds": seconds, "clients": a.clients,
+                      "fresh_texts": a.fresh_texts, "processes": True}), flush=True)
+    return 0 if not counts.get("client failed") else 1
 
 
 if __name__ == "__main__":

@@ -5,6 +5,13 @@
 Sections (each prints its rows as it finishes; all end in one markdown table and a JSON file,
 ``<out>/reliability.md`` and ``<out>/reliability.json``):
 
+- ``inputs``: adversarial messages per input class (raw images with fields drawn at random,
+  thin strips, compressed images, odometry abuse, bad requests, huge texts), generated with
+  hypothesis by ``bench/fuzz_inputs.py`` and fed through the node's own path into a memory on
+  the demo's model while a clean drive goes on. Per class: cases tried / survived (no exception)
+  / clear error (refused with a reason) / segments announced as stored but missing from the file
+  when it is opened again (and ``PRAGMA integrity_check``).
+
 - ``damage``: the memory file damaged the ways files get damaged (single-bit flips, a -wal cut in
   half or lost, the file truncated, deleted or replaced, a kill before the schema was written, a
   full disk, a read-only file system). Per class: cases tried / survived (no crash, the store
@@ -42,7 +49,7 @@ from typing import Any
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-SECTIONS = ("damage", "sync", "kills", "lifecycle", "load")
+SECTIONS = ("inputs", "damage", "sync", "kills", "lifecycle", "load")
 
 
 @dataclass
@@ -68,6 +75,46 @@ class Report:
         print(f"  {o.section:<9} {o.case:<38} tried {o.tried:>3}  survived {o.survived:>3}  "
               f"clear error {o.clear_error:>3}  lost unsaid {o.lost_unsaid:>3}  {o.note}",
               flush=True)
+
+
+# ------------------------------------------------------------------------------------- inputs
+
+INPUT_CLASSES = {  # fuzz class -> row name, cases per class (full run; the quick run does 8)
+    "image": ("raw images, fields at random", 150),
+    "thin image": ("thin images (raw and PNG strips)", 40),
+    "compressed": ("compressed images", 150),
+    "odometry": ("odometry abuse", 200),
+    "query": ("bad requests", 150),
+    "huge text": ("huge query texts", 30),
+}
+
+
+def input_cases(model_dir: Path, work: Path, quick: bool) -> tuple[list[Outcome], dict]:
+    """Each class of adversarial inputs on a fresh memory file; its segments checked after."""
+    from bench.fuzz_inputs import run_class
+    from spartan_ros.memory.service import MemoryService, ServiceConfig
+    from spartan_ros.memory.store import SegmentStore
+    from spartan_ros.runtime.engine import Engine
+
+    engine = Engine(model_dir, providers=("cpu",))
+    outcomes, raw = [], {}
+    for kind, (name, full) in INPUT_CLASSES.items():
+        path = work / f"inputs-{kind.replace(' ', '-')}.db"
+        store = SegmentStore(path, engine.model_hash, engine.embed_dim, head=engine.fusion_head)
+        memory = MemoryService(engine, store, ServiceConfig(window_frames=8, stride_frames=4))
+        t0 = time.monotonic()
+        tally = run_class(memory, kind, 8 if quick else full, seed=0)
+        store.close()
+        with sqlite3.connect(path) as db:
+            ok = db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+            rows = {r[0] for r in db.execute("SELECT id FROM segments")}
+        lost = len(set(tally["segments_announced"]) - rows) + (0 if ok else 1)
+        reasons = ", ".join(f"{k} {v}" for k, v in list(tally["reasons"].items())[:3])
+        outcomes.append(Outcome("inputs", name, tally["tried"], tally["survived"],
+                                tally["clear_error"], lost,
+                                note=f"{tally['accepted']} used; {reasons}"[:110]))
+        raw[kind] = {**tally, "integrity_ok": ok, "seconds": round(time.monotonic() - t0, 1)}
+    return outcomes, raw
 
 
 # ------------------------------------------------------------------------------------- damage
@@ -319,8 +366,11 @@ def lifecycle_cycles(cycles: int) -> tuple[Outcome, dict[str, Any]]:
 
 # --------------------------------------------------------------------------------------- load
 
-def load_run(work: Path, seconds: float, clients: int, quick: bool) -> dict[str, Any]:
-    """The demo's drive replayed at rate 1 into the node while ``clients`` query it."""
+def load_run(work: Path, seconds: float, clients: int, quick: bool,
+             fresh_texts: bool = False, processes: bool = False) -> dict[str, Any]:
+    """The demo's drive replayed at rate 1 into the node while ``clients`` query it (the 8
+    texts of bench/query_load.py in turn, or with ``fresh_texts`` a new text every call; the
+    clients threads of one process, or with ``processes`` a process each)."""
     from spartan_train.bag.write import read_captions
     from spartan_train.demo import (
         DemoConfig,
@@ -352,7 +402,9 @@ def load_run(work: Path, seconds: float, clients: int, quick: bool) -> dict[str,
         wait_for("a first segment", lambda: len(segments.ids()) > 0, [node, player],
                  120)
         hammer = Process([sys.executable, "-m", "bench.query_load", "--clients", str(clients),
-                          "--seconds", str(seconds)], env, cfg.work / "logs" / "load.log")
+                          "--seconds", str(seconds)] + (["--fresh-texts"] if fresh_texts else [])
+                         + (["--processes"] if processes else []),
+                         env, cfg.work / "logs" / "load.log")
         wait_for("end of the query load", lambda: not hammer.alive(), [node], seconds + 120)
         wait_for("end of playback", lambda: not player.alive(), [node], 900)
         wait_for("end of ingest", lambda: len(segments.ids()) >= expected, [node], 60)
@@ -374,6 +426,8 @@ def load_run(work: Path, seconds: float, clients: int, quick: bool) -> dict[str,
     counts = load.get("counts", {})
     return {
         "clients": clients, "seconds": load.get("seconds", 0.0),
+        "query texts": "a new text every call" if fresh_texts else "8 texts in turn",
+        "clients are": "processes" if processes else "threads of one process",
         "queries answered": counts.get("answered", 0),
         "queries/s": counts.get("answered", 0) / max(load.get("seconds", 1.0), 1e-9),
         "p50 ms": float(np.percentile(lat, 50)) if lat.size else float("nan"),
@@ -437,6 +491,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="lifecycle cycles (default 100; quick 3)")
     p.add_argument("--load-seconds", type=float, default=None, help="default 60; quick 5")
     p.add_argument("--clients", type=int, default=4)
+    p.add_argument("--fresh-texts", action="store_true",
+                   help="load run: a new query text in every call (no cached text features)")
+    p.add_argument("--client-processes", action="store_true",
+                   help="load run: each query client a process of its own")
     a = p.parse_args(argv)
     sections = [s.strip() for s in a.sections.split(",") if s.strip()]
     unknown = [s for s in sections if s not in SECTIONS]
@@ -451,6 +509,15 @@ def main(argv: list[str] | None = None) -> int:
     raw: dict[str, Any] = {}
     work = Path(tempfile.mkdtemp(prefix="spartan-reliability-"))
     try:
+        if "inputs" in sections:
+            print("adversarial inputs per class (hypothesis, seed 0)", flush=True)
+            from spartan_train.demo import DemoConfig, export_model
+
+            drive_work = Path("runs/reliability") if not a.quick else work
+            outcomes, raw["inputs"] = input_cases(
+                export_model(DemoConfig(work=drive_work / "drive")), work, a.quick)
+            for o in outcomes:
+                report.add(o)
         if "damage" in sections:
             print("damage to the memory file", flush=True)
             for o in damage_cases(work, a.quick):
@@ -469,7 +536,8 @@ def main(argv: list[str] | None = None) -> int:
         if "load" in sections:
             print(f"load run ({a.clients} clients, {load_s:g} s, drive at rate 1)", flush=True)
             drive_work = Path("runs/reliability") if not a.quick else work
-            report.figures["load"] = load_run(drive_work, load_s, a.clients, a.quick)
+            report.figures["load"] = load_run(drive_work, load_s, a.clients, a.quick,
+                                              a.fresh_texts, a.client_processes)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     text = table(report)

@@ -391,11 +391,12 @@ def _call(args) -> int:
     from spartan_interfaces.srv import QuerySegments
 
     from spartan_ros.node.conversions import ns_to_stamp
+    from spartan_ros.node.qos import QUERY_QOS
     from spartan_ros.node.query_client import response_to_dict
 
     rclpy.init()
     node = rclpy.create_node("query_batch_client")
-    client = node.create_client(QuerySegments, args.service)
+    client = node.create_client(QuerySegments, args.service, qos_profile=QUERY_QOS)
     if not client.wait_for_service(timeout_sec=args.timeout):
         raise SystemExit(f"{args.service} not available")
     for spec in json.loads(args.requests):

@@ -1,4 +1,4 @@
-"""QoS of the node's camera and odometry subscriptions.
+"""QoS of the node's camera and odometry subscriptions, and of ~/query.
 
 Reliable where the publisher allows it: a best-effort reader loses every sample the DDS transport
 drops (a full shared-memory queue while the machine is busy, a burst after a pause) and nobody
@@ -18,6 +18,15 @@ RELIABILITY_CHOICES = ("auto", "reliable", "best_effort")
 # DDS hands over the backlog and its repairs faster than the executor takes them, and a
 # keep-last reader history overwrites what it has not yet given to the callback.
 ODOMETRY_DEPTH = 1000
+# ~/query, for the service and for its clients. DDS sends every response to every client of the
+# service, and each client keeps only its own when it takes them one by one; with the ROS
+# default for services (keep last 10) a client's answer is pushed out unread by ten answers to
+# the others (a fast caller, or the instant refusals while the node is inactive), and that call
+# times out. A reply is small; a deep history costs memory only while replies wait to be taken.
+QUERY_DEPTH = 1000
+QUERY_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=QUERY_DEPTH,
+                       reliability=ReliabilityPolicy.RELIABLE,
+                       durability=DurabilityPolicy.VOLATILE)
 
 
 def input_qos(reliability: str, depth: int) -> QoSProfile:

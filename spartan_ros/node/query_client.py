@@ -26,6 +26,7 @@ from spartan_interfaces.srv import QuerySegments
 from spartan_ros.answers import format_answer
 from spartan_ros.ingest.messages import stamp_to_ns
 from spartan_ros.node.conversions import ns_to_stamp
+from spartan_ros.node.qos import QUERY_QOS
 
 
 def build_request(args: argparse.Namespace) -> QuerySegments.Request:
@@ -112,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     rclpy.init()
     node = rclpy.create_node("spartan_query_client")
     try:
-        client: Client = node.create_client(QuerySegments, args.service)
+        client: Client = node.create_client(QuerySegments, args.service, qos_profile=QUERY_QOS)
         if not client.wait_for_service(timeout_sec=args.timeout):
             print(f"service {args.service} not available after {args.timeout:.0f} s",
                   file=sys.stderr)

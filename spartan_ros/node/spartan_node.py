@@ -62,7 +62,7 @@ from spartan_ros.node import parameters as params
 from spartan_ros.node.conversions import match_to_msg, query_from_request
 from spartan_ros.node.diagnostics import CallbackTimes, InputWatch, diagnostic_array
 from spartan_ros.node.markers import matches_markers
-from spartan_ros.node.qos import ODOMETRY_DEPTH, input_qos, qos_text
+from spartan_ros.node.qos import ODOMETRY_DEPTH, QUERY_QOS, input_qos, qos_text
 from spartan_ros.query import QueryError, validate_query
 from spartan_ros.tokenizer import get_tokenizer
 
@@ -170,7 +170,7 @@ def open_memory(values: dict[str, Any], logger: Any) -> MemoryService:
     try:
         check_precision(model_dir, precision)
         engine = Engine(model_dir, providers=tuple(values["execution_providers"]), logger=logger,
-                        precision=precision)
+                        precision=precision, text_threads=QUERY_TEXT_THREADS, spinning=False)
     except ModelLoadError as exc:
         raise ConfigError(f"cannot load the model in {model_dir}: {exc}") from exc
     try:  # queries need it: fail now, not at the first query
@@ -226,6 +226,11 @@ def link_fleet(values: dict[str, Any], memory: MemoryService, logger: Any) -> An
 QUERY_WORKERS = 2
 # Executor threads: inputs, timers and lifecycle, plus threads that wait for queries in the pool.
 EXECUTOR_THREADS = 10
+# ONNX Runtime threads per text encoding: the query workers run side by side, one thread each,
+# instead of sharing one pool while the encoder thread wants the same cores. And no session's
+# idle threads spin (spinning=False): on a busy computer that only takes CPU from the others
+# (measured beside an encoder: text p50 17 ms instead of 30, and 40% more frames encoded).
+QUERY_TEXT_THREADS = 1
 
 
 def _lower_priority() -> None:
@@ -282,6 +287,7 @@ class SpartanNode(LifecycleNode):
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._matches_pub = self.create_publisher(MarkerArray, "~/matches", MATCHES_QOS)
         self._service = self.create_service(QuerySegments, "~/query", self._on_query,
+                                            qos_profile=QUERY_QOS,
                                             callback_group=self._query_group)
 
     def _declare(self, spec: params.ParamSpec) -> None:

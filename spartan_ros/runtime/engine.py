@@ -26,6 +26,8 @@ import json
 import logging
 import math
 import os
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -46,6 +48,9 @@ MODEL_JSON = "model.json"
 MODES = ("reference", "corrected")
 ROLES = ("image", "text", "pose_fusion")
 PRECISIONS = ("float32", "float16", "int8")
+# Text features of this many recent token sequences are kept: planners ask the same questions
+# again and again, and the text graph is most of a query's time on a CPU.
+TEXT_CACHE_SIZE = 256
 FUSION_WEIGHT = "projection.weight"
 FUSION_BIAS = "projection.bias"
 # Friendly names accepted in `providers` (the node's `execution_providers` parameter).
@@ -278,6 +283,38 @@ def _check_io(session: ort.InferenceSession, role: str, sizes: Mapping[str, int]
 # --------------------------------------------------------------------------- the engine
 
 
+class FeatureCache:
+    """A thread-safe least-recently-used map of byte keys to feature vectors (copies in, copies
+    out, so no caller can change what another gets)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = max(int(size), 0)
+        self._items: OrderedDict[bytes, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = self.misses = 0
+
+    def get(self, key: bytes, out: np.ndarray) -> bool:
+        """Copy the features of ``key`` into ``out``; False when they are not kept."""
+        with self._lock:
+            found = self._items.get(key)
+            if found is None:
+                self.misses += 1
+                return False
+            self._items.move_to_end(key)
+            self.hits += 1
+            out[...] = found
+            return True
+
+    def put(self, key: bytes, features: np.ndarray) -> None:
+        if self.size == 0:
+            return
+        with self._lock:
+            self._items[key] = np.array(features, copy=True)
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+
 class Engine:
     """Image, text, pose and query encoders of one exported SPARTAN model (numpy in and out).
 
@@ -302,6 +339,9 @@ class Engine:
         batch_size: int = 16,
         session_options: ort.SessionOptions | None = None,
         threads: int | None = None,
+        text_threads: int | None = None,
+        text_cache: int = TEXT_CACHE_SIZE,
+        spinning: bool = True,
     ) -> None:
         self.log = logger or logging.getLogger(__name__)
         if isinstance(providers, str):
@@ -348,7 +388,18 @@ class Engine:
         options = session_options or ort.SessionOptions()
         if threads is not None:
             options.intra_op_num_threads = int(threads)
-        self.sessions = {role: self._session(paths[role], role, wanted, options) for role in ROLES}
+        text_options = options
+        if text_threads is not None:  # queries: one thread each, side by side in a pool
+            text_options = ort.SessionOptions()
+            text_options.graph_optimization_level = options.graph_optimization_level
+            text_options.intra_op_num_threads = int(text_threads)
+        if not spinning:  # idle ONNX Runtime threads sleep: other threads want the cores
+            for opts in {id(options): options, id(text_options): text_options}.values():
+                opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.sessions = {role: self._session(paths[role], role, wanted,
+                                             text_options if role == "text" else options)
+                         for role in ROLES}
+        self._text_cache = FeatureCache(text_cache)
         self.providers: list[str] = list(self.sessions["image"].get_providers())
         self._report_providers(list(providers), wanted, unavailable)
         self._check_fusion(fusion_path)
@@ -481,11 +532,17 @@ class Engine:
         return out
 
     def encode_text(self, texts: str | Sequence[str]) -> np.ndarray:
-        """Texts -> Long-CLIP text features ``[B, E]`` (before fusion with a pose)."""
+        """Texts -> Long-CLIP text features ``[B, E]`` (before fusion with a pose). Texts whose
+        tokens were encoded recently come from a cache (the same tokens, the same features)."""
         tokens = tokenize(texts, context_length=self.context_length)
         out = np.empty((len(tokens), self.embed_dim), dtype=np.float32)
-        for lo in range(0, len(tokens), self.batch_size):
-            out[lo : lo + self.batch_size] = self.run_text(tokens[lo : lo + self.batch_size])
+        keys = [row.tobytes() for row in tokens]
+        todo = [i for i, key in enumerate(keys) if not self._text_cache.get(key, out[i])]
+        for lo in range(0, len(todo), self.batch_size):
+            rows = todo[lo : lo + self.batch_size]
+            out[rows] = self.run_text(tokens[rows])
+            for i in rows:
+                self._text_cache.put(keys[i], out[i])
         return out
 
     def relative_windows(self, windows_abs: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
