@@ -178,3 +178,11 @@ def test_node_parameters_and_cli_options_give_the_same_connection():
         "uri": uri, "timeout": 10.0, "token": TOKEN, "secure": True,
         "client_pem_path": "/etc/c.pem", "client_key_path": "/etc/c.key",
         "ca_pem_path": "/etc/ca.pem", "server_name": "fleet.example.com"}
+
+
+def test_a_milvus_lite_file_ignores_the_token_and_tls_settings(tmp_path, certs):
+    """The node's TLS settings serve its fleet_uri; its own Milvus Lite memory must still open."""
+    conn = Connection(str(tmp_path / "own.db"), token=TOKEN, tls_ca=str(certs / "ca.pem"),
+                      tls_server_name="fleet.test")
+    assert conn.client_kwargs() == {"uri": str(tmp_path / "own.db"), "timeout": 10.0}
+    assert store_and_search(conn) == 30

@@ -140,6 +140,8 @@ class Connection:
     def client_kwargs(self) -> dict[str, Any]:
         uri = os.path.abspath(os.path.expanduser(self.uri)) if self.is_local else self.uri
         kw: dict[str, Any] = {"uri": uri, "timeout": self.timeout_s}
+        if self.is_local:  # Milvus Lite in this process: no credentials, no TLS (the node's
+            return kw      # settings may be meant for its fleet_uri)
         if self.token:
             kw["token"] = self.token
         if self.db_name:
