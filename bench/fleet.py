@@ -12,8 +12,10 @@ collection and in the node's in-RAM scoring index, then asks the same text queri
   - disk per segment (the Milvus Lite data directory) and RAM per segment (process RSS growth
     while Milvus Lite holds the collection; the scan's arrays).
 
-scripts/env.sh python -m bench.fleet --out runs/bench_fleet                  # 10⁵, a few minutes
-scripts/env.sh python -m bench.fleet --sizes 1000000 --out runs/bench_fleet  # 10⁶: long, ~15 GB
+scripts/env.sh python -m bench.fleet --out bench/results/fleet    # 10⁵: ~20 min, ~3 GB RSS
+scripts/env.sh python -m bench.fleet --sizes 1000000 --max-insert-s 2400 --max-rss-gib 16 \
+    --out bench/results/fleet-1e6   # 10⁶ needs ~30 GB (23 KB per segment in Milvus Lite + the
+                                    # scan's 6 KB): stop at 40 min or 16 GiB, measure what is in
 scripts/env.sh python -m bench.fleet --sizes 300 --embed-dim 64 --queries 3  # smoke size
 """
 
