@@ -80,10 +80,10 @@ def test_fleet_query_with_a_trajectory_is_the_nodes_answer(capsys, model_dir, me
     # The notes (how an untimed path was timed) are the node's; only the candidate counts differ
     # (the fleet scores the few segments its bound leaves, SQLite every filtered one).
     assert fleet["message"].partition("; ")[2] == "; ".join(mine.notes)
-    if rows is path:
-        assert "trajectory without stamps timed" in fleet["message"]
-
-    rc, table = fleet_query(capsys, model_dir, uri, *args)
+    if rows is not path:
+        return
+    assert "trajectory without stamps timed" in fleet["message"]
+    rc, table = fleet_query(capsys, model_dir, uri, *args)  # the table, as spartan_query prints
     assert rc == 0
     lines = table.out.strip().splitlines()
     assert lines[0].startswith(f"query {TEXT!r}: {len(want)} segments (of ")
