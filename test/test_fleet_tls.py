@@ -186,3 +186,13 @@ def test_a_milvus_lite_file_ignores_the_token_and_tls_settings(tmp_path, certs):
                       tls_server_name="fleet.test")
     assert conn.client_kwargs() == {"uri": str(tmp_path / "own.db"), "timeout": 10.0}
     assert store_and_search(conn) == 30
+
+
+def test_spartan_fleet_refuses_settings_that_cannot_work(capsys, certs):
+    for command in (["status"], ["query", "a tree", "--model", "unused"],
+                    ["push", "unused.db", "--vehicle", "car7"]):
+        rc = cli.main([*command, "--uri", "https://127.0.0.1:9", "--tls-cert",
+                       str(certs / "client.pem")])
+        err = capsys.readouterr().err
+        assert rc == 2, err
+        assert "needs both milvus_tls_cert (--tls-cert) and milvus_tls_key (--tls-key)" in err

@@ -25,6 +25,7 @@ from spartan_ros.memory.milvus_store import (
     Connection,
     FleetUnavailable,
     MilvusSegmentStore,
+    connect,
     read_meta,
 )
 from spartan_ros.memory.store import MemoryFileError, SegmentStore
@@ -38,7 +39,9 @@ def _connection(args: argparse.Namespace) -> Connection:
 def _push(args: argparse.Namespace) -> int:
     from spartan_ros.fleet.sync import push
 
-    report = push(args.memory, _connection(args), args.vehicle, batch_size=args.batch_size,
+    conn = _connection(args)
+    conn.check()  # settings that cannot work fail before the memory file is read
+    report = push(args.memory, conn, args.vehicle, batch_size=args.batch_size,
                   progress=not args.quiet)
     print(f"{args.memory}: {report.total} segments, {report.already} already in the fleet, "
           f"{report.sent} sent to {report.collection} as vehicle {args.vehicle!r}")
@@ -65,10 +68,12 @@ def _query(args: argparse.Namespace) -> int:
                   radius=args.radius, min_score=args.min_score, scope="fleet",
                   vehicle_id=args.vehicle, trajectory=args.trajectory,
                   trajectory_speed=args.trajectory_speed)
+    conn = _connection(args)
+    conn.check()  # before loading the model: settings that cannot work fail at once
     try:
-        validate_query(query)  # before loading the model: a bad request fails at once
+        validate_query(query)
         engine = Engine(args.model, providers=tuple(args.providers))
-        with MilvusSegmentStore(_connection(args), engine.model_hash, engine.embed_dim,
+        with MilvusSegmentStore(conn, engine.model_hash, engine.embed_dim,
                                 head=engine.fusion_head) as fleet:
             # The node's own query path (text or trajectory encoding, untimed paths timed at
             # the trajectory speed, filters) with the fleet store as its fleet scope; its own
@@ -91,9 +96,7 @@ def _query(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from pymilvus import MilvusClient
-
-    client = MilvusClient(**_connection(args).client_kwargs())
+    client = connect(_connection(args))  # checks the TLS settings; errors name the URI
     try:
         names = sorted(n for n in client.list_collections() if n.startswith("spartan_"))
         if not names:

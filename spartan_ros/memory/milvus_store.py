@@ -118,7 +118,10 @@ class Connection:
 
     def check(self) -> None:
         """FleetUnavailable naming the setting when the TLS settings cannot work together (the
-        client would otherwise drop the client certificate silently, or fail on a file)."""
+        client would otherwise drop the client certificate silently, or fail on a file).
+        A Milvus Lite file takes no TLS: nothing to check."""
+        if self.is_local:
+            return
         problem = None
         if bool(self.tls_cert) != bool(self.tls_key):
             problem = (f"mutual TLS needs both {_SETTINGS['tls_cert']} and "
@@ -174,8 +177,7 @@ def connect(conn: Connection) -> Any:
     if conn.is_local:
         parent = os.path.dirname(os.path.abspath(os.path.expanduser(conn.uri)))
         os.makedirs(parent, exist_ok=True)
-    else:
-        conn.check()
+    conn.check()
     try:
         return MilvusClient(**conn.client_kwargs())
     except Exception as exc:
