@@ -58,11 +58,12 @@ FUZZ_EXAMPLES ?= 500
 fuzz: setup
 	@SPARTAN_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) scripts/env.sh python -m pytest test/test_fuzz_inputs.py -s -q --timeout=0
 
-# Fleet memory (issue 13): Milvus Lite vs the in-RAM exact scan. The 10⁶ case takes long and
-# ~15 GB: make bench-fleet FLEET_SIZES=100000,1000000
+# Fleet memory (issue 13): Milvus Lite vs the in-RAM exact scan; a table +
+# bench/results/fleet/bench.json. 10⁵ takes ~20 min; 10⁶ hours and ~30 GB (docs/fleet.md):
+# make bench-fleet FLEET_SIZES=1000000 FLEET_ARGS="--max-insert-s 2400 --max-rss-gib 16"
 FLEET_SIZES ?= 100000
 bench-fleet: setup
-	@scripts/env.sh python -m bench.fleet --sizes $(FLEET_SIZES) --out runs/bench_fleet
+	@scripts/env.sh python -m bench.fleet --sizes $(FLEET_SIZES) --out bench/results/fleet $(FLEET_ARGS)
 
 # Export time and parity, dynamo exporter vs TorchScript: a table + bench/results/export.json.
 # make bench-export BENCH_ARGS="--models tiny B/16 --repeats 2"

@@ -12,8 +12,10 @@ collection and in the node's in-RAM scoring index, then asks the same text queri
   - disk per segment (the Milvus Lite data directory) and RAM per segment (process RSS growth
     while Milvus Lite holds the collection; the scan's arrays).
 
-scripts/env.sh python -m bench.fleet --out runs/bench_fleet                  # 10⁵, a few minutes
-scripts/env.sh python -m bench.fleet --sizes 1000000 --out runs/bench_fleet  # 10⁶: long, ~15 GB
+scripts/env.sh python -m bench.fleet --out bench/results/fleet    # 10⁵: ~20 min, ~3 GB RSS
+scripts/env.sh python -m bench.fleet --sizes 1000000 --max-insert-s 2400 --max-rss-gib 16 \
+    --out bench/results/fleet-1e6   # 10⁶ needs ~30 GB (23 KB per segment in Milvus Lite + the
+                                    # scan's 6 KB): stop at 40 min or 16 GiB, measure what is in
 scripts/env.sh python -m bench.fleet --sizes 300 --embed-dim 64 --queries 3  # smoke size
 """
 
@@ -105,8 +107,13 @@ def _segments(lo: int, video: np.ndarray, pose: np.ndarray, terms: Any, starts: 
     return out
 
 
-def run_size(n: int, embed_dim: int, queries: int, seed: int, workdir: Path,
-             log: Any) -> tuple[list[Row], dict[str, Any]]:
+def run_size(n: int, embed_dim: int, queries: int, seed: int, workdir: Path, log: Any,
+             max_rss: float = float("inf"), max_insert_s: float = float("inf"),
+             ) -> tuple[list[Row], dict[str, Any]]:
+    """Store n segments (fewer if the process's RSS reaches max_rss bytes or the inserts take
+    max_insert_s seconds: the rows then name the count reached) and ask both stores the same
+    queries."""
+    target = n
     fleet = Fleet(n, embed_dim, seed)
     index = ScoreIndex(embed_dim, fleet.head, capacity=n)
     data = workdir / f"fleet-{n}.db"
@@ -114,9 +121,14 @@ def run_size(n: int, embed_dim: int, queries: int, seed: int, workdir: Path,
     store = MilvusSegmentStore(str(data), "bench", embed_dim, head=fleet.head, vehicle_id="car")
     rss0 = rss_bytes()  # Milvus Lite started: what grows from here is the data
     insert_s = 0.0
+    stopped = ""
+    began = time.perf_counter()
     from tqdm import tqdm
 
-    with tqdm(total=n, unit="seg", desc=f"insert {n:,}", file=sys.stderr) as bar:
+    # The insert rate and RSS at every tenth of the run: does Milvus Lite slow down as it fills?
+    trace: list[dict[str, float]] = []
+    every = max(n // 10, BATCH)
+    with tqdm(total=target, unit="seg", desc=f"insert {target:,}", file=sys.stderr) as bar:
         for lo, video, pose, terms, starts, paths in fleet.batches():
             segs = _segments(lo, video, pose, terms, starts, paths)
             records = [segment_record(s, "car", int(s.id or 0)) for s in segs]
@@ -126,6 +138,20 @@ def run_size(n: int, embed_dim: int, queries: int, seed: int, workdir: Path,
             ids = np.arange(lo + 1, lo + 1 + len(segs), dtype=np.int64)
             index.extend(ids, starts, starts + 2_300_000_000, terms)
             bar.update(len(segs))
+            done = lo + len(segs)
+            rss = rss_bytes()
+            out_of_time = time.perf_counter() - began >= max_insert_s
+            if done % every < BATCH or done == target or rss >= max_rss or out_of_time:
+                trace.append({"segments": done, "insert_s": insert_s, "rss_bytes": rss})
+                bar.set_postfix(rss=f"{rss / 2**30:.1f}GiB",
+                                rate=f"{done / max(insert_s, 1e-9):.0f}/s")
+            if rss >= max_rss or (out_of_time and done < target):
+                why = (f"RSS {rss / 2**30:.1f} GiB reached the limit" if rss >= max_rss
+                       else f"the inserts took {max_insert_s:.0f} s")
+                log(f"{why} at {done:,} segments: stopping the inserts there")
+                stopped = why
+                n = done
+                break
     t0 = time.perf_counter()
     store.flush()
     flush_s = time.perf_counter() - t0
@@ -133,15 +159,18 @@ def run_size(n: int, embed_dim: int, queries: int, seed: int, workdir: Path,
     disk = dir_bytes(data)
 
     mid = T0 + (n // 2) * 600_000_000
-    raw: dict[str, Any] = {"n": n, "insert_s": insert_s, "flush_s": flush_s, "disk_bytes": disk,
-                           "rss_growth_bytes": rss_milvus}
+    raw: dict[str, Any] = {"n": n, "target_n": target, "insert_s": insert_s, "flush_s": flush_s,
+                           "disk_bytes": disk, "rss_growth_bytes": rss_milvus,
+                           "insert_trace": trace, "stopped": stopped}
     rows = [
         Row(f"N={n:,}", "Milvus Lite insert rate", n / max(insert_s + flush_s, 1e-9), "seg/s",
-            note=f"upserts of {BATCH} + flush ({flush_s:.1f} s)"),
+            note=f"upserts of {BATCH} + flush ({flush_s:.1f} s)" + (
+                f"; {target:,} asked, stopped: {stopped}" if n < target else "")),
     ]
     for label, kw in (("no filter", {}), ("time window, newest half", {"since_ns": mid})):
         lat_m, lat_s, scored, hits = [], [], [], []
-        for t in tqdm(fleet.queries(queries), desc=f"query {label}", file=sys.stderr):
+        bar = tqdm(fleet.queries(queries), desc=f"query {label}", file=sys.stderr)
+        for t in bar:
             t0 = time.perf_counter()
             res = store.search(10, t, **kw)  # type: ignore[arg-type]
             lat_m.append(time.perf_counter() - t0)
@@ -151,6 +180,7 @@ def run_size(n: int, embed_dim: int, queries: int, seed: int, workdir: Path,
             got = {int(f.segment.id or 0) for f in res.found}
             hits.append(len(got & set(exact.ids.tolist())) / max(len(exact.ids), 1))
             scored.append(res.candidates)
+            bar.set_postfix(milvus=f"{lat_m[-1]:.2f}s", scan=f"{lat_s[-1] * 1e3:.0f}ms")
         raw[label] = {"milvus_s": lat_m, "scan_s": lat_s, "scored": scored, "recall": hits}
         pm, ps = np.percentile(lat_m, [50, 99]), np.percentile(lat_s, [50, 99])
         recall = float(np.mean(hits))
@@ -189,6 +219,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--embed-dim", type=int, default=512)
     parser.add_argument("--queries", type=int, default=30, help="text queries per filter")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-insert-s", type=float, default=float("inf"),
+                        help="stop inserting after this many seconds (wall clock, generation "
+                             "included; the rows then name the count reached)")
+    parser.add_argument("--max-rss-gib", type=float, default=18.0,
+                        help="stop inserting when the process's RSS reaches this (the rows then "
+                             "name the count reached)")
     parser.add_argument("--workdir", default=None,
                         help="where the Milvus Lite data goes (default: a temporary directory)")
     parser.add_argument("--out", default=None, help="write bench.json and bench.md here")
@@ -205,7 +241,8 @@ def main(argv: list[str] | None = None) -> int:
         workdir = Path(args.workdir or tmp)
         workdir.mkdir(parents=True, exist_ok=True)
         for n in sizes:
-            r, d = run_size(n, args.embed_dim, args.queries, args.seed, workdir, log)
+            r, d = run_size(n, args.embed_dim, args.queries, args.seed, workdir, log,
+                            args.max_rss_gib * 2**30, args.max_insert_s)
             rows += r
             raw[str(n)] = d
             shutil.rmtree(workdir / f"fleet-{n}.db", ignore_errors=True)

@@ -1,8 +1,12 @@
-"""Query answers as plain dicts and as the table `spartan_query` and `spartan-fleet query` print."""
+"""Query answers as plain dicts and as the table `spartan_query` and `spartan-fleet query` print,
+and the trajectory file both read."""
 
 from __future__ import annotations
 
+import argparse
 from typing import Any
+
+import numpy as np
 
 
 def match_dict(m: Any) -> dict:
@@ -30,3 +34,23 @@ def format_answer(answer: dict, text: str) -> str:
                      f"t=[{s['start_ns'] * 1e-9:.2f}, {s['end_ns'] * 1e-9:.2f}] s "
                      f"start=({x:.1f}, {y:.1f}, {z:.1f}) in {s['frame_id'] or '?'}")
     return "\n".join(lines)
+
+
+def read_tum(path: str) -> np.ndarray:
+    """A TUM trajectory file -> [N, 8] rows; argparse error naming the line when malformed."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = [(i, ln.split()) for i, ln in enumerate(f, 1)
+                     if ln.strip() and not ln.lstrip().startswith("#")]
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(f"cannot read {path}: {exc}") from exc
+    rows = []
+    for i, fields in lines:
+        try:
+            if len(fields) != 8:
+                raise ValueError(f"{len(fields)} fields")
+            rows.append([float(v) for v in fields])
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(
+                f"{path} line {i}: expected 't x y z qx qy qz qw' ({exc})") from exc
+    return np.array(rows, dtype=np.float64).reshape(-1, 8)

@@ -23,3 +23,19 @@ def test_bench_fleet_prints_its_table(tmp_path):
     doc = json.loads((tmp_path / "bench.json").read_text())
     recalls = [r for r in doc["rows"] if r["measure"].startswith("recall@10")]
     assert len(recalls) == 2 and all(r["value"] == 1.0 and r["met"] for r in recalls)
+
+
+def test_bench_fleet_stops_inserting_at_the_limit_and_measures_what_it_has(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "bench.fleet", "--sizes", "3000", "--embed-dim",
+                          "64", "--queries", "2", "--max-rss-gib", "0.01", "--out", str(tmp_path)],
+                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "stopping the inserts there" in out.stderr
+    assert "| N=1,000 | Milvus Lite insert rate (upserts of 1000 + flush" in out.stdout
+    assert "3,000 asked, stopped: RSS" in out.stdout
+    raw = json.loads((tmp_path / "bench.json").read_text())["sections"]["3000"]
+    assert raw["n"] == 1000 and raw["target_n"] == 3000 and raw["stopped"].startswith("RSS")
+    assert [t["segments"] for t in raw["insert_trace"]] == [1000]
+    recalls = [r for r in json.loads((tmp_path / "bench.json").read_text())["rows"]
+               if r["measure"].startswith("recall@10")]
+    assert recalls and all(r["value"] == 1.0 for r in recalls)

@@ -4,9 +4,13 @@ spartan-fleet push car7.db --uri http://fleet:19530 --vehicle car7
 spartan-fleet query "a fallen tree by a crossing" --uri http://fleet:19530 --model MODEL_DIR
 spartan-fleet query "the gas station" --uri fleet.db --model MODEL_DIR --vehicle car7 \\
     --since 1700000000 --near 120,-40 --radius 50
+spartan-fleet query "turning left at the lights" --uri fleet.db --model MODEL_DIR \\
+    --trajectory planned_path.tum
 spartan-fleet status --uri http://fleet:19530
 
 --uri is a Milvus server or cluster (http://host:19530) or a local file (Milvus Lite).
+--trajectory reads a TUM file (one pose per line: t x y z qx qy qz qw; # starts a comment), as
+spartan_query does; a path without timing (every t equal) is timed at --trajectory-speed m/s.
 """
 
 from __future__ import annotations
@@ -16,16 +20,15 @@ import json
 import sys
 from typing import Any
 
-import numpy as np
-
-from spartan_ros.answers import format_answer, match_dict
+from spartan_ros.answers import format_answer, match_dict, read_tum
 from spartan_ros.memory.milvus_store import (
     Connection,
     FleetUnavailable,
     MilvusSegmentStore,
+    connect,
     read_meta,
 )
-from spartan_ros.memory.store import MemoryFileError
+from spartan_ros.memory.store import MemoryFileError, SegmentStore
 
 
 def _connection(args: argparse.Namespace) -> Connection:
@@ -36,7 +39,9 @@ def _connection(args: argparse.Namespace) -> Connection:
 def _push(args: argparse.Namespace) -> int:
     from spartan_ros.fleet.sync import push
 
-    report = push(args.memory, _connection(args), args.vehicle, batch_size=args.batch_size,
+    conn = _connection(args)
+    conn.check()  # settings that cannot work fail before the memory file is read
+    report = push(args.memory, conn, args.vehicle, batch_size=args.batch_size,
                   progress=not args.quiet)
     print(f"{args.memory}: {report.total} segments, {report.already} already in the fleet, "
           f"{report.sent} sent to {report.collection} as vehicle {args.vehicle!r}")
@@ -54,47 +59,44 @@ def _near(text: str) -> tuple[float, float, float]:
 
 
 def _query(args: argparse.Namespace) -> int:
-    from spartan_ros.memory.service import Match, pose_stamps
+    from spartan_ros.memory.service import MemoryService, ServiceConfig
     from spartan_ros.query import Query, QueryError, validate_query
     from spartan_ros.runtime.engine import Engine
 
     query = Query(text=args.text, top_k=args.top_k, since_ns=int(args.since * 1e9),
                   until_ns=int(args.until * 1e9), near=args.near or (0.0, 0.0, 0.0),
                   radius=args.radius, min_score=args.min_score, scope="fleet",
-                  vehicle_id=args.vehicle)
+                  vehicle_id=args.vehicle, trajectory=args.trajectory,
+                  trajectory_speed=args.trajectory_speed)
+    conn = _connection(args)
+    conn.check()  # before loading the model: settings that cannot work fail at once
     try:
         validate_query(query)
+        engine = Engine(args.model, providers=tuple(args.providers))
+        with MilvusSegmentStore(conn, engine.model_hash, engine.embed_dim,
+                                head=engine.fusion_head) as fleet:
+            # The node's own query path (text or trajectory encoding, untimed paths timed at
+            # the trajectory speed, filters) with the fleet store as its fleet scope; its own
+            # memory is an empty one in RAM, never asked.
+            own = SegmentStore(None, engine.model_hash, engine.embed_dim,
+                               head=engine.fusion_head)
+            with own:
+                result = MemoryService(engine, own, ServiceConfig(), fleet=fleet).query(query)
     except QueryError as exc:
         answer: dict[str, Any] = {"success": False, "message": str(exc), "candidates": 0,
                                   "segments": []}
         print(json.dumps(answer) if args.json else format_answer(answer, args.text))
         return 1
-    engine = Engine(args.model, providers=tuple(args.providers))
-    t = np.asarray(engine.encode_text([query.text]), dtype=np.float32)[0]
-    with MilvusSegmentStore(_connection(args), engine.model_hash, engine.embed_dim,
-                            head=engine.fusion_head) as fleet:
-        result = fleet.search(
-            query.top_k, t, since_ns=query.since_ns or None, until_ns=query.until_ns or None,
-            near=query.near if query.radius > 0 else None,
-            radius=query.radius if query.radius > 0 else None,
-            min_score=query.min_score or None, vehicle_id=query.vehicle_id or None)
-    matches = [Match(id=int(f.segment.id or 0), rank=r, score=f.score,
-                     start_ns=f.segment.start_ns, end_ns=f.segment.end_ns,
-                     frame_id=f.segment.frame_id, poses=f.segment.poses,
-                     stamps_ns=pose_stamps(f.segment.poses, f.segment.start_ns,
-                                           f.segment.end_ns),
-                     distance=f.segment.path_length, vehicle_id=f.segment.vehicle_id)
-               for r, f in enumerate(result.found)]
-    answer = {"success": True, "message": f"{len(matches)} of {result.candidates} candidates",
-              "candidates": result.candidates, "segments": [match_dict(m) for m in matches]}
+    message = "; ".join([f"{len(result.matches)} of {result.candidates} candidates",
+                         *result.notes])
+    answer = {"success": True, "message": message, "candidates": result.candidates,
+              "segments": [match_dict(m) for m in result.matches]}
     print(json.dumps(answer) if args.json else format_answer(answer, args.text))
     return 0
 
 
 def _status(args: argparse.Namespace) -> int:
-    from pymilvus import MilvusClient
-
-    client = MilvusClient(**_connection(args).client_kwargs())
+    client = connect(_connection(args))  # checks the TLS settings; errors name the URI
     try:
         names = sorted(n for n in client.list_collections() if n.startswith("spartan_"))
         if not names:
@@ -147,6 +149,11 @@ def main(argv: list[str] | None = None) -> int:
     q.add_argument("--near", type=_near, default=None, metavar="X,Y")
     q.add_argument("--radius", type=float, default=0.0, help="metres around --near")
     q.add_argument("--min-score", type=float, default=0.0)
+    q.add_argument("--trajectory", type=read_tum, default=None, metavar="TUM_FILE",
+                   help="motion to match (>= 2 poses, TUM rows 't x y z qx qy qz qw'); "
+                        "default: each segment's own")
+    q.add_argument("--trajectory-speed", type=float, default=0.0, metavar="M_PER_S",
+                   help="speed for a trajectory without stamps (0 = 5 m/s, the node's default)")
     q.add_argument("--json", action="store_true", help="print the answer as JSON")
     sub.add_parser("status", parents=[common], help="collections and segments per vehicle")
     args = parser.parse_args(argv)

@@ -71,6 +71,11 @@ class FleetUnavailable(RuntimeError):
     """The Milvus server cannot be reached (or refused the request)."""
 
 
+# The TLS settings as users set them: node parameter (spartan-fleet option).
+_SETTINGS = {name: f"milvus_{name} (--{name.replace('_', '-')})"
+             for name in ("tls_ca", "tls_cert", "tls_key", "tls_server_name")}
+
+
 @dataclass(frozen=True)
 class Connection:
     """Where Milvus is and how to talk to it (passed through to ``pymilvus.MilvusClient``)."""
@@ -89,12 +94,57 @@ class Connection:
         """A file path: Milvus Lite runs embedded in this process."""
         return "://" not in self.uri
 
+    @property
+    def uses_tls(self) -> bool:
+        """An https:// URI (pymilvus then trusts the system's CAs) or a CA / client certificate
+        given (TLS whatever the scheme)."""
+        return bool(self.tls_ca or self.tls_cert) or self.uri.lower().startswith("https://")
+
     def describe(self) -> str:
-        return f"Milvus Lite {self.uri}" if self.is_local else f"Milvus {self.uri}"
+        """Where, and how (TLS, token; never the token itself): error messages name it."""
+        if self.is_local:
+            return f"Milvus Lite {self.uri}"
+        how = []
+        if self.uses_tls:
+            tls = f"TLS, CA {self.tls_ca}" if self.tls_ca else "TLS, system CAs"
+            if self.tls_cert:
+                tls += f", client certificate {self.tls_cert}"
+            if self.tls_server_name:
+                tls += f", server name {self.tls_server_name}"
+            how.append(tls)
+        if self.token:
+            how.append("token set")
+        return f"Milvus {self.uri}" + (f" ({'; '.join(how)})" if how else "")
+
+    def check(self) -> None:
+        """FleetUnavailable naming the setting when the TLS settings cannot work together (the
+        client would otherwise drop the client certificate silently, or fail on a file).
+        A Milvus Lite file takes no TLS: nothing to check."""
+        if self.is_local:
+            return
+        problem = None
+        if bool(self.tls_cert) != bool(self.tls_key):
+            problem = (f"mutual TLS needs both {_SETTINGS['tls_cert']} and "
+                       f"{_SETTINGS['tls_key']}")
+        elif self.tls_cert and not self.tls_ca:
+            problem = (f"mutual TLS needs {_SETTINGS['tls_ca']} too (the CA that signed the "
+                       "server's certificate)")
+        elif self.tls_server_name and not self.uses_tls:
+            problem = (f"{_SETTINGS['tls_server_name']} is set but TLS is off: use an https:// "
+                       f"URI or set {_SETTINGS['tls_ca']}")
+        for name in ("tls_ca", "tls_cert", "tls_key"):
+            path = getattr(self, name)
+            if problem is None and path and not os.access(path, os.R_OK):
+                why = "is not readable" if os.path.exists(path) else "does not exist"
+                problem = f"{_SETTINGS[name]}: {path} {why}"
+        if problem is not None:
+            raise FleetUnavailable(f"{self.describe()}: {problem}")
 
     def client_kwargs(self) -> dict[str, Any]:
         uri = os.path.abspath(os.path.expanduser(self.uri)) if self.is_local else self.uri
         kw: dict[str, Any] = {"uri": uri, "timeout": self.timeout_s}
+        if self.is_local:  # Milvus Lite in this process: no credentials, no TLS (the node's
+            return kw      # settings may be meant for its fleet_uri)
         if self.token:
             kw["token"] = self.token
         if self.db_name:
@@ -127,6 +177,7 @@ def connect(conn: Connection) -> Any:
     if conn.is_local:
         parent = os.path.dirname(os.path.abspath(os.path.expanduser(conn.uri)))
         os.makedirs(parent, exist_ok=True)
+    conn.check()
     try:
         return MilvusClient(**conn.client_kwargs())
     except Exception as exc:

@@ -16,14 +16,13 @@ import argparse
 import json
 import sys
 
-import numpy as np
 import rclpy
 from builtin_interfaces.msg import Time
 from geometry_msgs.msg import PoseStamped
 from rclpy.client import Client
 from spartan_interfaces.srv import QuerySegments
 
-from spartan_ros.answers import format_answer
+from spartan_ros.answers import format_answer, read_tum
 from spartan_ros.ingest.messages import stamp_to_ns
 from spartan_ros.node.conversions import ns_to_stamp
 from spartan_ros.node.qos import QUERY_QOS
@@ -50,26 +49,6 @@ def build_request(args: argparse.Namespace) -> QuerySegments.Request:
         p.x, p.y, p.z, q.x, q.y, q.z, q.w = (float(v) for v in row[1:8])
         req.trajectory.append(ps)
     return req
-
-
-def read_tum(path: str) -> np.ndarray:
-    """A TUM trajectory file -> [N, 8] rows; argparse error naming the line when malformed."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            lines = [(i, ln.split()) for i, ln in enumerate(f, 1)
-                     if ln.strip() and not ln.lstrip().startswith("#")]
-    except OSError as exc:
-        raise argparse.ArgumentTypeError(f"cannot read {path}: {exc}") from exc
-    rows = []
-    for i, fields in lines:
-        try:
-            if len(fields) != 8:
-                raise ValueError(f"{len(fields)} fields")
-            rows.append([float(v) for v in fields])
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(
-                f"{path} line {i}: expected 't x y z qx qy qz qw' ({exc})") from exc
-    return np.array(rows, dtype=np.float64).reshape(-1, 8)
 
 
 def response_to_dict(res: QuerySegments.Response) -> dict:
