@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import NamedTuple
 
+from spartan_ros import dds
 from spartan_ros.bag.play import CLOCK_TOPIC, QOS_CHOICES, PlayConfig, play_bag
 
 ENTRY_POINT_GROUP = "spartan_ros.bag_commands"
@@ -77,8 +79,15 @@ def run_play(args: argparse.Namespace) -> int:
         wait_timeout_s=args.wait_timeout,
         ros_args=args.ros_args,
     )
+    # Images larger than Fast DDS's default shared-memory segment need the package's profile
+    # in the publishing process (see spartan_ros.dds); a user's own set-up stays in charge.
+    profile = dds.use_profile()
+    if profile is not None:
+        print(f"Fast DDS transport profile: {profile} (set {dds.PROFILE_VARIABLE} to use your "
+              "own)", file=sys.stderr, flush=True)
     summary = play_bag(cfg)
-    print(json.dumps(summary.as_dict()) if args.json else summary.table(), flush=True)
+    doc = {**summary.as_dict(), "dds_profile": os.environ.get(dds.PROFILE_VARIABLE)}
+    print(json.dumps(doc) if args.json else summary.table(), flush=True)
     return 0
 
 
