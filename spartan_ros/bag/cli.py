@@ -81,12 +81,20 @@ def run_play(args: argparse.Namespace) -> int:
     )
     # Images larger than Fast DDS's default shared-memory segment need the package's profile
     # in the publishing process (see spartan_ros.dds); a user's own set-up stays in charge.
-    profile = dds.use_profile()
-    if profile is not None:
-        print(f"Fast DDS transport profile: {profile} (set {dds.PROFILE_VARIABLE} to use your "
+    # Fast DDS reads it when the first participant is created; taken back afterwards, so a
+    # process that plays a bag and then starts others does not hand it on unasked.
+    profile = dds.profile_env()
+    for path in profile.values():
+        print(f"Fast DDS transport profile: {path} (set {dds.PROFILE_VARIABLE} to use your "
               "own)", file=sys.stderr, flush=True)
-    summary = play_bag(cfg)
-    doc = {**summary.as_dict(), "dds_profile": os.environ.get(dds.PROFILE_VARIABLE)}
+    doc_profile = os.environ.get(dds.PROFILE_VARIABLE) or profile.get(dds.PROFILE_VARIABLE)
+    os.environ.update(profile)
+    try:
+        summary = play_bag(cfg)
+    finally:
+        for name in profile:
+            os.environ.pop(name, None)
+    doc = {**summary.as_dict(), "dds_profile": doc_profile or None}
     print(json.dumps(doc) if args.json else summary.table(), flush=True)
     return 0
 

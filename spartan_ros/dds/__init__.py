@@ -5,7 +5,7 @@ of the publishing process, 512 KB by default. An image larger than that (every r
 640x480 up) mostly does not fit: with best effort it is lost, reliable it is resent. The profile
 gives the segment room for several 1080p images. It must be in force in the *publisher's*
 process (the camera driver, ``spartan-bag play``) before its first ROS node is created, which
-only an environment variable can do: :func:`profile_env` says which, and leaves a user's own
+only an environment variable can do: :func:`profile_env` gives it, and leaves a user's own
 Fast DDS set-up alone.
 """
 
@@ -39,11 +39,3 @@ def profile_env(environ: Mapping[str, str] | None = None, cwd: Path | None = Non
     if ((cwd or Path.cwd()) / WORKING_DIR_PROFILE).exists():
         return {}
     return {PROFILE_VARIABLE: str(PROFILE)}
-
-
-def use_profile() -> str | None:
-    """Put the profile in this process's environment (before ``rclpy.init``) unless the user
-    has their own set-up; the path used, or None."""
-    extra = profile_env()
-    os.environ.update(extra)
-    return extra.get(PROFILE_VARIABLE)
