@@ -367,10 +367,11 @@ _STAMP = struct.Struct("<iI")  # builtin_interfaces/Time right after the 4-byte 
 
 def shifted(raw: bytes | bytearray | memoryview, shift_ns: int) -> bytes:
     """A copy of a little-endian CDR message whose header stamp is ``shift_ns`` later."""
-    out = bytearray(raw)
-    sec, nanosec = _STAMP.unpack_from(out, 4)
-    _STAMP.pack_into(out, 4, *divmod(sec * 1_000_000_000 + nanosec + shift_ns, 1_000_000_000))
-    return bytes(out)
+    view = memoryview(raw)
+    sec, nanosec = _STAMP.unpack_from(view, 4)
+    stamp = _STAMP.pack(*divmod(sec * 1_000_000_000 + nanosec + shift_ns, 1_000_000_000))
+    # one copy, straight into the result (a bytearray then bytes was two: 16 ms at 1080p rgb8)
+    return b"".join((view[:4], stamp, view[12:]))
 
 
 def _restampable(reader: Reader, connections: list[Any], start_ns: int) -> set[str]:
