@@ -65,7 +65,7 @@ SPARTAN_BAG = [sys.executable, "-c", "import sys; from spartan_ros.bag.cli impor
 NODE = [sys.executable, "-c", "import os, sys; sys.path.insert(0, os.environ.get("
         "'SPARTAN_BENCH_NODE_TREE', '')); from spartan_ros.node.spartan_node import main; "
         "sys.exit(main())"]
-# the player publishes as a typical camera driver: best effort, a short history
+# by default the player publishes as a typical camera driver: best effort, a short history
 PLAYER_QOS, PLAYER_DEPTH = "sensor", 5
 BAG_FRAMES = 24  # data frames (10 Hz) in the looped bag: 2.3 s, 70 camera images
 # name -> (width, height, transport)
@@ -357,7 +357,8 @@ def profile_env(env: dict[str, str], profile: str) -> dict[str, str]:
 def run_case(case: str, model: Path, bag: Path, env: dict[str, str], diag: Diagnostics,
              seconds: float, rate: float, logs: Path, node_params: dict[str, str],
              node_tree: Path | None = None, node_name: str = "this tree",
-             profile: str = "package") -> CaseResult:
+             profile: str = "package", player_qos: tuple[str, int] = (PLAYER_QOS, PLAYER_DEPTH)
+             ) -> CaseResult:
     width, height, transport = CASES[case]
     topic = IMAGE_TOPIC if transport == "raw" else IMAGE_TOPIC + "/compressed"
     env = profile_env(env, profile)
@@ -376,7 +377,7 @@ def run_case(case: str, model: Path, bag: Path, env: dict[str, str], diag: Diagn
         rss = RssWatch(node.popen.pid)
         rss.start()
         player = Process([*SPARTAN_BAG, "play", str(bag), "--loop", "--restamp", "--qos",
-                          PLAYER_QOS, "--depth", str(PLAYER_DEPTH), "--rate", str(rate),
+                          player_qos[0], "--depth", str(player_qos[1]), "--rate", str(rate),
                           "--topics", topic, ODOM_TOPIC, "--json"],
                          env, logs / f"player_{tag}.log")
         player.wait_for_output("playing ", timeout=60)
@@ -592,7 +593,7 @@ def run_info(args: argparse.Namespace) -> dict[str, Any]:
                                               "net.core.rmem_default")},
             "camera_hz": CAMERA_HZ, "odom_hz": ODOM_HZ, "sample_hz": SAMPLE_HZ,
             "window": WINDOW, "stride": STRIDE,
-            "player": {"qos": PLAYER_QOS, "depth": PLAYER_DEPTH}}
+            "player": {"qos": args.player_qos, "depth": args.player_depth}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -612,6 +613,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dds-profile", default="none,package",
                     help="Fast DDS profile(s) of the player and node, each case with each in "
                     "turn: none (Fast DDS's defaults), package (spartan_ros/dds/fastdds.xml)")
+    ap.add_argument("--player-qos", choices=("sensor", "reliable"), default=PLAYER_QOS,
+                    help="the player's reliability: sensor (best effort, as most camera "
+                    "drivers) or reliable")
+    ap.add_argument("--player-depth", type=int, default=PLAYER_DEPTH,
+                    help="the player's history depth")
     ap.add_argument("--witness", action="store_true",
                     help="count at a second DDS reader too (what DDS delivers and reports lost)")
     args = ap.parse_args(argv)
@@ -650,7 +656,7 @@ def main(argv: list[str] | None = None) -> int:
                       "...", file=sys.stderr, flush=True)
                 results.append(run_case(case, model, bags[case], env, diag, args.seconds,
                                         args.rate, args.work / "logs", extra, tree, name,
-                                        profile))
+                                        profile, (args.player_qos, args.player_depth)))
                 print(table(results[-1:]).splitlines()[-1], file=sys.stderr, flush=True)
     finally:
         diag.close()
