@@ -21,8 +21,9 @@ bench: setup
 	@scripts/env.sh python -m bench.engine_bench --out bench/results $(BENCH_ARGS)
 
 # Ingest at camera rates (issue 12): a recorded camera (640x480, 720p, 1080p rgb8 and 1080p JPEG
-# at 30 Hz, odometry at 100 Hz) replayed into the live node over DDS, 60 s each; a table +
-# bench/results/ingest.json. Shorter: make bench-ingest INGEST_ARGS="--seconds 10".
+# at 30 Hz, odometry at 100 Hz) replayed into the live node over DDS, 60 s each, with Fast DDS's
+# defaults and with the package's profile (~15 min); tables + bench/results/ingest.json.
+# Shorter: make bench-ingest INGEST_ARGS="--seconds 10"; where images are lost: add --witness.
 bench-ingest: setup
 	@scripts/env.sh python -m bench.ingest --out bench/results $(INGEST_ARGS)
 

@@ -9,12 +9,14 @@ setup(
     version="0.1.0",
     packages=find_packages(include=[package_name, f"{package_name}.*"]),
     # The tokenizer's BPE vocabulary (OpenAI CLIP, MIT licence) travels with the package.
-    package_data={package_name: ["vocab/*.txt.gz", "vocab/NOTICE.md", "bag/*.xml"]},
+    package_data={package_name: ["vocab/*.txt.gz", "vocab/NOTICE.md", "dds/fastdds.xml"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{package_name}"]),
         (f"share/{package_name}", ["package.xml"]),
         (f"share/{package_name}/launch", glob("launch/*.launch.py")),
         (f"share/{package_name}/config", glob("config/*.yaml")),
+        # the Fast DDS profile for large images, where a camera driver's user can point at it
+        (f"share/{package_name}/config", [f"{package_name}/dds/fastdds.xml"]),
     ],
     install_requires=["setuptools"],
     # Runtime dependencies: package.xml (rosdep keys) and requirements/vehicle.txt, or

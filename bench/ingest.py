@@ -18,6 +18,15 @@ drops by reason (DDS = published but never received); the node's CPU use (of one
 RSS over the run; image callback p50/p99; segments stored against those the needed frames give.
 The player runs on the same 2 cores and its CPU use is in the JSON.
 
+Each case runs twice by default (``--dds-profile none,package``): the player and the node with
+Fast DDS's built-in transports (the 512 KB shared-memory segment), then with the package's
+profile (``spartan_ros/dds/fastdds.xml``, what ``spartan-bag play`` and the launch file use).
+``--witness`` adds a second DDS reader in this process that counts what DDS delivers and what
+it reports lost, so a loss is placed: in the transport (lost at both readers) or in the node
+(delivered to the witness, not to the node's callback). The JSON carries every count, the
+player's summary, the machine (CPU, load at start and end of each case, nice, socket buffer
+limits) and the ROS stack's versions.
+
 ``--compare REF`` also runs the node of git revision REF (its ``spartan_ros`` extracted under the
 work directory), each case with both nodes back to back, so a change is measured against what
 it replaced under the same machine load.
@@ -56,6 +65,8 @@ SPARTAN_BAG = [sys.executable, "-c", "import sys; from spartan_ros.bag.cli impor
 NODE = [sys.executable, "-c", "import os, sys; sys.path.insert(0, os.environ.get("
         "'SPARTAN_BENCH_NODE_TREE', '')); from spartan_ros.node.spartan_node import main; "
         "sys.exit(main())"]
+# by default the player publishes as a typical camera driver: best effort, a short history
+PLAYER_QOS, PLAYER_DEPTH = "sensor", 5
 BAG_FRAMES = 24  # data frames (10 Hz) in the looped bag: 2.3 s, 70 camera images
 # name -> (width, height, transport)
 CASES: dict[str, tuple[int, int, str]] = {
@@ -89,7 +100,13 @@ class CaseResult:
     callback_p50_ms: float = float("nan")
     callback_p99_ms: float = float("nan")
     inference_ms: float = float("nan")
-    load: str = ""
+    load: str = ""  # load average (1 min) when the case started
+    load_end: str = ""
+    dds_profile: str = "package"  # the player's and node's Fast DDS profile: package | none
+    fastdds_profiles_file: str = ""  # FASTDDS_DEFAULT_PROFILES_FILE given to both processes
+    witness_received: int | None = None  # images a second DDS reader got (--witness)
+    witness_lost: int | None = None  # samples that reader's DDS reported lost
+    player: dict[str, Any] = field(default_factory=dict)  # the player's own summary
 
     @property
     def taken_pct(self) -> float:
@@ -224,12 +241,41 @@ class Diagnostics:
         self.latest: dict[str, dict[str, str]] = {}
         self._lock = threading.Lock()
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_msg, 10)
+        self.witnessed: dict[str, list[int]] = {}  # topic -> [received, lost]
         from rclpy.executors import SingleThreadedExecutor
 
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         self.thread = threading.Thread(target=self._spin, daemon=True)
         self.thread.start()
+
+    def witness(self, topics: dict[str, Any]) -> None:
+        """A second reader on each image topic (best effort, raw bytes, nothing done with them)
+        that counts what reaches a DDS reader and what DDS reports lost (SAMPLE_LOST: a sample
+        never delivered whole, e.g. a fragment that did not fit the writer's shared memory).
+        Subscribed once for the whole run: a subscription with an event handler must not be
+        destroyed while the executor spins."""
+        from rclpy.event_handler import SubscriptionEventCallbacks
+        from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=50,
+                         reliability=ReliabilityPolicy.BEST_EFFORT)
+        for topic, msg_type in topics.items():
+            counts = self.witnessed.setdefault(topic, [0, 0])
+
+            def on_msg(_raw: bytes, counts: list[int] = counts) -> None:
+                counts[0] += 1
+
+            def on_lost(info: Any, counts: list[int] = counts) -> None:
+                counts[1] += info.total_count_change
+
+            self.node.create_subscription(
+                msg_type, topic, on_msg, qos, raw=True,
+                event_callbacks=SubscriptionEventCallbacks(message_lost=on_lost))
+
+    def witness_counts(self, topic: str) -> tuple[int, int] | None:
+        counts = self.witnessed.get(topic)
+        return None if counts is None else (counts[0], counts[1])
 
     def _spin(self) -> None:
         while self.context.ok():
@@ -300,25 +346,38 @@ def ref_tree(work: Path, ref: str) -> Path:
     return out
 
 
+def profile_env(env: dict[str, str], profile: str) -> dict[str, str]:
+    """``env`` with the Fast DDS profile of the run: the package's (what ``spartan-bag play``
+    and the launch file use) or none (an empty variable: Fast DDS's built-in defaults)."""
+    from spartan_ros import dds
+
+    return {**env, dds.PROFILE_VARIABLE: str(dds.PROFILE) if profile == "package" else ""}
+
+
 def run_case(case: str, model: Path, bag: Path, env: dict[str, str], diag: Diagnostics,
              seconds: float, rate: float, logs: Path, node_params: dict[str, str],
-             node_tree: Path | None = None, node_name: str = "this tree") -> CaseResult:
+             node_tree: Path | None = None, node_name: str = "this tree",
+             profile: str = "package", player_qos: tuple[str, int] = (PLAYER_QOS, PLAYER_DEPTH)
+             ) -> CaseResult:
     width, height, transport = CASES[case]
     topic = IMAGE_TOPIC if transport == "raw" else IMAGE_TOPIC + "/compressed"
+    env = profile_env(env, profile)
     result = CaseResult(case, node_name, seconds, rate,
-                        load=Path("/proc/loadavg").read_text().split()[0])
+                        load=Path("/proc/loadavg").read_text().split()[0], dds_profile=profile,
+                        fastdds_profiles_file=env["FASTDDS_DEFAULT_PROFILES_FILE"])
+    witness0 = diag.witness_counts(topic)
     node_env = dict(env)
     if node_tree is not None:  # its spartan_ros before this tree's
         node_env["SPARTAN_BENCH_NODE_TREE"] = str(node_tree)
-    tag = case if node_tree is None else f"{case}_{node_tree.name}"
+    tag = (case if node_tree is None else f"{case}_{node_tree.name}") + f"_{profile}"
     node = Process(node_args(model, transport, node_params), node_env, logs / f"node_{tag}.log")
     player = None
     try:
         node.wait_for_output("active:", timeout=120)
         rss = RssWatch(node.popen.pid)
         rss.start()
-        player = Process([*SPARTAN_BAG, "play", str(bag), "--loop",
-                          "--restamp", "--qos", "sensor", "--depth", "5", "--rate", str(rate),
+        player = Process([*SPARTAN_BAG, "play", str(bag), "--loop", "--restamp", "--qos",
+                          player_qos[0], "--depth", str(player_qos[1]), "--rate", str(rate),
                           "--topics", topic, ODOM_TOPIC, "--json"],
                          env, logs / f"player_{tag}.log")
         player.wait_for_output("playing ", timeout=60)
@@ -337,8 +396,14 @@ def run_case(case: str, model: Path, bag: Path, env: dict[str, str], diag: Diagn
         if not summary:
             raise RuntimeError(f"the player printed no summary:\n{player.tail()}")
         result.published = int(summary[-1]["counts"][topic])
+        result.player = summary[-1]
         ingest = diag.wait_idle(timeout=60)
         rss.stop()
+        witness1 = diag.witness_counts(topic)
+        if witness0 is not None and witness1 is not None:
+            result.witness_received = witness1[0] - witness0[0]
+            result.witness_lost = witness1[1] - witness0[1]
+        result.load_end = Path("/proc/loadavg").read_text().split()[0]
     finally:
         if player is not None:
             player.stop()
@@ -451,24 +516,84 @@ def handoff_table(rows: list[dict[str, Any]]) -> str:
 
 # -- report --------------------------------------------------------------------------------------
 
+PROFILE_LABELS = {"none": "Fast DDS defaults", "package": "package profile"}
+
+
+def case_name(r: CaseResult, compare: bool, profiles: bool) -> str:
+    width, height, transport = CASES[r.case]
+    name = f"{width}x{height} {'rgb8' if transport == 'raw' else 'JPEG'}"
+    labels = ([r.node] if compare else []) + ([PROFILE_LABELS[r.dds_profile]] if profiles else [])
+    return name + (f" ({', '.join(labels)})" if labels else "")
+
+
 def table(results: list[CaseResult]) -> str:
     compare = len({r.node for r in results}) > 1
+    profiles = len({r.dds_profile for r in results}) > 1
     lines = ["| camera | needed frames taken | frames received | drops by reason | node CPU | "
              "callback p50 / p99 | segments stored / expected | peak RSS |",
              "|---|---|---|---|---|---|---|---|"]
     for r in results:
-        width, height, transport = CASES[r.case]
         fps = CAMERA_HZ * r.rate
-        name = (f"{width}x{height} rgb8" if transport == "raw" else f"{width}x{height} JPEG")
         drops = ", ".join(f"{k} {v}" for k, v in sorted(r.drops.items())) or "none"
-        if compare:
-            name += f" ({r.node})"
         lines.append(
-            f"| {name}, {fps:g} Hz | {r.taken_pct:.1f} % ({r.taken} of {r.needed}) | "
+            f"| {case_name(r, compare, profiles)}, {fps:g} Hz | "
+            f"{r.taken_pct:.1f} % ({r.taken} of {r.needed}) | "
             f"{r.received_pct:.1f} % ({r.received} of {r.published}) | {drops} | "
             f"{100 * r.node_cpu:.0f} % | {r.callback_p50_ms:.2f} / {r.callback_p99_ms:.2f} ms | "
             f"{r.segments} / {r.segments_expected} | {r.peak_rss_mb:.0f} MB |")
     return "\n".join(lines)
+
+
+def where_lost_table(results: list[CaseResult]) -> str:
+    """Per case, the images counted at each step: published by the player, delivered to a
+    second DDS reader and reported lost by its DDS (--witness), handed to the node's callback."""
+    compare = len({r.node for r in results}) > 1
+    lines = ["| camera | published (player) | a second DDS reader: received / reported lost | "
+             "node's image callback |", "|---|---|---|---|"]
+    for r in results:
+        witness = ("-" if r.witness_received is None
+                   else f"{r.witness_received} / {r.witness_lost}")
+        lines.append(f"| {case_name(r, compare, True)} | {r.published} | {witness} | "
+                     f"{r.received} |")
+    return "\n".join(lines)
+
+
+def run_info(args: argparse.Namespace) -> dict[str, Any]:
+    """What a re-run needs to compare against: the machine, its load, the ROS stack."""
+    import platform
+    import subprocess
+    from importlib.metadata import PackageNotFoundError, version
+
+    def sysctl(name: str) -> str:
+        try:
+            return Path("/proc/sys", *name.split(".")).read_text().strip()
+        except OSError:
+            return ""
+
+    versions = {}
+    for dist in ("ros-rclpy", "ros-rmw-fastrtps-cpp", "ros-fastdds", "onnxruntime", "numpy"):
+        try:
+            versions[dist] = version(dist)
+        except PackageNotFoundError:
+            pass
+    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text()
+                .splitlines() if ln.startswith("model name")), "")
+    repo = Path(__file__).resolve().parents[1]
+    rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True,
+                         text=True).stdout.strip()
+    dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                                cwd=repo, capture_output=True, text=True).stdout.strip())
+    return {"argv": sys.argv[1:], "seconds": args.seconds, "rate": args.rate,
+            "git": rev + ("+changes" if dirty else ""),
+            "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "cpu": cpu, "cpus": os.cpu_count(), "nice": os.nice(0),
+            "python": platform.python_version(),
+            "rmw": os.environ.get("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp"), "versions": versions,
+            "sysctl": {k: sysctl(k) for k in ("net.core.rmem_max", "net.core.wmem_max",
+                                              "net.core.rmem_default")},
+            "camera_hz": CAMERA_HZ, "odom_hz": ODOM_HZ, "sample_hz": SAMPLE_HZ,
+            "window": WINDOW, "stride": STRIDE,
+            "player": {"qos": args.player_qos, "depth": args.player_depth}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -485,12 +610,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tag", default="", help="name of this run in the JSON file name")
     ap.add_argument("--compare", default=None, metavar="REF",
                     help="also run the node of this git revision, case by case")
+    ap.add_argument("--dds-profile", default="none,package",
+                    help="Fast DDS profile(s) of the player and node, each case with each in "
+                    "turn: none (Fast DDS's defaults), package (spartan_ros/dds/fastdds.xml)")
+    ap.add_argument("--player-qos", choices=("sensor", "reliable"), default=PLAYER_QOS,
+                    help="the player's reliability: sensor (best effort, as most camera "
+                    "drivers) or reliable")
+    ap.add_argument("--player-depth", type=int, default=PLAYER_DEPTH,
+                    help="the player's history depth")
+    ap.add_argument("--witness", action="store_true",
+                    help="count at a second DDS reader too (what DDS delivers and reports lost)")
     args = ap.parse_args(argv)
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
     unknown = [c for c in cases if c not in CASES]
     if unknown:
         ap.error(f"unknown case(s) {unknown}; choose from {', '.join(CASES)}")
     extra = dict(p.split(":=", 1) for p in args.param)
+    profiles = [p.strip() for p in args.dds_profile.split(",") if p.strip()]
+    if not profiles or set(profiles) - set(PROFILE_LABELS):
+        ap.error(f"--dds-profile: choose from {', '.join(PROFILE_LABELS)}")
 
     args.work.mkdir(parents=True, exist_ok=True)
     print("preparing the model and bags ...", file=sys.stderr, flush=True)
@@ -499,28 +637,41 @@ def main(argv: list[str] | None = None) -> int:
     print("timing the image callback's hand-off per message ...", file=sys.stderr, flush=True)
     costs = handoff_costs(bags, min_time=min(1.0, args.seconds / 10))
     env = ros_env()
+    info = run_info(args)
+    info["load_at_start"] = Path("/proc/loadavg").read_text().split()[:3]
     diag = Diagnostics(env)
+    if args.witness:
+        from sensor_msgs.msg import CompressedImage, Image
+
+        diag.witness({IMAGE_TOPIC: Image, IMAGE_TOPIC + "/compressed": CompressedImage})
     results = []
     try:
         for case in cases:
-            runs: list[tuple[Path | None, str]] = [(None, "this tree")]
-            if ref is not None:
-                runs.insert(0, (ref, f"at {ref.name[4:]}"))
-            for tree, name in runs:
-                print(f"{case} ({name}): playing {args.seconds:g} s ...", file=sys.stderr,
-                      flush=True)
+            runs: list[tuple[Path | None, str, str]] = [
+                (tree, name, profile) for profile in profiles
+                for tree, name in ([(ref, f"at {ref.name[4:]}")] if ref is not None else [])
+                + [(None, "this tree")]]
+            for tree, name, profile in runs:
+                print(f"{case} ({name}, {PROFILE_LABELS[profile]}): playing {args.seconds:g} s "
+                      "...", file=sys.stderr, flush=True)
                 results.append(run_case(case, model, bags[case], env, diag, args.seconds,
-                                        args.rate, args.work / "logs", extra, tree, name))
+                                        args.rate, args.work / "logs", extra, tree, name,
+                                        profile, (args.player_qos, args.player_depth)))
                 print(table(results[-1:]).splitlines()[-1], file=sys.stderr, flush=True)
     finally:
         diag.close()
-    print(table(results))
+    tables = {"ingest": table(results), "where_lost": where_lost_table(results),
+              "handoff": handoff_table(costs)}
+    print(tables["ingest"])
     print()
-    print(handoff_table(costs))
+    print(tables["where_lost"])
+    print()
+    print(tables["handoff"])
+    info["load_at_end"] = Path("/proc/loadavg").read_text().split()[:3]
     doc = {"cases": [{**asdict(r), "taken_pct": r.taken_pct, "received_pct": r.received_pct}
                      for r in results],
-           "handoff": costs, "params": extra, "cpus": os.cpu_count(),
-           "load_at_end": Path("/proc/loadavg").read_text().split()[:3]}
+           "handoff": costs, "params": extra, "run": info, "tables": tables,
+           "cpus": os.cpu_count(), "load_at_end": info["load_at_end"]}
     print(json.dumps(doc))
     args.out.mkdir(parents=True, exist_ok=True)
     name = f"ingest{'_' + args.tag if args.tag else ''}.json"

@@ -8,15 +8,22 @@ Every node-parameter argument left empty keeps the value of params_file (by defa
 config/spartan.yaml: camera/image_raw and odom, relative to the namespace, raw images, float32),
 so a params file of your own stays in charge unless the command line says otherwise. Topic
 remaps (`--ros-args -r`) are not needed: the topics are parameters. See docs/install.md.
+
+Camera images larger than Fast DDS's default shared-memory segment (512 KB) are mostly lost
+between processes; fastdds_profile (default auto: the package's config/fastdds.xml unless the
+environment configures Fast DDS itself) is put in the environment of this launch, so the node
+and every process started after it in the same launch (a camera driver included) use it. A
+camera driver started elsewhere needs FASTDDS_DEFAULT_PROFILES_FILE set to it: docs/ingest.md.
 """
 
 import os
 
 from ament_index_python.packages import get_package_share_directory
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
 from launch_ros.actions import LifecycleNode
 
 from launch import LaunchContext, LaunchDescription
+from spartan_ros import dds
 
 # Node parameters a launch argument can set: (name, description). Empty = keep params_file's.
 PARAMETER_ARGUMENTS = (
@@ -35,6 +42,16 @@ PARAMETER_ARGUMENTS = (
 
 def _truthy(text: str) -> bool:
     return text.strip().lower() in ("true", "1", "yes", "on")
+
+
+def _fastdds_profile(context: LaunchContext) -> list:
+    choice = context.launch_configurations["fastdds_profile"].strip()
+    if choice == "none":
+        return []
+    environment = getattr(context, "environment", os.environ)  # older launch: os.environ
+    env = (dds.profile_env(environment) if choice == "auto"
+           else {dds.PROFILE_VARIABLE: os.path.expanduser(choice)})
+    return [SetEnvironmentVariable(name, value) for name, value in env.items()]
 
 
 def _node(context: LaunchContext) -> list:
@@ -71,5 +88,10 @@ def generate_launch_description() -> LaunchDescription:
                               description="Use /clock, e.g. with `spartan-bag play --clock`"),
         DeclareLaunchArgument("log_level", default_value="info",
                               description="debug, info, warn or error"),
+        DeclareLaunchArgument("fastdds_profile", default_value="auto",
+                              description="Fast DDS profile for this launch's processes: auto "
+                              "(the package's, for large images, unless the environment sets "
+                              "its own), a path, or none"),
+        OpaqueFunction(function=_fastdds_profile),
         OpaqueFunction(function=_node),
     ])

@@ -39,7 +39,8 @@ inputs_hash() {
   (
     cd "$ROOT"
     cat scripts/setup.sh requirements/*.txt setup.py setup.cfg package.xml cmake/*.cmake \
-      training/pyproject.toml resource/spartan_ros launch/*.launch.py config/*.yaml
+      training/pyproject.toml resource/spartan_ros launch/*.launch.py config/*.yaml \
+      spartan_ros/dds/fastdds.xml
     find interfaces -type f | LC_ALL=C sort | xargs cat
     echo "ROS_DISTRO=${ROS_DISTRO:-} MODE=$MODE RUNTIME=$RUNTIME"
   ) | sha256sum | cut -d' ' -f1
@@ -149,7 +150,7 @@ install -D -m 644 "$ROOT/resource/spartan_ros" \
   "$VENV/share/ament_index/resource_index/packages/spartan_ros"
 install -D -m 644 "$ROOT/package.xml" "$share/package.xml"
 install -D -m 644 -t "$share/launch" "$ROOT"/launch/*.launch.py
-install -D -m 644 -t "$share/config" "$ROOT"/config/*.yaml
+install -D -m 644 -t "$share/config" "$ROOT"/config/*.yaml "$ROOT"/spartan_ros/dds/fastdds.xml
 "$PY" - "$PY" "$VENV/lib/spartan_ros" <<'PYEOF'
 import os, sys
 from importlib.metadata import distribution

@@ -447,3 +447,69 @@ def test_play_errors(bags: dict[str, Path], tmp_path: Path,
     assert "rate" in capsys.readouterr().err
     assert bag_main(["play", str(bags["mcap"]), "--start-offset", "100"]) == 1
     assert "past the end" in capsys.readouterr().err
+
+
+# --- camera-sized images, best effort, between processes ----------------------------------
+
+COUNTER = r"""
+import sys, time
+import rclpy
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image
+
+rclpy.init()
+node = rclpy.create_node("image_counter")
+got = [0]
+node.create_subscription(Image, "/camera/image_raw", lambda raw: got.__setitem__(0, got[0] + 1),
+                         QoSProfile(depth=100, reliability=ReliabilityPolicy.BEST_EFFORT),
+                         raw=True)
+print("READY", flush=True)
+deadline = time.monotonic() + float(sys.argv[1])
+while time.monotonic() < deadline:
+    rclpy.spin_once(node, timeout_sec=0.1)
+    try:
+        open(sys.argv[2]).close()
+        break
+    except FileNotFoundError:
+        pass
+end = time.monotonic() + 1.0  # what is still on its way
+while time.monotonic() < end:
+    rclpy.spin_once(node, timeout_sec=0.05)
+print("RECEIVED", got[0], flush=True)
+node.destroy_node()
+rclpy.shutdown()
+"""
+
+
+def test_play_delivers_large_images_best_effort(dataset: Path, tmp_path: Path) -> None:
+    """1280x720 rgb8 (2.8 MB, far above Fast DDS's default 512 KB shared-memory segment)
+    played best effort, like a camera driver: with the package's Fast DDS profile, which
+    `spartan-bag play` applies, the images reach another process."""
+    bag = tmp_path / "hd"
+    write_bag(WriteConfig(data=dataset, seqs=["synth_01"], out=bag, start_time_ns=START_NS,
+                          size=(1280, 720), progress=False))
+    env = bag_env()
+    env.pop("FASTDDS_DEFAULT_PROFILES_FILE", None)
+    script, done = tmp_path / "counter.py", tmp_path / "done"
+    script.write_text(COUNTER)
+    counter = Process([sys.executable, str(script), "60", str(done)], env,
+                      tmp_path / "counter.log")
+    try:
+        counter.wait_for_output("READY", timeout=60)
+        play = subprocess.run(
+            [sys.executable, "-m", "spartan_ros.bag", "play", str(bag), "--json", "--qos",
+             "sensor", "--topics", "/camera/image_raw", "--wait-timeout", "30"],
+            env=env, capture_output=True, text=True, timeout=120, start_new_session=True)
+        assert play.returncode == 0, f"{play.stdout}\n{play.stderr}"
+        summary = json.loads(play.stdout.strip().splitlines()[-1])
+        done.touch()
+        counter.popen.wait(30)
+        received = int(counter.output().split("RECEIVED")[-1].split()[0])
+    finally:
+        counter.stop()
+    published = summary["counts"]["/camera/image_raw"]
+    assert published == SEQ_FRAMES["synth_01"]
+    assert received >= 0.9 * published, f"{received} of {published} images arrived"
+    from spartan_ros import dds
+
+    assert summary["dds_profile"] == str(dds.PROFILE)

@@ -39,12 +39,15 @@ def test_colcon_builds_both_packages(tmp_path, model_dir):
     assert (install / "lib" / "spartan_ros" / "spartan_node").exists()
     assert (install / "share" / "spartan_ros" / "launch" / "spartan.launch.py").exists()
     assert (install / "share" / "spartan_ros" / "config" / "spartan.yaml").exists()
+    # the Fast DDS profile: where a camera driver's user points at it, and beside its module
+    assert (install / "share" / "spartan_ros" / "config" / "fastdds.xml").exists()
     assert (install / "share" / "ament_index" / "resource_index" / "packages" /
             "spartan_ros").exists()
 
     # The interfaces colcon built import from the workspace's install space.
     pyver = sysconfig.get_python_version()
     site = install / "lib" / f"python{pyver}" / "site-packages"
+    assert (site / "spartan_ros" / "dds" / "fastdds.xml").exists()
     env["PYTHONPATH"] = str(site)
     env["LD_LIBRARY_PATH"] = f"{install / 'lib'}:{env.get('LD_LIBRARY_PATH', '')}"
     probe = subprocess.run(

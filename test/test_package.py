@@ -66,7 +66,8 @@ def test_launch_file_is_valid_python_with_the_documented_arguments():
     assert node_params == {"model_dir", "memory_path", "image_topic", "image_transport",
                            "odom_topic", "precision"}
     assert node_params <= {p.name for p in parameters.PARAMETERS} | {"precision"}
-    assert declared == {"params_file", "namespace", "node_name", "use_sim_time", "log_level"}
+    assert declared == {"params_file", "namespace", "node_name", "use_sim_time", "log_level",
+                        "fastdds_profile"}
     compile(source, "spartan.launch.py", "exec")
 
 

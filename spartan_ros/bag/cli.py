@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import NamedTuple
 
+from spartan_ros import dds
 from spartan_ros.bag.play import CLOCK_TOPIC, QOS_CHOICES, PlayConfig, play_bag
 
 ENTRY_POINT_GROUP = "spartan_ros.bag_commands"
@@ -78,8 +80,23 @@ def run_play(args: argparse.Namespace) -> int:
         wait_timeout_s=args.wait_timeout,
         ros_args=args.ros_args,
     )
-    summary = play_bag(cfg)
-    print(json.dumps(summary.as_dict()) if args.json else summary.table(), flush=True)
+    # Images larger than Fast DDS's default shared-memory segment need the package's profile
+    # in the publishing process (see spartan_ros.dds); a user's own set-up stays in charge.
+    # Fast DDS reads it when the first participant is created; taken back afterwards, so a
+    # process that plays a bag and then starts others does not hand it on unasked.
+    profile = dds.profile_env()
+    for path in profile.values():
+        print(f"Fast DDS transport profile: {path} (set {dds.PROFILE_VARIABLE} to use your "
+              "own)", file=sys.stderr, flush=True)
+    doc_profile = os.environ.get(dds.PROFILE_VARIABLE) or profile.get(dds.PROFILE_VARIABLE)
+    os.environ.update(profile)
+    try:
+        summary = play_bag(cfg)
+    finally:
+        for name in profile:
+            os.environ.pop(name, None)
+    doc = {**summary.as_dict(), "dds_profile": doc_profile or None}
+    print(json.dumps(doc) if args.json else summary.table(), flush=True)
     return 0
 
 

@@ -14,9 +14,10 @@ Reliable keep-last delivers everything only while an unread sample is still in t
 history, and a reliable writer repairs a sample the reader missed (a reader that matched the
 player a moment after the player matched it, a sample dropped under load) only at its next
 heartbeat: every 3 s with Fast DDS's defaults. The player therefore (1) heartbeats every 100 ms
-through its own Fast DDS profile (``fastdds_replay.xml``, used unless FASTDDS_DEFAULT_PROFILES_FILE
-is set), and (2) keeps at least ``HISTORY_S`` seconds of each topic at the playback rate
-(at most ``MAX_HISTORY_BYTES`` of it), with ``depth`` as the floor. Without them, a node that
+through the package's Fast DDS profile (``spartan_ros/dds/fastdds.xml``, which `spartan-bag
+play` uses unless the user configures Fast DDS), and (2) keeps at least ``HISTORY_S`` seconds of
+each topic at the playback rate (at most ``MAX_HISTORY_BYTES`` of it), with ``depth`` as the
+floor. Without them, a node that
 matched the player's 100 Hz odometry 1.3 s late during a replay at rate 2 lost its first 1.7 s
 of odometry for good (the repair came after the 100-sample history had moved on).
 
@@ -43,7 +44,6 @@ from __future__ import annotations
 
 import importlib
 import math
-import os
 import signal
 import struct
 import sys
@@ -64,8 +64,6 @@ DISCOVERY_SETTLE_S = 1.0
 HISTORY_S = 5.0
 # ...within this many bytes per topic (a 1080p rgb8 camera is 6 MB a frame).
 MAX_HISTORY_BYTES = 256 * 2**20
-PROFILE_FILE = Path(__file__).with_name("fastdds_replay.xml")
-PROFILE_VARIABLES = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")
 
 
 class BagError(ValueError):
@@ -237,7 +235,6 @@ def _play(cfg: PlayConfig, reader: Reader, connections: list[Any], stop: _Stop,
     from rclpy.signals import SignalHandlerOptions
 
     summary = PlaySummary(bag=str(cfg.bag), rate=cfg.rate)
-    _use_replay_profile(say)
     depths = summary.history = history_depths(cfg, reader, connections)
     context = rclpy.Context()
     # Our own SIGINT handler (_Stop) decides when to stop; rclpy must not shut the context first.
@@ -383,10 +380,11 @@ _STAMP = struct.Struct("<iI")  # builtin_interfaces/Time right after the 4-byte 
 
 def shifted(raw: bytes | bytearray | memoryview, shift_ns: int) -> bytes:
     """A copy of a little-endian CDR message whose header stamp is ``shift_ns`` later."""
-    out = bytearray(raw)
-    sec, nanosec = _STAMP.unpack_from(out, 4)
-    _STAMP.pack_into(out, 4, *divmod(sec * 1_000_000_000 + nanosec + shift_ns, 1_000_000_000))
-    return bytes(out)
+    view = memoryview(raw)
+    sec, nanosec = _STAMP.unpack_from(view, 4)
+    stamp = _STAMP.pack(*divmod(sec * 1_000_000_000 + nanosec + shift_ns, 1_000_000_000))
+    # one copy, straight into the result (a bytearray then bytes was two: 16 ms at 1080p rgb8)
+    return b"".join((view[:4], stamp, view[12:]))
 
 
 def _restampable(reader: Reader, connections: list[Any], start_ns: int) -> set[str]:
@@ -428,17 +426,6 @@ def _play_range(cfg: PlayConfig, reader: Reader) -> tuple[int, int]:
             f"({(end_ns - reader.start_time) * 1e-9:.3f} s long)"
         )
     return start_ns, end_ns
-
-
-def _use_replay_profile(say: Callable[[str], None]) -> None:
-    """Point Fast DDS at the player's profile (fast heartbeats) unless the user chose one."""
-    rmw = os.environ.get("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
-    if "fastrtps" not in rmw or any(os.environ.get(v) for v in PROFILE_VARIABLES):
-        return
-    if PROFILE_FILE.is_file():
-        os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(PROFILE_FILE)
-    else:
-        say(f"warning: {PROFILE_FILE} is missing: Fast DDS repairs lost samples only every 3 s")
 
 
 def history_depths(cfg: PlayConfig, reader: Reader, connections: list[Any]) -> dict[str, int]:

@@ -1,0 +1,54 @@
+"""The package's Fast DDS profile (spartan_ros/dds): when it is applied, and that it is one."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from spartan_ros import dds
+
+NS = {"dds": "http://www.eprosima.com"}
+IMAGE_1080P_RGB8 = 1920 * 1080 * 3
+
+
+def test_profile_applies_on_fast_dds_without_a_users_setup(tmp_path: Path) -> None:
+    want = {"FASTDDS_DEFAULT_PROFILES_FILE": str(dds.PROFILE)}
+    assert dds.profile_env({}, cwd=tmp_path) == want
+    assert dds.profile_env({"RMW_IMPLEMENTATION": "rmw_fastrtps_cpp"}, cwd=tmp_path) == want
+    assert dds.profile_env({"RMW_IMPLEMENTATION": "rmw_fastrtps_dynamic_cpp"},
+                           cwd=tmp_path) == want
+
+
+@pytest.mark.parametrize("environ", [
+    {"RMW_IMPLEMENTATION": "rmw_cyclonedds_cpp"},
+    {"FASTDDS_DEFAULT_PROFILES_FILE": "/etc/my_fastdds.xml"},
+    {"FASTDDS_DEFAULT_PROFILES_FILE": ""},  # "Fast DDS's defaults, please"
+    {"FASTRTPS_DEFAULT_PROFILES_FILE": "/etc/old_name.xml"},
+    {"FASTDDS_BUILTIN_TRANSPORTS": "LARGE_DATA"},
+])
+def test_a_users_own_setup_or_another_middleware_is_left_alone(environ: dict[str, str],
+                                                                tmp_path: Path) -> None:
+    assert dds.profile_env(environ, cwd=tmp_path) == {}
+
+
+def test_a_profile_in_the_working_directory_is_left_alone(tmp_path: Path) -> None:
+    (tmp_path / "DEFAULT_FASTDDS_PROFILES.xml").write_text("<dds/>")
+    assert dds.profile_env({}, cwd=tmp_path) == {}
+
+
+def test_profile_is_a_default_participant_with_room_for_1080p_images() -> None:
+    root = ET.parse(dds.PROFILE).getroot()
+    [participant] = root.findall("dds:profiles/dds:participant", NS)
+    assert participant.get("is_default_profile") == "true"
+    used = [t.text for t in participant.findall("dds:rtps/dds:userTransports/dds:transport_id", NS)]
+    transports = {t.findtext("dds:transport_id", namespaces=NS): t
+                  for t in root.findall("dds:profiles/dds:transport_descriptors/"
+                                        "dds:transport_descriptor", NS)}
+    assert set(used) == set(transports)
+    kinds = {t.findtext("dds:type", namespaces=NS) for t in transports.values()}
+    assert kinds == {"SHM", "UDPv4"}  # UDP kept: discovery, and other computers
+    [shm] = [t for t in transports.values() if t.findtext("dds:type", namespaces=NS) == "SHM"]
+    assert int(shm.findtext("dds:segment_size", namespaces=NS) or 0) >= 8 * IMAGE_1080P_RGB8
+    assert participant.findtext("dds:rtps/dds:useBuiltinTransports", namespaces=NS) == "false"
