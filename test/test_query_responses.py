@@ -18,7 +18,10 @@ from pathlib import Path
 
 from ros_graph import helper, ros_env, start_node
 
-PAUSE_S = 3.0  # the late client does not spin this long after sending its request
+# The late client does not spin this long after sending its request: long enough for well over
+# 10 answers to the other caller (the default history), short enough for well under 1000
+# (QUERY_QOS) at the 120 to 4000 calls/s that caller makes on a busy or an idle machine.
+PAUSE_S = 0.25
 
 
 def late_call(env: dict[str, str], qos: str) -> dict:
@@ -38,18 +41,18 @@ def test_a_late_client_still_gets_its_answer_while_another_calls_fast(tmp_path):
         fast = helper(env, tmp_path / "fast.log", "hammer", "--clients", "1", "--seconds",
                       "16", "--timeout", "10")
         time.sleep(2.0)  # the fast caller is under way
-        default = late_call(env, "default")
         ours = late_call(env, "query_qos")
         assert fast.popen.wait(60) == 0
         [summary] = [json.loads(x) for x in fast.output().splitlines() if x.startswith("{")]
     finally:
         node.stop()
     rate = sum(summary["counts"].values()) / summary["seconds"]
-    print(f"other caller: {rate:.0f} calls/s; default history: {default}; QUERY_QOS: {ours}")
-    assert rate * PAUSE_S > 30  # well over 10 answers to the other caller meanwhile
+    print(f"other caller: {rate:.0f} calls/s; QUERY_QOS: {ours}")
+    assert 30 < rate * PAUSE_S < 1000  # answers to the other caller meanwhile
     assert summary["counts"].get("timed out", 0) == 0
-    # The mechanism: with the default history the answer was overwritten before it was taken.
-    assert not default["answered"], default
+    # With the services' default history (keep last 10) this answer is usually overwritten
+    # before it is taken (the helper's "default" mode shows it; it is not asserted: whether a
+    # given call loses depends on how DDS batches the other caller's answers).
     assert ours["answered"] and ours["message"] == "memory is empty", ours
 
 
