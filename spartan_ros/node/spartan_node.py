@@ -170,7 +170,7 @@ def open_memory(values: dict[str, Any], logger: Any) -> MemoryService:
     try:
         check_precision(model_dir, precision)
         engine = Engine(model_dir, providers=tuple(values["execution_providers"]), logger=logger,
-                        precision=precision, text_threads=QUERY_TEXT_THREADS, spinning=False)
+                        precision=precision, text_threads=QUERY_TEXT_THREADS)
     except ModelLoadError as exc:
         raise ConfigError(f"cannot load the model in {model_dir}: {exc}") from exc
     try:  # queries need it: fail now, not at the first query
@@ -227,9 +227,10 @@ QUERY_WORKERS = 2
 # Executor threads: inputs, timers and lifecycle, plus threads that wait for queries in the pool.
 EXECUTOR_THREADS = 10
 # ONNX Runtime threads per text encoding: the query workers run side by side, one thread each,
-# instead of sharing one pool while the encoder thread wants the same cores. And no session's
-# idle threads spin (spinning=False): on a busy computer that only takes CPU from the others
-# (measured beside an encoder: text p50 17 ms instead of 30, and 40% more frames encoded).
+# instead of sharing one pool while the encoder thread wants the same cores. The image session
+# keeps ONNX Runtime's spinning threads: without them (spinning=False) each of the model's many
+# small operators waits for its threads to wake, and on an idle 2-core machine the node encoded
+# too slowly for the demo's drive at rate 2 (62 of 188 segments, against 188 with spinning).
 QUERY_TEXT_THREADS = 1
 
 
