@@ -85,8 +85,9 @@ class ServiceConfig:
     default_top_k: int = 5
     trajectory_speed: float = 5.0  # m/s for a query trajectory without stamps (speed 0 asked)
     odometry_history_s: float = 10.0
-    # A taken frame waits (in camera time) this long for odometry to reach its stamp, so its pose
-    # is interpolated even when odometry arrives late; then it is decided with what is there.
+    # A taken frame waits this long (in camera time, and live in wall time too) for odometry to
+    # reach its stamp, so its pose is interpolated even when odometry arrives late; then it is
+    # decided with what is there.
     # 3 s: reliable odometry arrives in order but late when the computer is starved of CPU.
     odometry_wait_s: float = 3.0
     log_every_s: float = 5.0  # throttle of repeated warnings
