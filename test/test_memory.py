@@ -130,6 +130,7 @@ def test_evict_oldest(tmp_path: Path) -> None:
         starts = [5, 1, 9, 3, 7, 2]
         ids = [store.add(make_segment(i, start_ns=s * 10**9)) for i, s in enumerate(starts)]
         assert store.evict_oldest(10) == []
+        assert len(store.get_many(ids)) == 6  # every row now in the row cache too
         gone = store.evict_oldest(3)
         assert gone == [ids[1], ids[5], ids[3]]  # starts 1, 2, 3
         assert all(store.get(i) is None for i in gone)

@@ -36,3 +36,21 @@ def test_the_cache_keeps_the_most_recent_only() -> None:
     assert not cache.get(b"a", out)
     assert cache.get(b"b", out) and out[0] == ord("b")
     assert not FeatureCache(0).get(b"a", out)
+
+
+def test_a_text_asked_again_is_found_by_its_words_and_a_huge_one_by_its_tokens(
+        engine: Engine) -> None:
+    """A planner's repeated question skips the tokenizer (its key is the text itself); two
+    spellings with the same tokens share the features; a text longer than any question is
+    kept under its truncated tokens only, so no key grows with the text."""
+    text = "stopping at a red light at night"
+    first = engine.encode_text(text)
+    assert b"text:" + text.encode() in engine._text_cache._items
+    hits = engine._text_cache.hits
+    np.testing.assert_array_equal(engine.encode_text(text), first)
+    assert engine._text_cache.hits == hits + 1  # one lookup, by the text
+    spaced = "stopping  at a red light at   night"  # other bytes, the same tokens
+    np.testing.assert_array_equal(engine.encode_text(spaced), first)
+    huge = "fog " * 100_000
+    engine.encode_text(huge)
+    assert all(len(key) < 4096 for key in engine._text_cache._items)

@@ -23,6 +23,7 @@ import math
 import os
 import sqlite3
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -77,6 +78,9 @@ CREATE INDEX segments_start ON segments (start_ns);
 # Columns added after schema version 1 was released: (name, declaration), added when missing.
 _ADDED_COLUMNS = (("checksum", "INTEGER"),)
 SYNCHRONOUS_CHOICES = ("full", "normal")
+# Rows of recently answered segments kept in RAM: planners asking again and again get the
+# same few segments back, and a stored row never changes (only eviction removes it).
+ROW_CACHE_SIZE = 1024
 
 
 class MemoryFileError(RuntimeError):
@@ -203,6 +207,8 @@ class SegmentStore:
         self.problems: list[str] = []  # damage found at open, one sentence each
         self.corrupt_ids: list[int] = []  # rows skipped at open (checksum or blob mismatch)
         self._max_id = 0
+        self._rows: OrderedDict[int, tuple] = OrderedDict()  # id -> row (ROW_CACHE_SIZE)
+        self._rows_lock = threading.Lock()
         self.model_hash = str(model_hash)
         self.embed_dim = int(embed_dim)
         self.vehicle_id = str(vehicle_id)  # names this store's segments in answers
@@ -522,21 +528,7 @@ class SegmentStore:
         if not want:
             return []
         e = self.embed_dim
-        rows: dict[int, tuple] = {}
-        # A file has its own read connection: in WAL mode reads never wait for a commit (whose
-        # disk sync can take seconds on a busy disk); RAM has only the one connection.
-        conn, lock = (self._conn, self._lock) if self._read_conn is None else (
-            self._read_conn, self._read_lock)
-        with lock:
-            for k in range(0, len(want), 500):  # stay below SQLite's bound-variable limit
-                chunk = want[k : k + 500]
-                marks = ",".join("?" * len(chunk))
-                for r in conn.execute(
-                    "SELECT id, start_ns, end_ns, frame_id, poses, video_feat, pose_feat, terms, "
-                    f"beta, gamma FROM segments WHERE id IN ({marks})",
-                    chunk,
-                ):
-                    rows[int(r[0])] = r
+        rows = self._read_rows(want)
         out = []
         for i in want:
             if i not in rows:
@@ -564,6 +556,39 @@ class SegmentStore:
             )
         return out
 
+    def _read_rows(self, want: list[int]) -> dict[int, tuple]:
+        """Rows by id, from the row cache or the file."""
+        with self._rows_lock:
+            rows = {i: self._rows[i] for i in want if i in self._rows}
+            for i in rows:
+                self._rows.move_to_end(i)
+        missing = [i for i in want if i not in rows]
+        if not missing:
+            return rows
+        fetched: dict[int, tuple] = {}
+        # A file has its own read connection: in WAL mode reads never wait for a commit (whose
+        # disk sync can take seconds on a busy disk); RAM has only the one connection.
+        conn, lock = (self._conn, self._lock) if self._read_conn is None else (
+            self._read_conn, self._read_lock)
+        with lock:
+            for k in range(0, len(missing), 500):  # stay below SQLite's bound-variable limit
+                chunk = missing[k : k + 500]
+                marks = ",".join("?" * len(chunk))
+                for r in conn.execute(
+                    "SELECT id, start_ns, end_ns, frame_id, poses, video_feat, pose_feat, terms, "
+                    f"beta, gamma FROM segments WHERE id IN ({marks})",
+                    chunk,
+                ):
+                    fetched[int(r[0])] = r
+        with self._rows_lock:
+            for i, r in fetched.items():
+                if i in self.index:  # not evicted meanwhile
+                    self._rows[i] = r
+            while len(self._rows) > ROW_CACHE_SIZE:
+                self._rows.popitem(last=False)
+        rows.update(fetched)
+        return rows
+
     def __len__(self) -> int:
         return len(self.index)
 
@@ -581,6 +606,9 @@ class SegmentStore:
                 return []
             # Out of the index first, so a query never returns an id whose row is gone.
             gone = self.index.remove_oldest(excess).tolist()
+            with self._rows_lock:
+                for i in gone:
+                    self._rows.pop(i, None)
             # The sidecar goes down before the rows do: a crash in between leaves it below
             # the file (harmless), never above it (a false alarm at the next start).
             self._write_sidecar(len(self.index) + len(self.corrupt_ids))

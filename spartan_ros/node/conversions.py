@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
+
 import numpy as np
 from builtin_interfaces.msg import Time
 from geometry_msgs.msg import PoseStamped
@@ -55,7 +58,37 @@ def _pose_stamped(row: np.ndarray, stamp_ns: int, frame_id: str) -> PoseStamped:
     return ps
 
 
-def match_to_msg(match: Match) -> Segment:
+class PathCache:
+    """The path messages of recently returned segments. A stored segment never changes, and
+    building its PoseStamped messages costs more than the rest of an answer, so planners asking
+    again and again get the same (read-only) messages back."""
+
+    def __init__(self, size: int = 512) -> None:
+        self.size = size
+        self._paths: OrderedDict[tuple, list[PoseStamped]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def poses(self, match: Match) -> list[PoseStamped]:
+        key = (match.vehicle_id, match.id, match.start_ns, match.end_ns, match.frame_id)
+        with self._lock:
+            found = self._paths.get(key)
+            if found is not None:
+                self._paths.move_to_end(key)
+                return found
+        found = _path_poses(match)
+        with self._lock:
+            self._paths[key] = found
+            while len(self._paths) > self.size:
+                self._paths.popitem(last=False)
+        return found
+
+
+def _path_poses(match: Match) -> list[PoseStamped]:
+    return [_pose_stamped(row, int(ns), match.frame_id)
+            for row, ns in zip(match.poses, match.stamps_ns, strict=True)]
+
+
+def match_to_msg(match: Match, paths: PathCache | None = None) -> Segment:
     """A query result as spartan_interfaces/Segment (path in the odometry frame)."""
     seg = Segment(id=int(match.id), score=float(match.score), rank=int(match.rank),
                   frame_count=match.frame_count, distance=float(match.distance),
@@ -64,7 +97,6 @@ def match_to_msg(match: Match) -> Segment:
     seg.end = ns_to_stamp(match.end_ns)
     seg.path.header.frame_id = match.frame_id
     seg.path.header.stamp = seg.start
-    seg.path.poses = [_pose_stamped(row, int(ns), match.frame_id)
-                      for row, ns in zip(match.poses, match.stamps_ns, strict=True)]
+    seg.path.poses = paths.poses(match) if paths is not None else _path_poses(match)
     seg.start_pose = seg.path.poses[0]
     return seg

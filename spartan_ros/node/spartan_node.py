@@ -19,7 +19,6 @@ import signal
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import rclpy
@@ -59,7 +58,7 @@ from spartan_ros.memory.backend import MemoryBackend
 from spartan_ros.memory.service import IngestWorker, MemoryService, ServiceConfig
 from spartan_ros.memory.store import MemoryFileError, SegmentStore
 from spartan_ros.node import parameters as params
-from spartan_ros.node.conversions import match_to_msg, query_from_request
+from spartan_ros.node.conversions import PathCache, match_to_msg, query_from_request
 from spartan_ros.node.diagnostics import CallbackTimes, InputWatch, diagnostic_array
 from spartan_ros.node.markers import matches_markers
 from spartan_ros.node.qos import ODOMETRY_DEPTH, QUERY_QOS, input_qos, qos_text
@@ -221,6 +220,10 @@ def link_fleet(values: dict[str, Any], memory: MemoryService, logger: Any) -> An
     return link
 
 
+# How long a thread may hold Python's lock while others wait for it (seconds; see main).
+GIL_SWITCH_INTERVAL_S = 0.001
+# The newest answer's markers go out at most this often (seconds).
+MATCHES_PERIOD_S = 0.2
 # Queries computed at once. A query is bounded work (one text encoding, one scan); more workers
 # than cores only slow each other and ingest down.
 QUERY_WORKERS = 2
@@ -232,15 +235,6 @@ EXECUTOR_THREADS = 10
 # small operators waits for its threads to wake, and on an idle 2-core machine the node encoded
 # too slowly for the demo's drive at rate 2 (62 of 188 segments, against 188 with spinning).
 QUERY_TEXT_THREADS = 1
-
-
-def _lower_priority() -> None:
-    """Query threads yield the CPU to ingest when both want it (a starved computer keeps
-    storing what the camera sees; a query answers a little later)."""
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 5)
-    except (AttributeError, OSError):
-        pass
 
 
 def ingest_summary(counts: dict[str, int]) -> str:
@@ -273,6 +267,8 @@ class SpartanNode(LifecycleNode):
         self._values: dict[str, Any] = {}
         self._entities: list[Any] = []  # subscriptions, timers, publishers, service of "active"
         self._matches_pub: Any = None
+        self._last_matches: list[Any] | None = None  # newest answer whose markers are due
+        self._paths = PathCache()  # path messages of recent answers
         self._diag_pub: Any = None
         self._watches: list[InputWatch] = []
         self._warned: dict[str, float] = {}
@@ -282,8 +278,7 @@ class SpartanNode(LifecycleNode):
         # ~/query and the publishers live as long as the node: destroying a service while its
         # callback runs crashes the response (InvalidHandle). While not active it refuses.
         self._queries = 0  # in flight; cleanup waits for them before it closes the memory
-        self._query_pool = ThreadPoolExecutor(QUERY_WORKERS, thread_name_prefix="spartan-query",
-                                              initializer=_lower_priority)
+        self._query_slots = threading.BoundedSemaphore(QUERY_WORKERS)
         self._queries_done = threading.Condition()
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._matches_pub = self.create_publisher(MarkerArray, "~/matches", MATCHES_QOS)
@@ -382,6 +377,8 @@ class SpartanNode(LifecycleNode):
                                                 self._timer_group, clock=self._steady))
         self._entities.append(self.create_timer(0.5, self._on_watch, self._timer_group,
                                                 clock=self._steady))
+        self._entities.append(self.create_timer(MATCHES_PERIOD_S, self._on_matches_timer,
+                                                self._timer_group, clock=self._steady))
         self._active = True
 
     def _subscribe(self, watch: int, reliability: str) -> tuple[Subscription, QoSProfile]:
@@ -541,10 +538,12 @@ class SpartanNode(LifecycleNode):
                 return response
             self._queries += 1
         try:
-            # The work runs in the query pool (QUERY_WORKERS at a time, at a lower priority);
-            # this executor thread only waits for it. The executor has threads to spare for
-            # that, so frames and odometry keep flowing however many planners ask at once.
-            return self._query_pool.submit(self._answer, request, response).result()
+            # QUERY_WORKERS answers are computed at a time, each in the executor thread that
+            # took its request (no hand-off: each one costs a wait for Python's lock). The
+            # executor has threads to spare, so frames and odometry keep flowing while
+            # queries wait for a slot.
+            with self._query_slots:
+                return self._answer(request, response)
         finally:
             with self._queries_done:
                 self._queries -= 1
@@ -574,11 +573,18 @@ class SpartanNode(LifecycleNode):
         response.message = "; ".join([f"{len(result.matches)} of {result.candidates} candidates",
                                       *result.notes])
         response.candidates = int(result.candidates)
-        response.segments = [match_to_msg(m) for m in result.matches]
-        pub = self._matches_pub
-        if pub is not None and self.get_parameter("publish_matches").value:
-            pub.publish(matches_markers(result.matches, self.get_clock().now().to_msg()))
+        response.segments = [match_to_msg(m, self._paths) for m in result.matches]
+        if self.get_parameter("publish_matches").value:
+            self._last_matches = result.matches  # the markers timer publishes the newest
         return response
+
+    def _on_matches_timer(self) -> None:
+        # Markers cost as much as the answer itself: built for the newest answer only, a few
+        # times a second, not for every one of many planners' queries.
+        matches, self._last_matches = self._last_matches, None
+        pub = self._matches_pub
+        if matches is not None and pub is not None:
+            pub.publish(matches_markers(matches, self.get_clock().now().to_msg()))
 
     # -- visibility ---------------------------------------------------------------------------
     def _input_problems(self) -> list[str]:
@@ -658,6 +664,10 @@ def _spin(executor: MultiThreadedExecutor) -> None:
 
 
 def main(args: list[str] | None = None) -> int:
+    # A thread waiting for Python's lock gets it after at most this long (default 5 ms): a
+    # query's few short steps each wait behind the encoder's Python work, and at 5 ms a turn
+    # those waits made the slowest answers several times slower under load.
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     stop = _StopSignals()
     node = SpartanNode()

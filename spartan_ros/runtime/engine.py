@@ -283,6 +283,17 @@ def _check_io(session: ort.InferenceSession, role: str, sizes: Mapping[str, int]
 # --------------------------------------------------------------------------- the engine
 
 
+# Texts up to this many characters are cached by their own bytes (a planner's questions);
+# longer ones only by their (truncated) tokens.
+TEXT_KEY_MAX_CHARS = 1024
+
+
+def _text_key(text: str) -> bytes | None:
+    if len(text) > TEXT_KEY_MAX_CHARS:
+        return None
+    return b"text:" + text.encode("utf-8", "surrogatepass")
+
+
 class FeatureCache:
     """A thread-safe least-recently-used map of byte keys to feature vectors (copies in, copies
     out, so no caller can change what another gets)."""
@@ -305,8 +316,8 @@ class FeatureCache:
             out[...] = found
             return True
 
-    def put(self, key: bytes, features: np.ndarray) -> None:
-        if self.size == 0:
+    def put(self, key: bytes | None, features: np.ndarray) -> None:
+        if self.size == 0 or key is None:  # None: not worth keeping
             return
         with self._lock:
             self._items[key] = np.array(features, copy=True)
@@ -532,17 +543,33 @@ class Engine:
         return out
 
     def encode_text(self, texts: str | Sequence[str]) -> np.ndarray:
-        """Texts -> Long-CLIP text features ``[B, E]`` (before fusion with a pose). Texts whose
-        tokens were encoded recently come from a cache (the same tokens, the same features)."""
-        tokens = tokenize(texts, context_length=self.context_length)
-        out = np.empty((len(tokens), self.embed_dim), dtype=np.float32)
+        """Texts -> Long-CLIP text features ``[B, E]`` (before fusion with a pose). Texts (or
+        tokens) encoded recently come from a cache (the same tokens, the same features)."""
+        items = [texts] if isinstance(texts, str) else list(texts)
+        out = np.empty((len(items), self.embed_dim), dtype=np.float32)
+        # A text asked again skips the tokenizer too (its cleaning costs more than the lookup);
+        # texts too long to be worth a key are looked up by their tokens only.
+        by_text = [_text_key(t) for t in items]
+        missed = [i for i, key in enumerate(by_text)
+                  if key is None or not self._text_cache.get(key, out[i])]
+        if not missed:
+            return out
+        tokens = tokenize([items[i] for i in missed], context_length=self.context_length)
         keys = [row.tobytes() for row in tokens]
-        todo = [i for i, key in enumerate(keys) if not self._text_cache.get(key, out[i])]
+        todo = []
+        for j, i in enumerate(missed):
+            if self._text_cache.get(keys[j], out[i]):
+                self._text_cache.put(by_text[i], out[i])
+            else:
+                todo.append(j)
         for lo in range(0, len(todo), self.batch_size):
             rows = todo[lo : lo + self.batch_size]
-            out[rows] = self.run_text(tokens[rows])
-            for i in rows:
-                self._text_cache.put(keys[i], out[i])
+            feats = self.run_text(tokens[rows])
+            for j, feat in zip(rows, feats, strict=True):
+                i = missed[j]
+                out[i] = feat
+                self._text_cache.put(keys[j], feat)
+                self._text_cache.put(by_text[i], feat)
         return out
 
     def relative_windows(self, windows_abs: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
