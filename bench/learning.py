@@ -122,10 +122,20 @@ def figures(v: dict) -> dict:
     }
 
 
+def pose_variant(rows: dict[str, dict], convention: str = "heading") -> str:
+    """The variant the goals are read from: ``pose``, else the one of the default convention,
+    else the first."""
+    for name in ("pose", f"pose_{convention}"):
+        if name in rows:
+            return name
+    return next(iter(rows))
+
+
 def table(rows: dict[str, dict], budget: str, layout: str, report_set: str,
-          spec: DriveSpec) -> str:
+          spec: DriveSpec, convention: str = "heading") -> str:
     names = list(rows)
-    pose = rows.get("pose") or rows[names[0]]
+    pose_name = pose_variant(rows, convention)
+    pose = rows[pose_name]
 
     def cells(key: str, fmt: str = "{:.3f}") -> str:
         return " | ".join("" if rows[n].get(key) is None else fmt.format(rows[n][key])
@@ -144,20 +154,22 @@ def table(rows: dict[str, dict], budget: str, layout: str, report_set: str,
         f"| R@10 | {cells('R@10')} | | |",
         f"| median rank | {cells('median_rank', '{:.1f}')} | | |",
         f"| R@1 within look-alike groups (same place, other motion) | {cells('look_alike_R@1')} "
-        "| " + _gap_cells(rows),
+        "| " + _gap_cells(rows, pose_name),
         f"| APE of top-1 (m) | {cells('ape_m', '{:.2f}')} | | |",
         f"| RPE of top-1 (deg) | {cells('rpe_deg', '{:.2f}')} | | |",
         f"| training steps | {cells('steps', '{:d}')} | | |",
     ]
     head = (f"tiny model from scratch, {budget} per model ({layout}), trained on "
-            f"{PAPER_TRAINING.label}; {report_set} set {spec.label}, {pose['n']} clips")
+            f"{PAPER_TRAINING.label}; {report_set} set {spec.label}, {pose['n']} clips; "
+            f"goals read from {pose_name}")
     return head + "\n\n" + "\n".join(lines)
 
 
-def _gap_cells(rows: dict[str, dict]) -> str:
-    if "pose" not in rows or "no_pose" not in rows:
+def _gap_cells(rows: dict[str, dict], pose_name: str = "pose") -> str:
+    if pose_name not in rows or "no_pose" not in rows or pose_name == "no_pose":
         return " | |"
-    gap = (rows["pose"]["look_alike_R@1"] or 0.0) - (rows["no_pose"]["look_alike_R@1"] or 0.0)
+    gap = ((rows[pose_name]["look_alike_R@1"] or 0.0)
+           - (rows["no_pose"]["look_alike_R@1"] or 0.0))
     met = gap >= GOALS["look_alike_gap"]
     return (f"pose ahead of no_pose by >= {GOALS['look_alike_gap']:.2f} | "
             f"{'yes' if met else 'no'} ({gap:+.3f}) |")
@@ -178,8 +190,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--steps", type=int, default=None,
                     help="budget in steps instead of minutes (fair on a machine others load)")
     ap.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=["pose", "no_pose"])
-    ap.add_argument("--report-set", choices=sorted(REPORT_SETS), default="test",
-                    help="evaluate on the test set (report) or the selection set (choose)")
+    ap.add_argument("--report-set", nargs="+", choices=sorted(REPORT_SETS), default=["test"],
+                    help="evaluate on the test set (report), the selection set (choose), or "
+                         "both (each its own table)")
+    ap.add_argument("--reuse", action="store_true",
+                    help="keep a variant already trained in OUT (only evaluate it)")
     ap.add_argument("--layout", choices=LAYOUTS, default="torchrun",
                     help="how each training uses the 2 cores")
     ap.add_argument("--pose-convention", choices=("heading", "reference"), default="heading")
@@ -196,42 +211,60 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    out = Path(args.out)
-    data = Path(args.data) if args.data else out / "data"
-    spec = REPORT_SETS[args.report_set]
-    held = out.parent / f"synth-{args.report_set}-s{spec.seed}"
-    out.mkdir(parents=True, exist_ok=True)
-    t0 = time.monotonic()
-    generate(data, PAPER_TRAINING)
-    generate(held, spec)
-    runs = {name: out / name for name in args.variants}
+def train(data: Path, out: Path, runs: dict[str, Path], args: argparse.Namespace) -> None:
+    """Train each variant of ``runs`` for the budget (one after another, or side by side)."""
+    first = next(iter(runs))
     # Decode the frames into the shared cache first, so no variant spends its budget on it.
-    cache = train_cmd(data, out / "cache-fill", args.variants[0], args)
+    cache = train_cmd(data, out / "cache-fill", first, args)
     cache = [sys.executable, "-m", "spartan_train.train.trainer"] + cache[cache.index("--data"):]
     wait(run(cache + ["--cache-only"], out / "cache-fill.log"), "spartan-train --cache-only")
     if args.layout == "side-by-side":
         procs = [run(train_cmd(data, runs[n], n, args), out / f"train_{n}.log") for n in runs]
         for p, name in zip(procs, runs, strict=True):
             wait(p, f"spartan-train ({name})")
-    else:
-        for name in runs:
-            wait(run(train_cmd(data, runs[name], name, args), out / f"train_{name}.log"),
-                 f"spartan-train ({name})")
-    rows = {}
+        return
     for name in runs:
-        no_pose = VARIANTS[name][1]
-        row = figures(evaluate(runs[name] / "last", held, runs[name] / f"eval-{args.report_set}",
-                               no_pose))
-        row["steps"] = steps_of(runs[name] / "last")
-        rows[name] = row
+        wait(run(train_cmd(data, runs[name], name, args), out / f"train_{name}.log"),
+             f"spartan-train ({name})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    out = Path(args.out)
+    data = Path(args.data) if args.data else out / "data"
+    held = {name: out.parent / f"synth-{name}-s{REPORT_SETS[name].seed}"
+            for name in args.report_set}
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    generate(data, PAPER_TRAINING)
+    for name, path in held.items():
+        generate(path, REPORT_SETS[name])
+    runs = {name: out / name for name in args.variants}
+    todo = [n for n in runs
+            if not (args.reuse and (runs[n] / "last" / "model.safetensors").exists())]
+    for name in set(runs) - set(todo):
+        print(f"reusing the trained {name} in {runs[name]}")
+    if todo:
+        train(data, out, {n: runs[n] for n in todo}, args)
     budget = f"{args.steps} steps" if args.steps else f"{args.minutes:g} min"
-    text = table(rows, budget, args.layout, args.report_set, spec)
+    sets, texts = {}, []
+    for set_name, path in held.items():
+        rows = {}
+        for name in runs:
+            no_pose = VARIANTS[name][1]
+            row = figures(evaluate(runs[name] / "last", path, runs[name] / f"eval-{set_name}",
+                                   no_pose))
+            row["steps"] = steps_of(runs[name] / "last")
+            rows[name] = row
+        texts.append(table(rows, budget, args.layout, set_name, REPORT_SETS[set_name],
+                           args.pose_convention))
+        sets[set_name] = {"variants": rows, "report_data": REPORT_SETS[set_name].__dict__}
+    text = "\n\n".join(texts)
     print("\n" + text)
-    result = {"variants": rows, "goals": GOALS, "minutes": args.minutes,
-              "report_set": args.report_set, "report_data": spec.__dict__,
-              "training_data": PAPER_TRAINING.__dict__,
+    first = sets[args.report_set[0]]
+    result = {"variants": first["variants"], "goals": GOALS, "minutes": args.minutes,
+              "report_set": args.report_set[0], "report_data": first["report_data"],
+              "sets": sets, "training_data": PAPER_TRAINING.__dict__,
               "wall_s": time.monotonic() - t0, "settings": vars(args)}
     (out / "learning.json").write_text(json.dumps(result, indent=2))
     (out / "learning.md").write_text(text + "\n")

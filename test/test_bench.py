@@ -234,7 +234,7 @@ def test_learning_bench_commands() -> None:
     from bench import learning
 
     args = learning.build_parser().parse_args(["--variants", "pose_reference", "no_pose"])
-    assert args.layout == "torchrun" and args.report_set == "test"
+    assert args.layout == "torchrun" and args.report_set == ["test"] and not args.reuse
     cmd = learning.train_cmd(Path("d"), Path("o/pose_reference"), "pose_reference", args)
     assert cmd[1:7] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                         "-m"]
@@ -254,3 +254,21 @@ def test_learning_bench_commands() -> None:
     text = learning.table({"pose": row, "no_pose": {**row, "look_alike_R@1": 0.3}}, "20 min",
                           "torchrun", "test", learning.PAPER_TEST)
     assert "test set seed 211" in text and "| no (-0.100) |" in text and "(+0.100) |" in text
+
+
+def test_learning_bench_reads_the_goals_from_the_default_convention() -> None:
+    """With conventions side by side, the goals and the look-alike gap are read from the
+    variant of the default convention, and the table says which."""
+    from bench import learning
+
+    row = {"R@1": 0.5, "R@5": 0.8, "R@10": 0.9, "median_rank": 2.0, "n": 700,
+           "look_alike_R@1": 0.4, "ape_m": 1.0, "rpe_deg": 0.1, "steps": 300}
+    rows = {"pose_reference": {**row, "look_alike_R@1": 0.9}, "pose_heading": row,
+            "no_pose": {**row, "look_alike_R@1": 0.2}}
+    assert learning.pose_variant(rows, "heading") == "pose_heading"
+    assert learning.pose_variant(rows, "reference") == "pose_reference"
+    text = learning.table(rows, "20 min", "torchrun", "selection", learning.PAPER_SELECTION,
+                          "heading")
+    assert "goals read from pose_heading" in text and "| yes (+0.200) |" in text
+    args = learning.build_parser().parse_args(["--report-set", "selection", "test", "--reuse"])
+    assert args.report_set == ["selection", "test"] and args.reuse
