@@ -73,6 +73,7 @@ from bench.report import (
     at_most,
     available_memory,
     build_document,
+    comma_list,
     machine_info,
     markdown_table,
     write_outputs,
@@ -965,26 +966,15 @@ RUNNERS: dict[str, Callable[[Settings, ModelZoo, Log], tuple[list[Row], dict[str
 }
 
 
-def _names(text: str, allowed: Sequence[str] | None, what: str) -> tuple[str, ...]:
-    names = tuple(x.strip() for x in text.split(",") if x.strip())
-    if not names:
-        raise argparse.ArgumentTypeError(f"--{what} is empty")
-    if allowed is not None:
-        bad = [x for x in names if x not in allowed]
-        if bad:
-            raise argparse.ArgumentTypeError(f"unknown {what} {bad}; choose from {list(allowed)}")
-    return names
-
-
 def parse_args(argv: Sequence[str] | None = None) -> tuple[Settings, Path | None]:
     """(settings, output directory or None)."""
     p = argparse.ArgumentParser(prog="python -m bench.engine_bench", description=__doc__.split(
         "\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("--quick", action="store_true",
                    help="tiny model only, small sizes, few repeats (the smoke test)")
-    p.add_argument("--sections", type=lambda x: _names(x, SECTIONS, "sections"),
+    p.add_argument("--sections", type=comma_list(SECTIONS),
                    default=SECTIONS, help=f"comma-separated subset of {','.join(SECTIONS)}")
-    p.add_argument("--models", type=lambda x: _names(x, None, "models"), default=None,
+    p.add_argument("--models", type=comma_list(), default=None,
                    help="model shapes (default tiny,B/16; --quick: tiny)")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                    help="threads for ONNX Runtime and PyTorch (default: all CPUs)")

@@ -50,6 +50,7 @@ from typing import Any
 import numpy as np
 from spartan_train.processes import Process, ros_env
 
+from bench.report import comma_list
 from spartan_ros.ingest import FrameSampler
 
 IMAGE_TOPIC = "/camera/image_raw"
@@ -599,7 +600,7 @@ def run_info(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="bench.ingest", description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=60.0, help="playing time per case")
-    ap.add_argument("--cases", default=",".join(CASES),
+    ap.add_argument("--cases", type=comma_list(list(CASES)), default=",".join(CASES),
                     help=f"comma-separated, of: {', '.join(CASES)}")
     ap.add_argument("--rate", type=float, default=1.0, help="player speed (2: a 60 Hz camera)")
     ap.add_argument("--out", type=Path, default=Path("bench/results"))
@@ -610,7 +611,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tag", default="", help="name of this run in the JSON file name")
     ap.add_argument("--compare", default=None, metavar="REF",
                     help="also run the node of this git revision, case by case")
-    ap.add_argument("--dds-profile", default="none,package",
+    ap.add_argument("--dds-profile", type=comma_list(list(PROFILE_LABELS)), default="none,package",
                     help="Fast DDS profile(s) of the player and node, each case with each in "
                     "turn: none (Fast DDS's defaults), package (spartan_ros/dds/fastdds.xml)")
     ap.add_argument("--player-qos", choices=("sensor", "reliable"), default=PLAYER_QOS,
@@ -621,14 +622,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--witness", action="store_true",
                     help="count at a second DDS reader too (what DDS delivers and reports lost)")
     args = ap.parse_args(argv)
-    cases = [c.strip() for c in args.cases.split(",") if c.strip()]
-    unknown = [c for c in cases if c not in CASES]
-    if unknown:
-        ap.error(f"unknown case(s) {unknown}; choose from {', '.join(CASES)}")
+    cases = args.cases
     extra = dict(p.split(":=", 1) for p in args.param)
-    profiles = [p.strip() for p in args.dds_profile.split(",") if p.strip()]
-    if not profiles or set(profiles) - set(PROFILE_LABELS):
-        ap.error(f"--dds-profile: choose from {', '.join(PROFILE_LABELS)}")
+    profiles = args.dds_profile
 
     args.work.mkdir(parents=True, exist_ok=True)
     print("preparing the model and bags ...", file=sys.stderr, flush=True)

@@ -48,6 +48,8 @@ from typing import Any
 
 import numpy as np
 
+from bench.report import comma_list
+
 REPO = Path(__file__).resolve().parents[1]
 SECTIONS = ("inputs", "damage", "sync", "kills", "lifecycle", "load")
 
@@ -484,7 +486,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=Path("bench/results"))
     p.add_argument("--quick", action="store_true", help="a short form (CI): few cases, short runs")
-    p.add_argument("--sections", default=",".join(SECTIONS),
+    p.add_argument("--sections", type=comma_list(SECTIONS), default=",".join(SECTIONS),
                    help=f"comma-separated, from {', '.join(SECTIONS)}")
     p.add_argument("--kills", type=int, default=None, help="SIGKILLs (default 20; quick 3)")
     p.add_argument("--cycles", type=int, default=None,
@@ -496,10 +498,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--client-processes", action="store_true",
                    help="load run: each query client a process of its own")
     a = p.parse_args(argv)
-    sections = [s.strip() for s in a.sections.split(",") if s.strip()]
-    unknown = [s for s in sections if s not in SECTIONS]
-    if unknown:
-        p.error(f"unknown section(s) {unknown}; choose from {', '.join(SECTIONS)}")
+    sections = a.sections
     kills = a.kills if a.kills is not None else (3 if a.quick else 20)
     cycles = a.cycles if a.cycles is not None else (3 if a.quick else 100)
     load_s = a.load_seconds if a.load_seconds is not None else (5.0 if a.quick else 60.0)

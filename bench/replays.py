@@ -29,6 +29,8 @@ from spartan_train.bag.write import read_captions
 from spartan_train.processes import SegmentWatch, ros_env
 from tqdm import tqdm
 
+from bench.report import comma_list
+
 STOPPED = re.compile(r"ingest stopped: (\d+) frames received, (\d+) taken, (\d+) dropped")
 
 
@@ -78,13 +80,14 @@ def table(runs: list[dict[str, Any]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--runs", type=int, default=10, help="replays per rate")
-    p.add_argument("--rates", default="1,2", help="playback rates, comma separated")
+    p.add_argument("--rates", type=comma_list(cast=float), default="1,2",
+                   help="playback rates, comma separated")
     p.add_argument("--sequences", type=int, default=demo.DemoConfig.sequences)
     p.add_argument("--frames", type=int, default=demo.DemoConfig.frames)
     p.add_argument("--work", type=Path, default=Path("runs/replays"))
     p.add_argument("--out", type=Path, default=Path("bench/results"))
     a = p.parse_args(argv)
-    rates = [float(v) for v in a.rates.split(",")]
+    rates = list(a.rates)
     if a.runs < 1 or not rates or min(rates) <= 0:
         p.error("--runs must be >= 1 and every rate > 0")
     cfg = demo.DemoConfig(work=a.work, sequences=a.sequences, frames=a.frames)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import json
 import math
 import os
 import platform
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,27 @@ class Row:
     goal: str = ""
     met: bool | None = None
     note: str = ""
+
+
+def comma_list(choices: Sequence[str] | None = None,
+               cast: Callable[[str], Any] = str) -> Callable[[str], tuple]:
+    """An argparse ``type`` for a comma-separated option: its items, each one of ``choices``
+    (when given), converted by ``cast``; an empty or unknown item is a usage error."""
+
+    def parse(text: str) -> tuple:
+        items = [x.strip() for x in text.split(",") if x.strip()]
+        if not items:
+            raise argparse.ArgumentTypeError("an empty list")
+        bad = [x for x in items if choices is not None and x not in choices]
+        if bad:
+            raise argparse.ArgumentTypeError(
+                f"unknown {', '.join(bad)}; choose from {', '.join(choices or ())}")
+        try:
+            return tuple(cast(x) for x in items)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from exc
+
+    return parse
 
 
 def at_least(value: float, bar: float) -> bool:

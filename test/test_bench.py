@@ -144,7 +144,8 @@ def test_sections_option_runs_only_those(
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--sections", "image,warp"], "unknown sections ['warp']"),
+        (["--sections", "image,warp"], "--sections: unknown warp; choose from image, "),
+        (["--models", ","], "--models: an empty list"),
         (["--checkpoint", "ckpt"], "--checkpoint and --data go together"),
         (["--threads", "0"], "--threads and --frame-stride must be >= 1"),
     ],
