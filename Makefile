@@ -1,6 +1,6 @@
 # The two commands that matter: `make demo` (the whole job end to end) and `make test` (everything
 # CI checks). Both set up their own environment first (scripts/setup.sh, idempotent).
-.PHONY: setup test lint demo bench bench-learning bench-drives fuzz model clean bench-ingest bench-fleet bench-export bench-spread bench-layouts bench-conventions bench-reliability bench-replays
+.PHONY: setup test lint demo bench bench-learning bench-drives fuzz model clean bench-ingest bench-fleet bench-fleet-ingest bench-export bench-spread bench-layouts bench-conventions bench-reliability bench-replays
 
 setup:
 	@bash scripts/setup.sh
@@ -65,6 +65,13 @@ fuzz: setup
 FLEET_SIZES ?= 100000
 bench-fleet: setup
 	@scripts/env.sh python -m bench.fleet --sizes $(FLEET_SIZES) --out bench/results/fleet $(FLEET_ARGS)
+
+# What a Milvus Lite insert costs and what changes it (upsert or insert, batch size, released
+# collection, flushes, Milvus Lite's memtable and allocator, schema, index): one variant per
+# process, a table + bench/results/fleet-ingest/bench.json. ~1 min per variant at 20k.
+FLEET_INGEST_N ?= 20000
+bench-fleet-ingest: setup
+	@scripts/env.sh python -m bench.fleet_ingest --n $(FLEET_INGEST_N) --out bench/results/fleet-ingest $(FLEET_INGEST_ARGS)
 
 # Export time and parity, dynamo exporter vs TorchScript: a table + bench/results/export.json.
 # make bench-export BENCH_ARGS="--models tiny B/16 --repeats 2"
