@@ -60,8 +60,10 @@ fuzz: setup
 	@SPARTAN_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) scripts/env.sh python -m pytest test/test_fuzz_inputs.py -s -q --timeout=0
 
 # Fleet memory (issue 13): Milvus Lite vs the in-RAM exact scan; a table +
-# bench/results/fleet/bench.json. 10⁵ takes ~20 min; 10⁶ hours and ~30 GB (docs/fleet.md):
-# make bench-fleet FLEET_SIZES=1000000 FLEET_ARGS="--max-insert-s 2400 --max-rss-gib 16"
+# bench/results/fleet/bench.json. 10⁵ takes ~20 min. 10⁶ (bench/results/fleet-1e6.json; Milvus
+# Lite alone would need ~24 GB at its compaction peaks, docs/fleet.md), each store in its own
+# process, inserts stopped at 2600 s, 12 GiB RSS or 5 GiB left on the machine:
+# make bench-fleet FLEET_SIZES=1000000 FLEET_ARGS="--separate --queries 10 --max-insert-s 2600 --max-rss-gib 12 --min-available-gib 5"
 FLEET_SIZES ?= 100000
 bench-fleet: setup
 	@scripts/env.sh python -m bench.fleet --sizes $(FLEET_SIZES) --out bench/results/fleet $(FLEET_ARGS)
