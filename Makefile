@@ -1,6 +1,6 @@
 # The two commands that matter: `make demo` (the whole job end to end) and `make test` (everything
 # CI checks). Both set up their own environment first (scripts/setup.sh, idempotent).
-.PHONY: setup test lint demo bench bench-learning bench-drives fuzz model clean bench-ingest bench-fleet bench-export bench-spread bench-layouts bench-conventions bench-reliability bench-replays
+.PHONY: setup test lint demo bench bench-learning bench-drives fuzz model clean bench-ingest bench-fleet bench-fleet-ingest bench-export bench-spread bench-layouts bench-conventions bench-reliability bench-replays
 
 setup:
 	@bash scripts/setup.sh
@@ -61,11 +61,20 @@ fuzz: setup
 	@SPARTAN_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) scripts/env.sh python -m pytest test/test_fuzz_inputs.py -s -q --timeout=0
 
 # Fleet memory (issue 13): Milvus Lite vs the in-RAM exact scan; a table +
-# bench/results/fleet/bench.json. 10⁵ takes ~20 min; 10⁶ hours and ~30 GB (docs/fleet.md):
-# make bench-fleet FLEET_SIZES=1000000 FLEET_ARGS="--max-insert-s 2400 --max-rss-gib 16"
+# bench/results/fleet/bench.json. 10⁵ takes ~20 min. 10⁶ (bench/results/fleet-1e6.json; Milvus
+# Lite alone would need ~24 GB at its compaction peaks, docs/fleet.md), each store in its own
+# process, inserts stopped at 2600 s, 12 GiB RSS or 5 GiB left on the machine:
+# make bench-fleet FLEET_SIZES=1000000 FLEET_ARGS="--separate --queries 10 --max-insert-s 2600 --max-rss-gib 12 --min-available-gib 5"
 FLEET_SIZES ?= 100000
 bench-fleet: setup
 	@scripts/env.sh python -m bench.fleet --sizes $(FLEET_SIZES) --out bench/results/fleet $(FLEET_ARGS)
+
+# What a Milvus Lite insert costs and what changes it (upsert or insert, batch size, released
+# collection, flushes, Milvus Lite's memtable and allocator, schema, index): one variant per
+# process, a table + bench/results/fleet-ingest/bench.json. ~1 min per variant at 20k.
+FLEET_INGEST_N ?= 20000
+bench-fleet-ingest: setup
+	@scripts/env.sh python -m bench.fleet_ingest --n $(FLEET_INGEST_N) --out bench/results/fleet-ingest $(FLEET_INGEST_ARGS)
 
 # Export time and parity, dynamo exporter vs TorchScript: a table + bench/results/export.json.
 # make bench-export BENCH_ARGS="--models tiny B/16 --repeats 2"
