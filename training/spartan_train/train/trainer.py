@@ -598,7 +598,9 @@ class Trainer:
         self.net: torch.nn.Module = step_module
         if self.d.world > 1:
             ids = [self.d.local_rank] if self.device.type == "cuda" else None
-            self.net = DistributedDataParallel(step_module, device_ids=ids, broadcast_buffers=False)
+            # Buffers are not synced at each forward (every rank starts from the same weights).
+            self.net = DistributedDataParallel(step_module, device_ids=ids,
+                                               forward_sync_buffers=False)
         self.runlog: RunLog | None = None
         self.still = torch.from_numpy(
             still_poses(1, self.model.num_frames, cfg.pose_convention)
