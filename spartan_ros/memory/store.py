@@ -23,7 +23,6 @@ import math
 import os
 import sqlite3
 import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -37,6 +36,7 @@ from spartan_ros.memory.integrity import (
     row_checksum,
     storage_error,
 )
+from spartan_ros.runtime.lru import LruCache
 from spartan_ros.runtime.scoring import (
     FusionHead,
     ScoreIndex,
@@ -207,8 +207,7 @@ class SegmentStore:
         self.problems: list[str] = []  # damage found at open, one sentence each
         self.corrupt_ids: list[int] = []  # rows skipped at open (checksum or blob mismatch)
         self._max_id = 0
-        self._rows: OrderedDict[int, tuple] = OrderedDict()  # id -> row (ROW_CACHE_SIZE)
-        self._rows_lock = threading.Lock()
+        self._rows: LruCache[int, tuple] = LruCache(ROW_CACHE_SIZE)  # id -> row
         self.model_hash = str(model_hash)
         self.embed_dim = int(embed_dim)
         self.vehicle_id = str(vehicle_id)  # names this store's segments in answers
@@ -558,10 +557,7 @@ class SegmentStore:
 
     def _read_rows(self, want: list[int]) -> dict[int, tuple]:
         """Rows by id, from the row cache or the file."""
-        with self._rows_lock:
-            rows = {i: self._rows[i] for i in want if i in self._rows}
-            for i in rows:
-                self._rows.move_to_end(i)
+        rows = {i: r for i in want if (r := self._rows.get(i)) is not None}
         missing = [i for i in want if i not in rows]
         if not missing:
             return rows
@@ -580,12 +576,9 @@ class SegmentStore:
                     chunk,
                 ):
                     fetched[int(r[0])] = r
-        with self._rows_lock:
-            for i, r in fetched.items():
-                if i in self.index:  # not evicted meanwhile
-                    self._rows[i] = r
-            while len(self._rows) > ROW_CACHE_SIZE:
-                self._rows.popitem(last=False)
+        for i, r in fetched.items():
+            if i in self.index:  # not evicted meanwhile (eviction drops the index entry first)
+                self._rows.put(i, r)
         rows.update(fetched)
         return rows
 
@@ -606,9 +599,8 @@ class SegmentStore:
                 return []
             # Out of the index first, so a query never returns an id whose row is gone.
             gone = self.index.remove_oldest(excess).tolist()
-            with self._rows_lock:
-                for i in gone:
-                    self._rows.pop(i, None)
+            for i in gone:
+                self._rows.pop(i)
             # The sidecar goes down before the rows do: a crash in between leaves it below
             # the file (harmless), never above it (a false alarm at the next start).
             self._write_sidecar(len(self.index) + len(self.corrupt_ids))

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
-
 import numpy as np
 from builtin_interfaces.msg import Time
 from geometry_msgs.msg import PoseStamped
@@ -14,6 +11,7 @@ from spartan_interfaces.srv import QuerySegments
 from spartan_ros.ingest.messages import stamp_to_ns
 from spartan_ros.memory.service import Match
 from spartan_ros.query import Query
+from spartan_ros.runtime.lru import LruCache
 
 _SCOPES = {QuerySegments.Request.SCOPE_VEHICLE: "vehicle",
            QuerySegments.Request.SCOPE_FLEET: "fleet"}
@@ -64,22 +62,14 @@ class PathCache:
     again and again get the same (read-only) messages back."""
 
     def __init__(self, size: int = 512) -> None:
-        self.size = size
-        self._paths: OrderedDict[tuple, list[PoseStamped]] = OrderedDict()
-        self._lock = threading.Lock()
+        self._paths: LruCache[tuple, list[PoseStamped]] = LruCache(size)
 
     def poses(self, match: Match) -> list[PoseStamped]:
         key = (match.vehicle_id, match.id, match.start_ns, match.end_ns, match.frame_id)
-        with self._lock:
-            found = self._paths.get(key)
-            if found is not None:
-                self._paths.move_to_end(key)
-                return found
-        found = _path_poses(match)
-        with self._lock:
-            self._paths[key] = found
-            while len(self._paths) > self.size:
-                self._paths.popitem(last=False)
+        found = self._paths.get(key)
+        if found is None:
+            found = _path_poses(match)
+            self._paths.put(key, found)
         return found
 
 
