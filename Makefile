@@ -33,10 +33,11 @@ bench-learning: setup
 	@scripts/env.sh python -m bench.learning --out runs/learning
 
 # The pose conventions side by side, 20 min each: the selection set chooses the default, the
-# test set is reported (add --reuse in BENCH_ARGS to evaluate models already trained).
+# test set is reported; paper protocol, look-alike clips and within-drive retrieval (add --reuse
+# in BENCH_ARGS to evaluate models already trained).
 bench-conventions: setup
 	@scripts/env.sh python -m bench.learning --variants pose_heading pose_reference no_pose \
-	  --report-set selection test --out runs/conventions $(BENCH_ARGS)
+	  --report-set selection test --drives selection test --out runs/conventions $(BENCH_ARGS)
 
 # torchrun 2 x 1 thread against 1 process x 2 threads, on a small generated set.
 bench-layouts: setup

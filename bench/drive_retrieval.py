@@ -58,12 +58,15 @@ def _reused(out: Path, model: Path, split: str) -> dict[str, Any] | None:
 
 def evaluate_checkpoint(ckpt: Path, work: Path, drives: tuple[DriveSpec, ...],
                         split: str, reuse: bool = False,
-                        encode_every: int = 1) -> dict[str, Any]:
+                        encode_every: int = 1, out_dir: Path | None = None) -> dict[str, Any]:
+    """Pooled and per-drive figures of one checkpoint. The drives are generated (once) under
+    ``work``; the export and the per-drive reports go under ``out_dir`` (default ``work``)."""
     from spartan_train.bag.evaluate import BagEvalConfig, evaluate_bag
     from spartan_train.demo import DemoConfig, export_model, make_drive
 
+    out_dir = work if out_dir is None else out_dir
     name = ckpt.name if ckpt.name not in ("best", "last") else f"{ckpt.parent.name}-{ckpt.name}"
-    model = export_model(DemoConfig(checkpoint=ckpt, work=work / "models" / name))
+    model = export_model(DemoConfig(checkpoint=ckpt, work=out_dir / "models" / name))
     if encode_every != 1:
         name += f" k={encode_every}"
     per_drive = {}
@@ -73,7 +76,7 @@ def evaluate_checkpoint(ckpt: Path, work: Path, drives: tuple[DriveSpec, ...],
         _, bag = make_drive(DemoConfig(checkpoint=ckpt, work=work, seed=seed,
                                        sequences=sequences, frames=frames))
         t0 = time.monotonic()
-        out = work / "eval" / name.replace(" ", "_") / f"seed{seed}"
+        out = out_dir / "eval" / name.replace(" ", "_") / f"seed{seed}"
         results = _reused(out, model, split) if reuse else None
         if results is None:
             results, _, _ = evaluate_bag(BagEvalConfig(

@@ -13,6 +13,9 @@ Variants: ``pose`` (the pose convention of ``--pose-convention``), ``no_pose`` (
 constant pose window everywhere), ``pose_reference`` / ``pose_heading`` (a named convention, to
 measure conventions side by side: ``--variants pose_reference pose_heading``).
 
+``--drives selection test`` also runs the node's task (``bench.drive_retrieval``: every window of a
+drive asked against that drive's memory) for every pose variant on the protocol's drives.
+
 Cores: ``--layout torchrun`` (the default, measured faster here: docs/evaluation.md) trains each
 variant with 2 processes of 1 thread under torchrun, ``threads`` with one process of 2 threads,
 ``side-by-side`` runs the variants at once with one thread each (the old way: one core each).
@@ -27,7 +30,7 @@ import sys
 import time
 from pathlib import Path
 
-from spartan_train.protocol import PAPER_SELECTION, PAPER_TEST, PAPER_TRAINING, DriveSpec
+from spartan_train.protocol import DRIVES, PAPER_SELECTION, PAPER_TEST, PAPER_TRAINING, DriveSpec
 
 GOALS = {"R@1": 0.60, "R@5": 0.90, "look_alike_gap": 0.15}
 LAYOUTS = ("torchrun", "threads", "side-by-side")
@@ -175,6 +178,45 @@ def _gap_cells(rows: dict[str, dict], pose_name: str = "pose") -> str:
             f"{'yes' if met else 'no'} ({gap:+.3f}) |")
 
 
+def within_drive(runs: dict[str, Path], drive_set: str, args: argparse.Namespace,
+                 out: Path) -> dict[str, dict]:
+    """bench.drive_retrieval on every pose variant (the node always fuses the drive's own
+    motion, so the no-pose ablation has no within-drive figure)."""
+    from bench.drive_retrieval import evaluate_checkpoint
+
+    rows = {}
+    for name, run_dir in runs.items():
+        if VARIANTS[name][1]:
+            continue
+        r = evaluate_checkpoint(run_dir / "last", Path(args.drives_work), DRIVES[drive_set],
+                                "all", reuse=True, out_dir=out / f"drives-{drive_set}")
+        rows[name] = {**r["pooled"], "free_text": r["free_text"]}
+    return rows
+
+
+def drives_table(rows: dict[str, dict], drive_set: str) -> str:
+    """Within-drive figures of each pose variant, side by side."""
+    names = list(rows)
+    specs = DRIVES[drive_set]
+
+    def cells(key: str) -> str:
+        return " | ".join(f"{rows[n][key]:.3f}" for n in names)
+
+    def free(n: str) -> str:
+        f = rows[n]["free_text"]
+        return f"{f['hits@1']} of {f['answerable']}" if f["answerable"] else "none answerable"
+
+    first = rows[names[0]]
+    lines = [f"within-drive retrieval (the node's task) on the {drive_set} drives: "
+             f"{len(specs)} drives, {int(first['queries'])} queries", "",
+             "| measure | " + " | ".join(names) + " | random ranking |",
+             "|---|" + "---|" * (len(names) + 1)]
+    lines += [f"| R@{k} | {cells(f'R@{k}')} | {first[f'chance@{k}']:.3f} |" for k in (1, 5, 10)]
+    lines.append("| free text answered at rank 1 | " + " | ".join(free(n) for n in names)
+                 + " | |")
+    return "\n".join(lines)
+
+
 def steps_of(ckpt: Path) -> int | None:
     try:
         return int(json.loads((ckpt / "train_meta.json").read_text())["step"])
@@ -208,6 +250,12 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--own-motion", type=float, default=0.0, help="weight of the own-motion term")
     ap.add_argument("--drive-group", type=int, default=1, help="windows per drive in a batch")
     ap.add_argument("--seed", type=int, default=0, help="training seed (not the data's)")
+    ap.add_argument("--drives", nargs="+", choices=sorted(DRIVES), default=[],
+                    help="also run the node's task (bench.drive_retrieval: every window of a "
+                         "drive against that drive's memory) on these protocol drives")
+    ap.add_argument("--drives-work", default="runs/drive_retrieval",
+                    help="where the protocol drives are generated once and kept (shared with "
+                         "make bench-drives)")
     return ap
 
 
@@ -259,12 +307,17 @@ def main(argv: list[str] | None = None) -> int:
         texts.append(table(rows, budget, args.layout, set_name, REPORT_SETS[set_name],
                            args.pose_convention))
         sets[set_name] = {"variants": rows, "report_data": REPORT_SETS[set_name].__dict__}
+    drive_rows = {}
+    for drive_set in args.drives:
+        drive_rows[drive_set] = within_drive(runs, drive_set, args, out)
+        if drive_rows[drive_set]:
+            texts.append(drives_table(drive_rows[drive_set], drive_set))
     text = "\n\n".join(texts)
     print("\n" + text)
     first = sets[args.report_set[0]]
     result = {"variants": first["variants"], "goals": GOALS, "minutes": args.minutes,
               "report_set": args.report_set[0], "report_data": first["report_data"],
-              "sets": sets, "training_data": PAPER_TRAINING.__dict__,
+              "sets": sets, "within_drive": drive_rows, "training_data": PAPER_TRAINING.__dict__,
               "wall_s": time.monotonic() - t0, "settings": vars(args)}
     (out / "learning.json").write_text(json.dumps(result, indent=2))
     (out / "learning.md").write_text(text + "\n")

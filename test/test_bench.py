@@ -273,3 +273,22 @@ def test_learning_bench_reads_the_goals_from_the_default_convention() -> None:
     assert "goals read from pose_heading" in text and "| yes (+0.200) |" in text
     args = learning.build_parser().parse_args(["--report-set", "selection", "test", "--reuse"])
     assert args.report_set == ["selection", "test"] and args.reuse
+
+
+def test_learning_bench_within_drive_table() -> None:
+    """--drives adds the node's task for each pose variant, side by side with random ranking."""
+    from bench import learning
+
+    args = learning.build_parser().parse_args(["--drives", "selection", "test"])
+    assert args.drives == ["selection", "test"] and args.drives_work == "runs/drive_retrieval"
+    assert learning.build_parser().parse_args([]).drives == []
+    pooled = {"R@1": 0.4, "R@5": 0.7, "R@10": 0.85, "chance@1": 0.03, "chance@5": 0.14,
+              "chance@10": 0.27, "queries": 2952.0}
+    rows = {"pose_heading": {**pooled, "free_text": {"hits@1": 81, "answerable": 119}},
+            "pose_reference": {**pooled, "R@5": 0.65,
+                               "free_text": {"hits@1": 0, "answerable": 0}}}
+    text = learning.drives_table(rows, "test")
+    assert text.startswith("within-drive retrieval (the node's task) on the test drives: "
+                           "24 drives, 2952 queries")
+    assert "| R@5 | 0.700 | 0.650 | 0.140 |" in text
+    assert "| free text answered at rank 1 | 81 of 119 | none answerable | |" in text
