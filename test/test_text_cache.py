@@ -45,7 +45,7 @@ def test_a_text_asked_again_is_found_by_its_words_and_a_huge_one_by_its_tokens(
     kept under its truncated tokens only, so no key grows with the text."""
     text = "stopping at a red light at night"
     first = engine.encode_text(text)
-    assert b"text:" + text.encode() in engine._text_cache._items
+    assert b"text:" + text.encode() in engine._text_cache.keys()
     hits = engine._text_cache.hits
     np.testing.assert_array_equal(engine.encode_text(text), first)
     assert engine._text_cache.hits == hits + 1  # one lookup, by the text
@@ -53,4 +53,4 @@ def test_a_text_asked_again_is_found_by_its_words_and_a_huge_one_by_its_tokens(
     np.testing.assert_array_equal(engine.encode_text(spaced), first)
     huge = "fog " * 100_000
     engine.encode_text(huge)
-    assert all(len(key) < 4096 for key in engine._text_cache._items)
+    assert all(len(key) < 4096 for key in engine._text_cache.keys())

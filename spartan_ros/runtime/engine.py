@@ -27,7 +27,6 @@ import logging
 import math
 import os
 import threading
-from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -39,6 +38,7 @@ from safetensors.numpy import load_file
 
 from spartan_ros.poses import CONVENTIONS, relative_window, resample_window
 from spartan_ros.preprocess import CLIP_MEAN, CLIP_STD, preprocess_image
+from spartan_ros.runtime.lru import LruCache
 from spartan_ros.runtime.scoring import FusionHead
 from spartan_ros.tokenizer import tokenize
 
@@ -295,35 +295,37 @@ def _text_key(text: str) -> bytes | None:
 
 
 class FeatureCache:
-    """A thread-safe least-recently-used map of byte keys to feature vectors (copies in, copies
-    out, so no caller can change what another gets)."""
+    """Recently computed feature vectors by byte key, with hit counts. Copies in and copies out,
+    so no caller can change what another gets."""
 
     def __init__(self, size: int) -> None:
-        self.size = max(int(size), 0)
-        self._items: OrderedDict[bytes, np.ndarray] = OrderedDict()
-        self._lock = threading.Lock()
+        self._lru: LruCache[bytes, np.ndarray] = LruCache(size)
+        self._count_lock = threading.Lock()  # the counts stay exact with concurrent queries
         self.hits = self.misses = 0
+
+    @property
+    def size(self) -> int:
+        return self._lru.size
 
     def get(self, key: bytes, out: np.ndarray) -> bool:
         """Copy the features of ``key`` into ``out``; False when they are not kept."""
-        with self._lock:
-            found = self._items.get(key)
+        found = self._lru.get(key)
+        with self._count_lock:
             if found is None:
                 self.misses += 1
-                return False
-            self._items.move_to_end(key)
-            self.hits += 1
-            out[...] = found
-            return True
+            else:
+                self.hits += 1
+        if found is None:
+            return False
+        out[...] = found
+        return True
 
     def put(self, key: bytes | None, features: np.ndarray) -> None:
-        if self.size == 0 or key is None:  # None: not worth keeping
-            return
-        with self._lock:
-            self._items[key] = np.array(features, copy=True)
-            self._items.move_to_end(key)
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
+        if key is not None:  # None: not worth keeping
+            self._lru.put(key, np.array(features, copy=True))
+
+    def keys(self) -> list[bytes]:
+        return self._lru.keys()
 
 
 class Engine:

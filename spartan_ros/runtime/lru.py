@@ -39,5 +39,10 @@ class LruCache(Generic[K, V]):
         with self._lock:
             self._items.pop(key, None)
 
+    def keys(self) -> list[K]:
+        """The keys kept, least recently used first."""
+        with self._lock:
+            return list(self._items)
+
     def __len__(self) -> int:
         return len(self._items)
