@@ -178,18 +178,18 @@ def _gap_cells(rows: dict[str, dict], pose_name: str = "pose") -> str:
             f"{'yes' if met else 'no'} ({gap:+.3f}) |")
 
 
-def within_drive(runs: dict[str, Path], drive_set: str, args: argparse.Namespace,
+def within_drive(runs: dict[str, Path], drives: tuple[DriveSpec, ...], work: Path,
                  out: Path) -> dict[str, dict]:
-    """bench.drive_retrieval on every pose variant (the node always fuses the drive's own
-    motion, so the no-pose ablation has no within-drive figure)."""
+    """bench.drive_retrieval on every pose variant's last checkpoint: the drives are kept in
+    ``work``, the reports go to ``out``. The node always fuses the drive's own motion, so the
+    no-pose ablation has no within-drive figure."""
     from bench.drive_retrieval import evaluate_checkpoint
 
     rows = {}
     for name, run_dir in runs.items():
         if VARIANTS[name][1]:
             continue
-        r = evaluate_checkpoint(run_dir / "last", Path(args.drives_work), DRIVES[drive_set],
-                                "all", reuse=True, out_dir=out / f"drives-{drive_set}")
+        r = evaluate_checkpoint(run_dir / "last", work, drives, "all", reuse=True, out_dir=out)
         rows[name] = {**r["pooled"], "free_text": r["free_text"]}
     return rows
 
@@ -309,7 +309,8 @@ def main(argv: list[str] | None = None) -> int:
         sets[set_name] = {"variants": rows, "report_data": REPORT_SETS[set_name].__dict__}
     drive_rows = {}
     for drive_set in args.drives:
-        drive_rows[drive_set] = within_drive(runs, drive_set, args, out)
+        drive_rows[drive_set] = within_drive(runs, DRIVES[drive_set], Path(args.drives_work),
+                                             out / f"drives-{drive_set}")
         if drive_rows[drive_set]:
             texts.append(drives_table(drive_rows[drive_set], drive_set))
     text = "\n\n".join(texts)

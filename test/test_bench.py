@@ -292,3 +292,26 @@ def test_learning_bench_within_drive_table() -> None:
                            "24 drives, 2952 queries")
     assert "| R@5 | 0.700 | 0.650 | 0.140 |" in text
     assert "| free text answered at rank 1 | 81 of 119 | none answerable | |" in text
+
+
+def test_learning_bench_within_drive_runs_the_node_task(tmp_path: Path) -> None:
+    """A trained variant's last checkpoint through bench.drive_retrieval (export, drive, the
+    node's offline evaluation); the no-pose ablation is left out."""
+    from spartan_train.demo import DEFAULT_CHECKPOINT
+    from spartan_train.protocol import DriveSpec
+
+    from bench import learning
+
+    runs = {name: tmp_path / name for name in ("pose_heading", "no_pose")}
+    for run_dir in runs.values():
+        run_dir.mkdir()
+        (run_dir / "last").symlink_to(DEFAULT_CHECKPOINT.resolve())
+    rows = learning.within_drive(runs, (DriveSpec(11, 2, 200),), tmp_path / "drives",
+                                 tmp_path / "reports")
+    assert list(rows) == ["pose_heading"]
+    row = rows["pose_heading"]
+    assert row["queries"] == 64 and row["chance@5"] <= row["R@5"] <= row["R@10"] <= 1.0
+    assert row["free_text"]["asked"] == 10
+    report = tmp_path / "reports" / "eval" / "pose_heading-last" / "seed11"
+    assert (report / "results.json").is_file()
+    assert (tmp_path / "drives" / "drive-seed11-2x200-160x120" / "bag").is_dir()
