@@ -71,6 +71,7 @@ def evaluate_checkpoint(ckpt: Path, work: Path, drives: tuple[DriveSpec, ...],
         name += f" k={encode_every}"
     per_drive = {}
     free = {"asked": 0, "answerable": 0, "hits@1": 0, "hits@5": 0}
+    by_question: dict[str, dict[str, int]] = {}
     for spec in drives:
         seed, sequences, frames = spec.seed, spec.sequences, spec.frames
         _, bag = make_drive(DemoConfig(checkpoint=ckpt, work=work, seed=seed,
@@ -93,6 +94,7 @@ def evaluate_checkpoint(ckpt: Path, work: Path, drives: tuple[DriveSpec, ...],
             row["free_text"] = {k: f[k] for k in free}
             for k in free:
                 free[k] += int(f[k])
+            add_questions(by_question, results["free_text"]["questions"])
         per_drive[spec.label] = row
         print(f"  {name} seed {seed}: R@5 {row['R@5']:.3f} (chance {row['chance@5']:.3f}), "
               f"{row['queries']} queries over {row['segments']} segments", file=sys.stderr)
@@ -105,7 +107,33 @@ def evaluate_checkpoint(ckpt: Path, work: Path, drives: tuple[DriveSpec, ...],
         pooled["free_R@5"] = free["hits@5"] / free["answerable"]
     return {"checkpoint": str(ckpt), "name": name, "encode_every": encode_every,
             "drives": per_drive, "pooled": pooled,
-            "free_text": free}
+            "free_text": free, "questions": by_question}
+
+
+def add_questions(tally: dict[str, dict[str, int]], questions: list[dict[str, Any]]) -> None:
+    """Count, per free-text question, the drives that can answer it and its hits there."""
+    for q in questions:
+        row = tally.setdefault(q["text"], {"answerable": 0, "hits@1": 0, "hits@5": 0})
+        if q.get("answering_segments"):
+            row["answerable"] += 1
+            row["hits@1"] += int(q["rank"] <= 1)
+            row["hits@5"] += int(q["rank"] <= 5)
+
+
+def questions_table(result: dict[str, Any], drives: int) -> str:
+    """Per free-text question: on how many drives it is answerable, and how often answered."""
+    lines = [f"{result['name']}: free-text questions over {drives} drive"
+             f"{'' if drives == 1 else 's'}",
+             "| question | answerable on (drives) | answered at rank 1 | in the top 5 |",
+             "|---|---|---|---|"]
+    for text, row in result["questions"].items():
+        lines.append(f"| {text} | {row['answerable']} | {row['hits@1']} | {row['hits@5']} |")
+    f = result["free_text"]
+    if f["answerable"]:
+        lines.append(f"| all | {f['answerable']} | {f['hits@1']} "
+                     f"({f['hits@1'] / f['answerable']:.0%}) | {f['hits@5']} "
+                     f"({f['hits@5'] / f['answerable']:.0%}) |")
+    return "\n".join(lines)
 
 
 def table(results: list[dict[str, Any]]) -> str:
@@ -182,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
                for c in args.checkpoints for k in ks]
     text = (f"{args.drive_set} drives (spartan_train.protocol): "
             + ", ".join(d.label for d in drives) + "\n\n" + table(results))
+    text += "".join("\n\n" + questions_table(r, len(drives)) for r in results
+                    if r["free_text"]["answerable"])
     twins = []
     if args.spread:
         twin = SPREAD_DRIVES[:len(drives)]

@@ -315,3 +315,21 @@ def test_learning_bench_within_drive_runs_the_node_task(tmp_path: Path) -> None:
     report = tmp_path / "reports" / "eval" / "pose_heading-last" / "seed11"
     assert (report / "results.json").is_file()
     assert (tmp_path / "drives" / "drive-seed11-2x200-160x120" / "bag").is_dir()
+
+
+def test_drive_retrieval_tallies_free_text_per_question() -> None:
+    from bench.drive_retrieval import add_questions, questions_table
+
+    tally: dict = {}
+    add_questions(tally, [{"text": "a", "answering_segments": 3, "rank": 1},
+                          {"text": "b", "answering_segments": 0, "rank": 11}])
+    add_questions(tally, [{"text": "a", "answering_segments": 2, "rank": 4},
+                          {"text": "b", "answering_segments": 5, "rank": 11}])
+    assert tally == {"a": {"answerable": 2, "hits@1": 1, "hits@5": 2},
+                     "b": {"answerable": 1, "hits@1": 0, "hits@5": 0}}
+    result = {"name": "m", "questions": tally,
+              "free_text": {"answerable": 3, "hits@1": 1, "hits@5": 2}}
+    text = questions_table(result, 2)
+    assert text.startswith("m: free-text questions over 2 drives\n")
+    assert "| a | 2 | 1 | 2 |" in text and "| b | 1 | 0 | 0 |" in text
+    assert "| all | 3 | 1 (33%) | 2 (67%) |" in text
