@@ -43,16 +43,22 @@ TRAINING_SEEDS = (0, 5, 9)
 # both of the demo's free-text questions (a gas station passed while turning left, a stop at a
 # red light at night), so what the demo shows is selection, never test.
 SELECTION_SEEDS = (7, 11, 17, 21)
-# Test seeds: none of the above, never looked at while choosing anything. 24 drives of 3x300:
-# over the committed model's first 15 test drives, R@5 per drive has a standard deviation of 6.5
-# points, so the pooled R@5 of two sets of k drives differs by 6.5 * sqrt(2 / k) points (sd):
-# 2.9 for k = 10, 2.1 for 20, 1.9 for 24 (docs/evaluation.md, "How big the test set is").
+# Test seeds: none of the above, never looked at while choosing anything. 48 drives of 3x300.
+# R@5 per drive has a standard deviation of 6.5 points, so the pooled R@5 of two sets of k drives
+# differs by 6.5 * sqrt(2 / k) points (sd). The first 24 seeds were the test set until the 24 after
+# them (its twin then) were measured: the two sets differed by 3.8 points of R@5, more than the
+# 2 allowed, so both became the test set (1.3 points sd between two sets of 48;
+# docs/evaluation.md, "How big the test set is").
 TEST_SEEDS = (101, 103, 107, 109, 113, 127, 131, 137, 139, 149,
               151, 157, 163, 167, 173, 179, 181, 191, 193, 197,
-              199, 337, 347, 349)
+              199, 337, 347, 349,
+              223, 227, 229, 233, 239, 241, 251, 257, 263, 269, 271, 277,
+              281, 283, 293, 307, 311, 313, 317, 331, 353, 359, 367, 373)
 # The test set's twin: as many other seeds, also never tuned on, only for measuring the spread.
-SPREAD_SEEDS = (223, 227, 229, 233, 239, 241, 251, 257, 263, 269, 271, 277,
-                281, 283, 293, 307, 311, 313, 317, 331, 353, 359, 367, 373)
+SPREAD_SEEDS = (401, 409, 419, 421, 431, 433, 439, 443, 449, 457, 461, 463,
+                467, 479, 487, 491, 499, 503, 509, 521, 523, 541, 547, 557,
+                563, 569, 571, 577, 587, 593, 599, 601, 607, 613, 617, 619,
+                631, 641, 643, 647, 653, 659, 661, 673, 677, 683, 691, 701)
 
 # Within-drive retrieval (bench.drive_retrieval): one drive per seed.
 SELECTION_DRIVES = (DriveSpec(11, 2, 200), DriveSpec(7, 4, 300), DriveSpec(21, 3, 300),
