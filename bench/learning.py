@@ -103,13 +103,31 @@ def train_cmd(data: Path, out: Path, variant: str, args) -> list[str]:
     return cmd + (["--no-pose"] if no_pose else [])
 
 
-def evaluate(ckpt: Path, data: Path, out: Path, no_pose: bool) -> dict:
-    cmd = [sys.executable, "-m", "spartan_train.evaluate.run", "--checkpoint", str(ckpt),
-           "--data", str(data), "--list", str(every_window_list(data)), "--out", str(out),
-           "--no-progress"]
-    wait(run(cmd + (["--no-pose"] if no_pose else [])), "spartan-eval")
-    variants = json.loads((out / "results.json").read_text())["variants"]
-    return variants["no_pose" if no_pose else "pose"]
+def evaluate(ckpt: Path, data: Path, out: Path, no_pose: bool, reuse: bool = False) -> dict:
+    """spartan-eval's figures of ``ckpt`` on every window of ``data`` (with ``reuse``, an
+    earlier results.json of the same checkpoint and data is read instead)."""
+    variant = "no_pose" if no_pose else "pose"
+    if not (reuse and _evaluated(ckpt, data, out, variant)):
+        cmd = [sys.executable, "-m", "spartan_train.evaluate.run", "--checkpoint", str(ckpt),
+               "--data", str(data), "--list", str(every_window_list(data)), "--out", str(out),
+               "--no-progress"]
+        wait(run(cmd + (["--no-pose"] if no_pose else [])), "spartan-eval")
+    return json.loads((out / "results.json").read_text())["variants"][variant]
+
+
+def _evaluated(ckpt: Path, data: Path, out: Path, variant: str) -> bool:
+    from spartan_train.model.checkpoint import sha256
+
+    try:
+        results = json.loads((out / "results.json").read_text())
+        meta = results["meta"]
+        same = (meta["checkpoint_sha256"] == sha256(ckpt) and variant in results["variants"]
+                and Path(meta["data"]).resolve() == data.resolve())
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    if same:
+        print(f"reusing the evaluation in {out}")
+    return bool(same)
 
 
 def figures(v: dict) -> dict:
@@ -236,7 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="evaluate on the test set (report), the selection set (choose), or "
                          "both (each its own table)")
     ap.add_argument("--reuse", action="store_true",
-                    help="keep a variant already trained in OUT (only evaluate it)")
+                    help="keep a variant already trained in OUT, and its evaluations of the same "
+                         "checkpoint and data")
     ap.add_argument("--layout", choices=LAYOUTS, default="torchrun",
                     help="how each training uses the 2 cores")
     ap.add_argument("--pose-convention", choices=("heading", "reference"), default="heading")
@@ -301,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in runs:
             no_pose = VARIANTS[name][1]
             row = figures(evaluate(runs[name] / "last", path, runs[name] / f"eval-{set_name}",
-                                   no_pose))
+                                   no_pose, args.reuse))
             row["steps"] = steps_of(runs[name] / "last")
             rows[name] = row
         texts.append(table(rows, budget, args.layout, set_name, REPORT_SETS[set_name],

@@ -333,3 +333,22 @@ def test_drive_retrieval_tallies_free_text_per_question() -> None:
     assert text.startswith("m: free-text questions over 2 drives\n")
     assert "| a | 2 | 1 | 2 |" in text and "| b | 1 | 0 | 0 |" in text
     assert "| all | 3 | 1 (33%) | 2 (67%) |" in text
+
+
+def test_learning_bench_reuses_an_evaluation_of_the_same_checkpoint(tmp_path: Path) -> None:
+    """--reuse reads an earlier spartan-eval results.json when checkpoint and data match."""
+    from spartan_train.demo import DEFAULT_CHECKPOINT
+    from spartan_train.model.checkpoint import sha256
+
+    from bench import learning
+
+    data, out = tmp_path / "data", tmp_path / "eval"
+    data.mkdir()
+    out.mkdir()
+    figures = {"n": 3, "marker": "earlier run"}
+    (out / "results.json").write_text(json.dumps({
+        "meta": {"checkpoint_sha256": sha256(DEFAULT_CHECKPOINT), "data": str(data)},
+        "variants": {"pose": figures}}))
+    assert learning.evaluate(DEFAULT_CHECKPOINT, data, out, False, reuse=True) == figures
+    assert not learning._evaluated(DEFAULT_CHECKPOINT, tmp_path, out, "pose")  # other data
+    assert not learning._evaluated(DEFAULT_CHECKPOINT, data, out, "no_pose")  # not evaluated
