@@ -444,7 +444,10 @@ def write_dataset(cfg: GenConfig, progress: bool = True) -> dict[str, Any]:
         total=cfg.sequences * cfg.frames, unit="frame", disable=not progress, desc="spartan-synth"
     )
     if cfg.workers > 1:
-        ctx = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+        # Not fork: a caller that has started threads (torch, ONNX Runtime) can leave a lock held
+        # in the forked child, which then never finishes. A fork server starts clean.
+        ctx = multiprocessing.get_context(
+            "forkserver" if sys.platform.startswith("linux") else "spawn")
         with ctx.Pool(cfg.workers) as pool:
             for res in pool.imap(generate_sequence, jobs):
                 results[res.index] = res
