@@ -33,6 +33,8 @@ from typing import Any
 import numpy as np
 from spartan_train.protocol import DRIVES, SPREAD_DRIVES, DriveSpec
 
+from bench.report import earlier_results
+
 KS = (1, 5, 10)
 SETS = {**DRIVES, "spread": SPREAD_DRIVES}
 
@@ -48,12 +50,11 @@ def chance_at(queries: list[dict[str, Any]], segments: int, k: int) -> float:
 def _reused(out: Path, model: Path, split: str) -> dict[str, Any] | None:
     """An earlier run's results.json in ``out`` for the same exported model and split."""
     try:
-        results: dict[str, Any] = json.loads((out / "results.json").read_text())
         want = json.loads((model / "model.json").read_text())["model_hash"]
     except (OSError, ValueError, KeyError):
         return None
-    meta = results.get("meta", {})
-    return results if meta.get("model_hash") == want and meta.get("split") == split else None
+    return earlier_results(out, lambda r: (r["meta"]["model_hash"] == want
+                                           and r["meta"]["split"] == split))
 
 
 def evaluate_checkpoint(ckpt: Path, work: Path, drives: tuple[DriveSpec, ...],

@@ -118,37 +118,17 @@ def instrument(timers: Timers, compacted: list[int]) -> None:
 
 def variant_store(settings: dict[str, Any]) -> Any:
     """MilvusSegmentStore, or a subclass with the variant's schema."""
-    from spartan_ros.memory.milvus_store import _META_PROPERTY, MilvusSegmentStore
+    from spartan_ros.memory.milvus_store import BLOB_FIELDS, MilvusSegmentStore
 
     drop = set(settings.get("drop", ()))
     if not drop and not settings.get("no_index"):
         return MilvusSegmentStore
 
     class VariantStore(MilvusSegmentStore):
-        def _create_collection(self) -> None:
-            from pymilvus import DataType, MilvusClient
-
-            e = self.embed_dim
-            schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
-            schema.add_field("key", DataType.VARCHAR, is_primary=True, max_length=512)
-            schema.add_field("vehicle_id", DataType.VARCHAR, max_length=256)
-            for name in ("segment_id", "start_ns", "end_ns"):
-                schema.add_field(name, DataType.INT64)
-            schema.add_field("frame_id", DataType.VARCHAR, max_length=256)
-            for name in ("min_x", "max_x", "min_y", "max_y"):
-                schema.add_field(name, DataType.DOUBLE)
-            for name in ("poses", "video_feat", "pose_feat"):
-                if name not in drop:
-                    schema.add_field(name, DataType.VARCHAR, max_length=65535)
-            schema.add_field("u", DataType.FLOAT_VECTOR, dim=2 * e + 2)
-            schema.add_field("v", DataType.FLOAT_VECTOR, dim=e)
-            index = None
-            if not settings.get("no_index"):
-                index = self._client.prepare_index_params()
-                index.add_index(field_name="u", index_type="FLAT", metric_type="IP")
-                index.add_index(field_name="v", index_type="FLAT", metric_type="IP")
-            self._client.create_collection(self.collection, schema=schema, index_params=index,
-                                           properties={_META_PROPERTY: self._description()})
+        def _create_collection(self, blobs: tuple[str, ...] = BLOB_FIELDS,
+                               indexed: bool = True) -> None:
+            super()._create_collection(tuple(name for name in blobs if name not in drop),
+                                       indexed and not settings.get("no_index"))
 
         def _load_own_ids(self) -> list[tuple[int, int]]:
             return []

@@ -32,6 +32,8 @@ from pathlib import Path
 
 from spartan_train.protocol import DRIVES, PAPER_SELECTION, PAPER_TEST, PAPER_TRAINING, DriveSpec
 
+from bench.report import earlier_results
+
 GOALS = {"R@1": 0.60, "R@5": 0.90, "look_alike_gap": 0.15}
 LAYOUTS = ("torchrun", "threads", "side-by-side")
 # variant -> (pose convention, None = --pose-convention; no-pose ablation?)
@@ -118,16 +120,10 @@ def evaluate(ckpt: Path, data: Path, out: Path, no_pose: bool, reuse: bool = Fal
 def _evaluated(ckpt: Path, data: Path, out: Path, variant: str) -> bool:
     from spartan_train.model.checkpoint import sha256
 
-    try:
-        results = json.loads((out / "results.json").read_text())
-        meta = results["meta"]
-        same = (meta["checkpoint_sha256"] == sha256(ckpt) and variant in results["variants"]
-                and Path(meta["data"]).resolve() == data.resolve())
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
-    if same:
-        print(f"reusing the evaluation in {out}")
-    return bool(same)
+    digest = sha256(ckpt)
+    return earlier_results(out, lambda r: (
+        r["meta"]["checkpoint_sha256"] == digest and variant in r["variants"]
+        and Path(r["meta"]["data"]).resolve() == data.resolve())) is not None
 
 
 def figures(v: dict) -> dict:

@@ -193,6 +193,19 @@ def markdown_document(doc: dict[str, Any], rows: list[Row]) -> str:
     return "\n".join(head) + markdown_table(rows) + "\n"
 
 
+def earlier_results(out: Path, same: Callable[[dict[str, Any]], bool]) -> dict[str, Any] | None:
+    """``out/results.json`` of an earlier run, when ``same(results)`` says it measured the same
+    model on the same data; None when it is missing, unreadable or of something else."""
+    try:
+        results: dict[str, Any] = json.loads((out / "results.json").read_text())
+        if not same(results):
+            return None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    print(f"reusing the results in {out}")
+    return results
+
+
 def write_outputs(out: Path, doc: dict[str, Any], rows: list[Row]) -> tuple[Path, Path]:
     out.mkdir(parents=True, exist_ok=True)
     json_path, md_path = out / "bench.json", out / "bench.md"

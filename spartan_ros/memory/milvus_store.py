@@ -64,7 +64,9 @@ PROBE_EXTRA = 8
 # Collection property holding the model hash, embed dim and schema version (JSON).
 _META_PROPERTY = "spartan.meta"
 _BASE_FIELDS = ["key", "vehicle_id", "segment_id"]
-_ROW_FIELDS = ["start_ns", "end_ns", "frame_id", "poses", "video_feat", "pose_feat"]
+# Arrays stored as base64 text: poses float64 [T, 8], video_feat and pose_feat float32 [E].
+BLOB_FIELDS = ("poses", "video_feat", "pose_feat")
+_ROW_FIELDS = ["start_ns", "end_ns", "frame_id", *BLOB_FIELDS]
 
 
 class FleetUnavailable(RuntimeError):
@@ -404,28 +406,31 @@ class MilvusSegmentStore:
                 f"{meta.get('embed_dim')}), not of the loaded model {self.model_hash!r}: "
                 "segments of different models never share a collection")
 
-    def _create_collection(self) -> None:
+    def _create_collection(self, blobs: tuple[str, ...] = BLOB_FIELDS,
+                           indexed: bool = True) -> None:
+        """The collection's schema. ``blobs`` and ``indexed`` exist for the ingest benchmark,
+        which measures what the stored arrays and the vector indexes cost."""
         from pymilvus import DataType, MilvusClient
 
         e = self.embed_dim
         schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
         schema.add_field("key", DataType.VARCHAR, is_primary=True, max_length=512)
         schema.add_field("vehicle_id", DataType.VARCHAR, max_length=256)
-        schema.add_field("segment_id", DataType.INT64)
-        schema.add_field("start_ns", DataType.INT64)
-        schema.add_field("end_ns", DataType.INT64)
+        for name in ("segment_id", "start_ns", "end_ns"):
+            schema.add_field(name, DataType.INT64)
         schema.add_field("frame_id", DataType.VARCHAR, max_length=256)
         for name in ("min_x", "max_x", "min_y", "max_y"):
             schema.add_field(name, DataType.DOUBLE)
-        schema.add_field("poses", DataType.VARCHAR, max_length=65535)  # base64 float64 [T, 8]
-        schema.add_field("video_feat", DataType.VARCHAR, max_length=65535)  # base64 float32 [E]
-        schema.add_field("pose_feat", DataType.VARCHAR, max_length=65535)  # base64 float32 [E]
+        for name in blobs:
+            schema.add_field(name, DataType.VARCHAR, max_length=65535)
         schema.add_field("u", DataType.FLOAT_VECTOR, dim=2 * e + 2)  # [a, β, 2g, γ]
         schema.add_field("v", DataType.FLOAT_VECTOR, dim=e)  # v̂, unit video feature
-        index = self._client.prepare_index_params()
-        # FLAT: brute force, so a range search returns every row past the radius (exactness).
-        index.add_index(field_name="u", index_type="FLAT", metric_type="IP")
-        index.add_index(field_name="v", index_type="FLAT", metric_type="IP")
+        index = None
+        if indexed:
+            index = self._client.prepare_index_params()
+            # FLAT: brute force, so a range search returns every row past the radius (exactness).
+            index.add_index(field_name="u", index_type="FLAT", metric_type="IP")
+            index.add_index(field_name="v", index_type="FLAT", metric_type="IP")
         self._client.create_collection(self.collection, schema=schema, index_params=index,
                                        properties={_META_PROPERTY: self._description()})
 
