@@ -120,10 +120,10 @@ def evaluate(ckpt: Path, data: Path, out: Path, no_pose: bool, reuse: bool = Fal
 def _evaluated(ckpt: Path, data: Path, out: Path, variant: str) -> bool:
     from spartan_train.model.checkpoint import sha256
 
-    digest = sha256(ckpt)
+    # The checkpoint is hashed only when an earlier results.json is there to compare with.
     return earlier_results(out, lambda r: (
-        r["meta"]["checkpoint_sha256"] == digest and variant in r["variants"]
-        and Path(r["meta"]["data"]).resolve() == data.resolve())) is not None
+        variant in r["variants"] and Path(r["meta"]["data"]).resolve() == data.resolve()
+        and r["meta"]["checkpoint_sha256"] == sha256(ckpt))) is not None
 
 
 def figures(v: dict) -> dict:
