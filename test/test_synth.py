@@ -262,3 +262,44 @@ def test_window_facts_recorded_and_rederivable(synth):
         if r["maneuver"] in ("turn_left", "turn_right", "lane_change_left", "lane_change_right"):
             assert r["maneuver"] in r["facts"]
         assert ("stop" in r["facts"]) == (min(f["speed"] for f in frames) < 0.3)
+
+
+def test_landmark_captions_name_every_gas_station_in_view(synth, tmp_path):
+    """--name-landmarks: every window with a gas station in view (the free-text fact) names it in
+    its caption; nothing else changes (same images, poses and the other windows' captions), and
+    the dataset records the option."""
+    named = tmp_path / "named"
+    cfg = _cfg(named, seed=11)
+    cfg.name_landmarks = True
+    write_dataset(cfg, progress=False)
+    plain, marked = read_windows_meta(synth), read_windows_meta(named)
+    assert [(r["seq"], r["start"]) for r in plain] == [(r["seq"], r["start"]) for r in marked]
+    with_gas = [(a, b) for a, b in zip(plain, marked, strict=True) if "gas_station" in b["facts"]]
+    assert with_gas, "the test drive must pass a gas station"
+    assert all("gas station" in b["caption"] for _, b in with_gas)
+    # the default misses some of them (the reason for the option)
+    assert sum("gas station" not in a["caption"] for a, _ in with_gas) > 0
+    assert all(a["caption"] == b["caption"]
+               for a, b in zip(plain, marked, strict=True) if "gas_station" not in b["facts"])
+    a, b = _tree(synth), _tree(named)
+    assert a.keys() == b.keys()
+    changed = {k for k in a if a[k] != b[k]}
+    assert {"meta/windows.jsonl", "meta/dataset.json"} <= changed <= {
+        "config/train.txt", "config/val.txt", "meta/windows.jsonl", "meta/dataset.json"}, changed
+    assert json.loads(b["meta/dataset.json"])["config"]["name_landmarks"] is True
+    assert "name_landmarks" not in json.loads(a["meta/dataset.json"])["config"]
+
+
+def test_gas_stations_per_town(tmp_path, capsys):
+    grid = world.make_grid(np.random.default_rng(0), 6, 6)
+    towns = {n: world.build_town(0, grid, np.random.default_rng(1), gas_stations=n)
+             for n in (0, world.GAS_STATIONS, 6)}
+    assert {n: len(t.gas_stations) for n, t in towns.items()} == {0: 0, 2: 2, 6: 6}
+    out = tmp_path / "gas"
+    args = ["--out", str(out), "--seed", "3", "--sequences", "1", "--frames", "30", "--width",
+            "32", "--height", "24", "--gas-stations", "6", "--name-landmarks", "--quiet"]
+    assert main(args) == 0
+    config = json.loads((out / "meta" / "dataset.json").read_text())["config"]
+    assert config["gas_stations"] == 6 and config["name_landmarks"] is True
+    assert main(["--out", str(tmp_path / "x"), "--gas-stations", "-1"]) == 2
+    assert "--gas-stations must be >= 0" in capsys.readouterr().err

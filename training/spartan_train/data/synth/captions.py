@@ -345,7 +345,29 @@ def _side_sentence(w: _Writer, side: str, items: list[Seen]) -> str | None:
     return f"{lead}, {verb} {_join(phrases)}."
 
 
-def _summary(w: _Writer, scene: Scene, first: list[Seen], m: Motion) -> str:
+BIG_GAS = 0.04  # share of the image a gas station must cover to be named in the summary
+
+
+def _gas_sentence(w: _Writer, g: Seen, comes_later: bool) -> str:
+    where = "ahead" if g.side == "center" else f"on the {g.side}"
+    colour = f"{g.colour} " if g.colour else ""
+    if comes_later:
+        return w.pick(
+            [
+                f"Later in the clip, a gas station with a {colour}canopy comes into view {where}.",
+                f"As the clip goes on, a gas station with fuel pumps appears {where}.",
+            ]
+        )
+    return w.pick(
+        [
+            f"A gas station with a {colour}canopy and fuel pumps is visible {where}.",
+            f"There is a gas station {where}, its {colour}canopy standing out.",
+        ]
+    )
+
+
+def _summary(w: _Writer, scene: Scene, first: list[Seen], m: Motion,
+             landmark: Seen | None = None) -> str:
     opener = w.pick(
         [
             "The video shows",
@@ -355,7 +377,8 @@ def _summary(w: _Writer, scene: Scene, first: list[Seen], m: Motion) -> str:
         ]
     )
     kinds = {s.kind for s in first}
-    big_gas = any(s.kind == "gas station" and s.frac > 0.04 for s in first)
+    big_gas = any(s.kind == "gas station" and s.frac > BIG_GAS for s in first)
+    big_gas = big_gas or landmark is not None  # in view long enough to be what the window shows
     if big_gas:
         where = w.pick(["a street passing a gas station", "a road next to a gas station"])
     elif scene.node_ahead is not None and scene.node_ahead < 35 and w.chance(0.5):
@@ -376,16 +399,20 @@ def write_caption(
     later: list[Seen],
     motion: Motion,
     max_words: int | None = None,
+    landmark: Seen | None = None,
 ) -> str:
     """A multi-sentence caption; the first sentence (before the first ".") summarises it.
 
     ``max_words`` caps the length (scene sentences are dropped first); by default it is drawn
     between 55 and 120 words, about 60 to 150 CLIP tokens like the real captions.
+    ``landmark`` is a gas station in view during the window (its largest view): the summary and
+    a sentence of its own name it even when the first frame does not show it, and that sentence
+    is never dropped for length.
     """
     w = _Writer(rng)
     if max_words is None:
         max_words = int(rng.integers(55, 121))
-    summary = _summary(w, scene, first, motion)
+    summary = _summary(w, scene, first, motion, landmark)
     sides = _group(first)
     body: list[str] = []
     for side in ("left", "right"):
@@ -403,18 +430,11 @@ def write_caption(
             )
         )
     gas = [s for s in first if s.kind == "gas station"]
-    if gas:
-        g = max(gas, key=lambda s: s.frac)
-        where = "ahead" if g.side == "center" else f"on the {g.side}"
-        colour = f"{g.colour} " if g.colour else ""
-        body.append(
-            w.pick(
-                [
-                    f"A gas station with a {colour}canopy and fuel pumps is visible {where}.",
-                    f"There is a gas station {where}, its {colour}canopy standing out.",
-                ]
-            )
-        )
+    kept_always: list[str] = []
+    if landmark is not None:  # named whatever the length: it is what the window is about
+        kept_always.append(_gas_sentence(w, landmark, comes_later=not gas))
+    elif gas:
+        body.append(_gas_sentence(w, max(gas, key=lambda s: s.frac), comes_later=False))
     cars = [s for s in first if s.kind == "car"]
     if len(cars) >= 2 and w.chance(0.7):
         colours = sorted({c.colour for c in cars if c.colour})[:3]
@@ -460,6 +480,8 @@ def write_caption(
             )
         )
     new = [s for s in later if s.frac > 0.01 and s.key not in {f.key for f in first}]
+    if landmark is not None:  # already named
+        new = [s for s in new if s.kind != "gas station"]
     if new:
         top = max(new, key=lambda s: s.frac)
         where = "ahead" if top.side == "center" else f"on the {top.side}"
@@ -492,10 +514,10 @@ def write_caption(
             )
         ]
     # trim scene sentences (never the summary or the motion) to stay within max_words
-    words = len(summary.split()) + sum(len(s.split()) for s in tail)
+    words = len(summary.split()) + sum(len(s.split()) for s in kept_always + tail)
     kept = []
     for s in sentences:
         if words + len(s.split()) <= max_words:
             kept.append(s)
             words += len(s.split())
-    return " ".join([summary, *kept, *tail])
+    return " ".join([summary, *kept_always, *kept, *tail])

@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from spartan_train.data.layout import FPS, WINDOW, format_list_line
 from spartan_train.data.synth import captions, trajectory, world
-from spartan_train.data.synth.facts import frame_record, window_facts
+from spartan_train.data.synth.facts import MIN_VIEW_FRAMES, frame_record, window_facts
 from spartan_train.data.synth.render import Camera, Renderer, make_weather
 
 FORMAT_VERSION = 1
@@ -46,6 +46,7 @@ MIN_FRAC = {
     "street lamp": 0.0008,
 }
 WEATHER_P = {"clear": 0.3, "overcast": 0.15, "dusk": 0.15, "night": 0.15, "fog": 0.1, "rain": 0.15}
+IN_VIEW_KEPT = 12  # the largest things in view a frame's record keeps (the facts see these)
 LOOK_DIST = 2.5  # metres: first frames this close (same town and weather) look alike
 LOOK_YAW = 12.0  # degrees
 
@@ -65,6 +66,11 @@ class GenConfig:
     grid_size: int = 6
     workers: int = 1
     png_compression: int = 3
+    # Captions name a gas station whenever the window has one in view (as the free-text facts
+    # count it), not only when the first frame shows it: training data; the protocol's selection
+    # and test drives keep the default.
+    name_landmarks: bool = False
+    gas_stations: int = world.GAS_STATIONS  # per town; more gives training more of them to see
 
     def check(self) -> None:
         if self.sequences < 1:
@@ -79,6 +85,8 @@ class GenConfig:
             raise ValueError("--stride must be >= 0")
         if self.grid_size < 4:
             raise ValueError("--grid-size must be >= 4 (families start at an interior node)")
+        if self.gas_stations < 0:
+            raise ValueError("--gas-stations must be >= 0")
         if not 0 <= self.png_compression <= 9:
             raise ValueError("--png-compression must be 0..9")
 
@@ -195,10 +203,10 @@ _TOWNS: dict[tuple, world.Town] = {}
 
 def _town(cfg: GenConfig, grid: world.Grid, t: int) -> world.Town:
     # Keyed by everything the town is built from: one process may generate several datasets.
-    key = (cfg.seed, t, tuple(grid.xs.tolist()), tuple(grid.ys.tolist()))
+    key = (cfg.seed, t, tuple(grid.xs.tolist()), tuple(grid.ys.tolist()), cfg.gas_stations)
     if key not in _TOWNS:
         _TOWNS.clear()  # keep one town in memory: sequences are processed grouped by town
-        _TOWNS[key] = world.build_town(t, grid, _rng(cfg.seed, TOWN, t))
+        _TOWNS[key] = world.build_town(t, grid, _rng(cfg.seed, TOWN, t), cfg.gas_stations)
     return _TOWNS[key]
 
 
@@ -350,6 +358,19 @@ def _later(r: SeqResult, start: int, window: int) -> list[captions.Seen]:
     return sorted(best.values(), key=lambda s: (-s.frac, s.key))
 
 
+def _landmark(r: SeqResult, start: int, window: int) -> captions.Seen | None:
+    """The window's largest view of a gas station, if one is in view in enough of its frames
+    to be a fact of the window (``facts.MIN_VIEW_FRAMES``)."""
+    views = []
+    for i in range(start, start + window):
+        gas = [s for s in r.views[i][:IN_VIEW_KEPT] if s.kind == "gas station"]
+        if gas:
+            views.append(max(gas, key=lambda s: s.frac))
+    if len(views) < MIN_VIEW_FRAMES:
+        return None
+    return max(views, key=lambda s: s.frac)
+
+
 def build_windows(
     cfg: GenConfig, plans: list[SeqPlan], results: dict[int, SeqResult], split: dict[int, str]
 ) -> list[dict[str, Any]]:
@@ -368,6 +389,7 @@ def build_windows(
                 first,
                 _later(r, start, cfg.window),
                 m,
+                landmark=_landmark(r, start, cfg.window) if cfg.name_landmarks else None,
             )
             # look-alike: same town, same weather, first frames close in position and heading
             key = (plan.town, plan.weather)
@@ -425,8 +447,18 @@ def _frame_meta(r: SeqResult, i: int) -> dict[str, Any]:
         "lane": "left" if r.lane[i] == 0 else "right",
         "light": r.light[i],
         "node_ahead_m": r.node_ahead[i],
-        "in_view": [[s.kind, s.desc, s.side, s.frac, s.dist] for s in r.views[i][:12]],
+        "in_view": [[s.kind, s.desc, s.side, s.frac, s.dist] for s in r.views[i][:IN_VIEW_KEPT]],
     }
+
+
+def _config_record(cfg: GenConfig) -> dict[str, Any]:
+    """What made the dataset; options left at their default are omitted when older datasets
+    did not have them, so a set generated before an option existed reads the same."""
+    record = {k: v for k, v in asdict(cfg).items() if k not in ("out", "workers")}
+    for name, default in (("name_landmarks", False), ("gas_stations", world.GAS_STATIONS)):
+        if record[name] == default:
+            del record[name]
+    return record
 
 
 def write_dataset(cfg: GenConfig, progress: bool = True) -> dict[str, Any]:
@@ -493,7 +525,7 @@ def write_dataset(cfg: GenConfig, progress: bool = True) -> dict[str, Any]:
     cam = Camera(cfg.width, cfg.height, cam_height=trajectory.CAM_HEIGHT)
     summary = {
         "format_version": FORMAT_VERSION,
-        "config": {k: v for k, v in asdict(cfg).items() if k not in ("out", "workers")},
+        "config": _config_record(cfg),
         "towns": n_towns,
         "sequences": [p.name for p in plans],
         "windows": {
@@ -545,6 +577,11 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[GenConfig, bool]:
     ap.add_argument("--grid-size", type=int, default=6, help="intersections per town side")
     ap.add_argument("--workers", type=int, default=1, help="processes (output does not change)")
     ap.add_argument("--png-compression", type=int, default=3)
+    ap.add_argument("--name-landmarks", action="store_true",
+                    help="captions name a gas station whenever the window has one in view, not "
+                    "only when its first frame shows it (for training sets)")
+    ap.add_argument("--gas-stations", type=int, default=world.GAS_STATIONS,
+                    help="gas stations per town (more for training sets that should learn them)")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     ns = ap.parse_args(argv)
     cfg = GenConfig(
@@ -561,6 +598,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[GenConfig, bool]:
         grid_size=ns.grid_size,
         workers=ns.workers,
         png_compression=ns.png_compression,
+        name_landmarks=ns.name_landmarks,
+        gas_stations=ns.gas_stations,
     )
     return cfg, ns.quiet
 

@@ -774,8 +774,13 @@ def _park(b: _Builder, g: _Ground, rng, lot: _Lot, season: str) -> None:
         _tree(b, rng, x, y, season, big=True)
 
 
-def build_town(town_id: int, grid: Grid, rng: np.random.Generator) -> Town:
-    """Everything beside the roads of ``grid``; deterministic given ``rng``'s state."""
+GAS_STATIONS = 2  # per town, by default
+
+
+def build_town(town_id: int, grid: Grid, rng: np.random.Generator,
+               gas_stations: int = GAS_STATIONS) -> Town:
+    """Everything beside the roads of ``grid``; deterministic given ``rng``'s state.
+    ``gas_stations`` inner lots (at most as many as there are) hold a gas station."""
     style = _pick(rng, sorted(STYLES))
     season = _pick(rng, ["summer", "summer", "autumn", "spring"])
     b = _Builder()
@@ -814,8 +819,8 @@ def build_town(town_id: int, grid: Grid, rng: np.random.Generator) -> Town:
     p = np.array([weights[k] for k in kinds], float)
     p /= p.sum()
     inner = [k for k, (_, is_inner) in enumerate(lots) if is_inner]
-    gas_lots = set(rng.choice(inner, size=min(2, len(inner)), replace=False).tolist())
-    gas_stations = []
+    gas_lots = set(rng.choice(inner, size=min(gas_stations, len(inner)), replace=False).tolist())
+    stations = []
     for k, (lot, is_inner) in enumerate(lots):
         kind = (
             kinds[int(rng.choice(len(kinds), p=p))]
@@ -824,7 +829,7 @@ def build_town(town_id: int, grid: Grid, rng: np.random.Generator) -> Town:
         )
         if k in gas_lots:
             face = _pick(rng, list(lot.fronts))
-            gas_stations.append(_gas_station(b, g, rng, lot, face))
+            stations.append(_gas_station(b, g, rng, lot, face))
             # the rest of the lot, behind the forecourt
             rest = tuple(f for f in lot.fronts if f != face)
             cut = {"s": (0, 27, 0, 0), "n": (0, 0, 0, 27), "w": (27, 0, 0, 0), "e": (0, 0, 27, 0)}
@@ -865,7 +870,7 @@ def build_town(town_id: int, grid: Grid, rng: np.random.Generator) -> Town:
         ground=g.finish(),
         origin=(g.x0, g.y0),
         lights=lights,
-        gas_stations=gas_stations,
+        gas_stations=stations,
         grain=rng.integers(-7, 8, size=(512, 512)).astype(np.float32),
     )
 
