@@ -1,6 +1,6 @@
 # The two commands that matter: `make demo` (the whole job end to end) and `make test` (everything
 # CI checks). Both set up their own environment first (scripts/setup.sh, idempotent).
-.PHONY: setup test lint demo bench bench-learning bench-drives fuzz model clean bench-ingest bench-fleet bench-fleet-ingest bench-export bench-spread bench-layouts bench-conventions bench-reliability bench-replays
+.PHONY: setup test lint demo bench bench-learning bench-drives fuzz model clean bench-ingest bench-fleet bench-fleet-ingest bench-export bench-spread bench-layouts bench-conventions bench-reliability bench-replays bench-paths
 
 setup:
 	@bash scripts/setup.sh
@@ -50,6 +50,12 @@ bench-layouts: setup
 bench-drives: setup
 	@scripts/env.sh python -m bench.drive_retrieval assets/models/tiny-synth --set test \
 	  --out runs/drive_retrieval
+
+# Does a planner's path pick the right one of two look-alike drives (same start, town and
+# weather, different ways at the first intersection)? The test drives, one core, ~2 min.
+bench-paths: setup
+	@scripts/env.sh python -m bench.path_picks assets/models/tiny-synth --set test \
+	  --out runs/path_picks
 
 # How far the test figure moves between the test drives and as many other drives.
 bench-spread: setup

@@ -9,11 +9,12 @@ disjoint seed sets, each with one job:
 - ``TEST``: only ever reported. Nothing is chosen by looking at them; a figure on a test seed is
   what a user may expect on a drive nobody has seen.
 
-Two benchmarks draw from them. ``bench.drive_retrieval`` (the node's task: every window of one
+Three benchmarks draw from them. ``bench.drive_retrieval`` (the node's task: every window of one
 drive queried against that drive's memory) uses ``*_DRIVES``; ``bench.learning`` (the paper's
 protocol: galleries of 100 clips) trains on ``PAPER_TRAINING`` and evaluates ``PAPER_SELECTION`` /
-``PAPER_TEST``. docs/evaluation.md explains the sets, the spread measurement that fixed the test
-set's size, and how the committed model relates to them.
+``PAPER_TEST``; ``bench.path_picks`` (does a planner's path pick the right one of two look-alike
+drives?) uses ``PATH_PICK_*``. docs/evaluation.md explains the sets, the spread measurement that
+fixed the test set's size, and how the committed model relates to them.
 """
 
 from __future__ import annotations
@@ -70,6 +71,15 @@ SPREAD_DRIVES = tuple(DriveSpec(s, 3, 300) for s in SPREAD_SEEDS)
 PAPER_TRAINING = DriveSpec(0, 40, 400)
 PAPER_SELECTION = DriveSpec(21, 12, 400)
 PAPER_TEST = DriveSpec(211, 16, 400)
+
+# Path picks (bench.path_picks): 8 sequences are two families, each three drives that start
+# together and part at their first intersection (left, straight, right) plus a twin in another
+# town. 120 frames (12 s) reach past the parting in most families (some wait at a red light
+# first: then a pair may never part and is left out); measured at 8x120: 136-180 comparisons per
+# seed on the selection seeds, 138-174 on the first six test seeds, ~20 s per seed on one core.
+PATH_PICK_SELECTION = tuple(DriveSpec(s, 8, 120) for s in SELECTION_SEEDS)
+PATH_PICK_TEST = tuple(DriveSpec(s, 8, 120) for s in TEST_SEEDS[:6])
+PATH_PICK_DRIVES = {"selection": PATH_PICK_SELECTION, "test": PATH_PICK_TEST}
 
 # The demo's drive: a selection seed, so what it shows may have been looked at while choosing.
 DEMO_DRIVE = DriveSpec(17, 4, 300)
