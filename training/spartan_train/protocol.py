@@ -75,7 +75,7 @@ PAPER_TEST = DriveSpec(211, 16, 400)
 # Path picks (bench.path_picks): 8 sequences are two families, each three drives that start
 # together and part at their first intersection (left, straight, right) plus a twin in another
 # town. 120 frames (12 s) reach past the parting in most families (some wait at a red light
-# first: then a pair may never part and is left out); measured at 8x120: 136-180 comparisons per
+# first: then a pair may never part and is left out); measured at 8x120: 132-180 comparisons per
 # seed on the selection seeds, 138-174 on the first six test seeds, ~20 s per seed on one core.
 PATH_PICK_SELECTION = tuple(DriveSpec(s, 8, 120) for s in SELECTION_SEEDS)
 PATH_PICK_TEST = tuple(DriveSpec(s, 8, 120) for s in TEST_SEEDS[:6])
