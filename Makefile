@@ -97,7 +97,7 @@ bench-reliability: setup
 bench-replays: setup
 	@scripts/env.sh python -m bench.replays --runs 10 --rates 1,2 $(BENCH_ARGS)
 
-# Rebuild assets/models/tiny-synth from scratch (about 2 h on 2 cores; stages are kept).
+# Rebuild assets/models/tiny-synth from scratch (about 2 h 20 min on 2 cores; stages are kept).
 model: setup
 	@bash scripts/train_tiny_synth.sh
 

@@ -56,7 +56,8 @@ from spartan_train.processes import Process, SegmentWatch, ros_env
 from spartan_train.protocol import DEMO_DRIVE, TRAINING_SEEDS, seed_set
 
 REPO = Path(__file__).resolve().parents[2]  # the repository (this file: training/spartan_train/)
-DEFAULT_CHECKPOINT = REPO / "assets" / "models" / "tiny-synth"  # the trained `tiny` (seeds 0, 5, 9)
+# the trained `tiny` (protocol.TRAINING_SEEDS)
+DEFAULT_CHECKPOINT = REPO / "assets" / "models" / "tiny-synth"
 DEFAULT_WORK = Path("runs/demo")
 SERVICE = "/spartan/query"
 SEGMENTS = "/spartan/segments"

@@ -37,8 +37,9 @@ class DriveSpec:
         return f"seed {self.seed} ({self.sequences}x{self.frames})"
 
 
-# Seeds of the committed model's training sets (assets/models/tiny-synth, make model).
-TRAINING_SEEDS = (0, 5, 9)
+# Seeds of the committed model's training sets (assets/models/tiny-synth, make model; seed 3
+# with more gas stations per town).
+TRAINING_SEEDS = (0, 3, 5, 9)
 # The drives the committed model's stage lengths were chosen on (its card said "unseen" then):
 # they are the selection set now, never test. 17 is the demo's drive: picked because it holds
 # both of the demo's free-text questions (a gas station passed while turning left, a stop at a
