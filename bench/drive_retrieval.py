@@ -14,7 +14,9 @@ The drives come from the evaluation protocol (``spartan_train.protocol``): ``--s
 default, the figures to report) or ``--set selection`` (the drives every choice is made on).
 ``--spread`` also runs the test set's twin (same size, other seeds) and prints how far R@5 moves
 between the two: the test set is big enough when that stays under 2 points. Free-text questions
-(``evaluate.questions``, scored by the drives' recorded facts) are pooled over the drives too.
+(``evaluate.questions``, scored by the drives' recorded facts) are pooled over the drives too. A
+last table sets the pooled figures against the committed model's goals (``GOALS``) and says by
+how many points each is met or missed.
 
 "chance" is the R@k a random ranking would get: per query, 1 - C(N - c, k) / C(N, k) with N
 segments in the memory and c of them correct, averaged.
@@ -37,6 +39,9 @@ from bench.report import earlier_results
 
 KS = (1, 5, 10)
 SETS = {**DRIVES, "spread": SPREAD_DRIVES}
+# What the committed model should reach on the test drives: (pooled key, measure, goal).
+GOALS = (("R@1", "within-drive R@1", 0.50), ("R@5", "within-drive R@5", 0.85),
+         ("free_R@1", "free text answered at rank 1", 0.70))
 
 
 def chance_at(queries: list[dict[str, Any]], segments: int, k: int) -> float:
@@ -158,6 +163,36 @@ def table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def goal_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each goal with the checkpoint's pooled figure, whether it is met and by how many points it
+    is over (+) or short (-); a figure the drives cannot give (no free text) is None."""
+    rows = []
+    for key, measure, goal in GOALS:
+        value = result["pooled"].get(key)
+        rows.append({"measure": measure, "goal": goal, "value": value,
+                     "met": None if value is None else value >= goal,
+                     "points": None if value is None else round((value - goal) * 100, 1)})
+    return rows
+
+
+def goals_table(results: list[dict[str, Any]], drive_set: str) -> str:
+    """The goals against every checkpoint; only the test drives' figures count."""
+    caveat = "" if drive_set == "test" else " (only the test drives' figures count)"
+    lines = [f"goals on the {drive_set} drives{caveat}",
+             "| measure | goal | " + " | ".join(r["name"] for r in results) + " |",
+             "|---|---|" + "---|" * len(results)]
+    per_result = [goal_rows(r) for r in results]
+    for i, (_, measure, goal) in enumerate(GOALS):
+        cells = []
+        for rows in per_result:
+            row = rows[i]
+            cells.append("-" if row["value"] is None else
+                         f"{row['value']:.3f}: {'met' if row['met'] else 'missed'} "
+                         f"({row['points']:+.1f} points)")
+        lines.append(f"| {measure} | >= {goal:.2f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def spread_line(a: dict[str, Any], b: dict[str, Any]) -> str:
     """How far pooled R@k moves between the test set and its twin of the same size."""
     cells = [f"R@{k} {a['pooled'][f'R@{k}']:.3f} vs {b['pooled'][f'R@{k}']:.3f} "
@@ -213,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
             + ", ".join(d.label for d in drives) + "\n\n" + table(results))
     text += "".join("\n\n" + questions_table(r, len(drives)) for r in results
                     if r["free_text"]["answerable"])
+    text += "\n\n" + goals_table(results, args.drive_set)
     twins = []
     if args.spread:
         twin = SPREAD_DRIVES[:len(drives)]
@@ -227,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     args.out.mkdir(parents=True, exist_ok=True)
     doc = {"results": results, "set": args.drive_set, "twins": twins, "split": args.split,
+           "goals": {r["name"]: goal_rows(r) for r in results},
            "drives": [d.__dict__ for d in drives],
            "wall_s": round(time.monotonic() - t0, 1)}
     (args.out / "drive_retrieval.json").write_text(json.dumps(doc, indent=2) + "\n")

@@ -186,7 +186,13 @@ def test_drive_retrieval_quick_run(tmp_path: Path) -> None:
     assert "| seed 11 (2x200) | R@5 |" in proc.stdout and "| all (pooled) | R@1 |" in proc.stdout
     assert "selection drives (spartan_train.protocol): seed 11 (2x200)\n" in proc.stdout
     assert "| free text (pooled) | answered at rank 1 |" in proc.stdout
+    assert "goals on the selection drives (only the test drives' figures count)" in proc.stdout
     doc = json.loads((out / "drive_retrieval.json").read_text())
+    goals = {g["measure"]: g for g in doc["goals"][DEFAULT_CHECKPOINT.name]}
+    r5 = goals["within-drive R@5"]
+    assert r5["goal"] == 0.85 and r5["met"] == (r5["value"] >= 0.85)
+    assert f"| within-drive R@5 | >= 0.85 | {r5['value']:.3f}: " in proc.stdout
+    assert r5["points"] == round((r5["value"] - 0.85) * 100, 1)
     assert doc["set"] == "selection" and doc["drives"] == [{"seed": 11, "sequences": 2,
                                                              "frames": 200}]
     (result,) = doc["results"]
