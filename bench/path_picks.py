@@ -26,7 +26,6 @@ import argparse
 import itertools
 import json
 import logging
-import shutil
 import sys
 import time
 from collections.abc import Iterator
@@ -81,19 +80,13 @@ class Memory:
 
 def make_drives(spec: DriveSpec, work: Path) -> Path:
     """The drive set's dataset root under ``work``, generated (one process) unless already there."""
-    from spartan_train.data.synth.generate import GenConfig, write_dataset
+    from spartan_train.data.synth.generate import GenConfig, ensure_dataset
 
     root = work / "drives" / f"seed{spec.seed}-{spec.sequences}x{spec.frames}"
-    if (root / "meta" / "dataset.json").is_file():  # the generator writes it last
-        return root
-    partial = root.with_name(root.name + ".partial")  # the generator wants an empty folder
-    shutil.rmtree(partial, ignore_errors=True)
-    shutil.rmtree(root, ignore_errors=True)
     t0 = time.monotonic()
-    write_dataset(GenConfig(out=str(partial), seed=spec.seed, sequences=spec.sequences,
-                            frames=spec.frames), progress=False)
-    partial.rename(root)
-    print(f"  generated {spec.label} in {time.monotonic() - t0:.0f} s", file=sys.stderr)
+    if ensure_dataset(GenConfig(out=str(root), seed=spec.seed, sequences=spec.sequences,
+                                frames=spec.frames), progress=False) is not None:
+        print(f"  generated {spec.label} in {time.monotonic() - t0:.0f} s", file=sys.stderr)
     return root
 
 

@@ -161,22 +161,17 @@ def export_model(cfg: DemoConfig) -> Path:
 def make_drive(cfg: DemoConfig) -> tuple[Path, Path]:
     """(dataset root, bag) of the demo drive, generated and written unless already there."""
     from spartan_train.bag.write import CAPTIONS_FILE, WriteConfig, write_bag
-    from spartan_train.data.synth.generate import GenConfig, write_dataset
+    from spartan_train.data.synth.generate import GenConfig, ensure_dataset
 
     root, bag = cfg.drive_dir / "data", cfg.drive_dir / "bag"
     progress = sys.stderr.isatty()
-    done = root / "meta" / "dataset.json"  # written last by the generator
-    if done.is_file():
+    t0 = time.monotonic()
+    summary = ensure_dataset(GenConfig(
+        out=str(root), seed=cfg.seed, sequences=cfg.sequences, frames=cfg.frames,
+        width=cfg.width, height=cfg.height, workers=min(2, os.cpu_count() or 1)), progress)
+    if summary is None:
         say(f"   {root}: generated before, kept")
     else:
-        t0 = time.monotonic()
-        tmp = cfg.drive_dir / "data.partial"  # the generator wants an empty folder
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(root, ignore_errors=True)
-        gen = GenConfig(out=str(tmp), seed=cfg.seed, sequences=cfg.sequences, frames=cfg.frames,
-                        width=cfg.width, height=cfg.height, workers=min(2, os.cpu_count() or 1))
-        summary = write_dataset(gen, progress=progress)
-        tmp.rename(root)
         say(f"   generated {len(summary['sequences'])} sequences x {cfg.frames} frames "
             f"({cfg.width}x{cfg.height}, seed {cfg.seed}) in {time.monotonic() - t0:.0f} s")
     if (bag / CAPTIONS_FILE).is_file():  # written after the messages

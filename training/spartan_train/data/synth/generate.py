@@ -20,9 +20,10 @@ import json
 import math
 import multiprocessing
 import os
+import shutil
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ from tqdm import tqdm
 
 from spartan_train.data.layout import FPS, WINDOW, format_list_line
 from spartan_train.data.synth import captions, trajectory, world
-from spartan_train.data.synth.facts import MIN_VIEW_FRAMES, frame_record, window_facts
+from spartan_train.data.synth.facts import frame_record, window_facts
 from spartan_train.data.synth.render import Camera, Renderer, make_weather
 
 FORMAT_VERSION = 1
@@ -358,17 +359,11 @@ def _later(r: SeqResult, start: int, window: int) -> list[captions.Seen]:
     return sorted(best.values(), key=lambda s: (-s.frac, s.key))
 
 
-def _landmark(r: SeqResult, start: int, window: int) -> captions.Seen | None:
-    """The window's largest view of a gas station, if one is in view in enough of its frames
-    to be a fact of the window (``facts.MIN_VIEW_FRAMES``)."""
-    views = []
-    for i in range(start, start + window):
-        gas = [s for s in r.views[i][:IN_VIEW_KEPT] if s.kind == "gas station"]
-        if gas:
-            views.append(max(gas, key=lambda s: s.frac))
-    if len(views) < MIN_VIEW_FRAMES:
-        return None
-    return max(views, key=lambda s: s.frac)
+def _largest_gas_view(r: SeqResult, start: int, window: int) -> captions.Seen:
+    """The window's largest view of a gas station (the window must have one in view)."""
+    gas = [s for i in range(start, start + window) for s in r.views[i][:IN_VIEW_KEPT]
+           if s.kind == "gas station"]
+    return max(gas, key=lambda s: s.frac)
 
 
 def build_windows(
@@ -383,13 +378,17 @@ def build_windows(
             m = window_motion(r, start, cfg.window)
             first = r.views[start]
             scene = captions.Scene(r.style, r.season, plan.weather, r.node_ahead[start])
+            facts = window_facts(
+                [frame_record(_frame_meta(r, i)) for i in range(start, start + cfg.window)],
+                plan.weather)
+            named = cfg.name_landmarks and "gas_station" in facts
             text = captions.write_caption(
                 _rng(cfg.seed, CAPTION, plan.index, start),
                 scene,
                 first,
                 _later(r, start, cfg.window),
                 m,
-                landmark=_landmark(r, start, cfg.window) if cfg.name_landmarks else None,
+                landmark=_largest_gas_view(r, start, cfg.window) if named else None,
             )
             # look-alike: same town, same weather, first frames close in position and heading
             key = (plan.town, plan.weather)
@@ -423,9 +422,7 @@ def build_windows(
                     "distance_m": round(m.distance, 2),
                     "yaw_change_deg": round(m.yaw_change, 1),
                     "caption": text,
-                    "facts": sorted(window_facts(
-                        [frame_record(_frame_meta(r, i)) for i in range(start, start + cfg.window)],
-                        plan.weather)),
+                    "facts": sorted(facts),
                 }
             )
     return records
@@ -451,12 +448,16 @@ def _frame_meta(r: SeqResult, i: int) -> dict[str, Any]:
     }
 
 
+ADDED_OPTIONS = ("name_landmarks", "gas_stations")  # options later than the first datasets
+
+
 def _config_record(cfg: GenConfig) -> dict[str, Any]:
     """What made the dataset; options left at their default are omitted when older datasets
     did not have them, so a set generated before an option existed reads the same."""
     record = {k: v for k, v in asdict(cfg).items() if k not in ("out", "workers")}
-    for name, default in (("name_landmarks", False), ("gas_stations", world.GAS_STATIONS)):
-        if record[name] == default:
+    defaults = {f.name: f.default for f in fields(GenConfig)}
+    for name in ADDED_OPTIONS:
+        if record[name] == defaults[name]:
             del record[name]
     return record
 
@@ -554,6 +555,21 @@ def write_dataset(cfg: GenConfig, progress: bool = True) -> dict[str, Any]:
     (out / "meta" / "dataset.json").write_text(
         json.dumps(summary, indent=1, sort_keys=True), "utf-8"
     )
+    return summary
+
+
+def ensure_dataset(cfg: GenConfig, progress: bool = True) -> dict[str, Any] | None:
+    """Generate ``cfg.out`` unless a complete set is there already (its ``meta/dataset.json`` is
+    written last). The set is written to ``<out>.partial`` and renamed, so ``cfg.out`` is either
+    complete or absent; one cut short is generated again. The summary, or None if kept."""
+    out = Path(cfg.out)
+    if (out / "meta" / "dataset.json").is_file():
+        return None
+    partial = out.with_name(out.name + ".partial")  # the generator wants an empty folder
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.rmtree(out, ignore_errors=True)
+    summary = write_dataset(replace(cfg, out=str(partial)), progress=progress)
+    partial.rename(out)
     return summary
 
 
