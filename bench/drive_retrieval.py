@@ -175,21 +175,18 @@ def goal_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def goals_table(results: list[dict[str, Any]], drive_set: str) -> str:
-    """The goals against every checkpoint; only the test drives' figures count."""
+def goals_table(goals: dict[str, list[dict[str, Any]]], drive_set: str) -> str:
+    """``goal_rows`` of every checkpoint (by name) side by side; only the test drives count."""
     caveat = "" if drive_set == "test" else " (only the test drives' figures count)"
     lines = [f"goals on the {drive_set} drives{caveat}",
-             "| measure | goal | " + " | ".join(r["name"] for r in results) + " |",
-             "|---|---|" + "---|" * len(results)]
-    per_result = [goal_rows(r) for r in results]
-    for i, (_, measure, goal) in enumerate(GOALS):
-        cells = []
-        for rows in per_result:
-            row = rows[i]
-            cells.append("-" if row["value"] is None else
-                         f"{row['value']:.3f}: {'met' if row['met'] else 'missed'} "
-                         f"({row['points']:+.1f} points)")
-        lines.append(f"| {measure} | >= {goal:.2f} | " + " | ".join(cells) + " |")
+             "| measure | goal | " + " | ".join(goals) + " |",
+             "|---|---|" + "---|" * len(goals)]
+    for rows in zip(*goals.values(), strict=True):  # one goal, every checkpoint
+        cells = ["-" if row["value"] is None else
+                 f"{row['value']:.3f}: {'met' if row['met'] else 'missed'} "
+                 f"({row['points']:+.1f} points)" for row in rows]
+        lines.append(f"| {rows[0]['measure']} | >= {rows[0]['goal']:.2f} | "
+                     + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -248,7 +245,8 @@ def main(argv: list[str] | None = None) -> int:
             + ", ".join(d.label for d in drives) + "\n\n" + table(results))
     text += "".join("\n\n" + questions_table(r, len(drives)) for r in results
                     if r["free_text"]["answerable"])
-    text += "\n\n" + goals_table(results, args.drive_set)
+    goals = {r["name"]: goal_rows(r) for r in results}
+    text += "\n\n" + goals_table(goals, args.drive_set)
     twins = []
     if args.spread:
         twin = SPREAD_DRIVES[:len(drives)]
@@ -263,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     args.out.mkdir(parents=True, exist_ok=True)
     doc = {"results": results, "set": args.drive_set, "twins": twins, "split": args.split,
-           "goals": {r["name"]: goal_rows(r) for r in results},
+           "goals": goals,
            "drives": [d.__dict__ for d in drives],
            "wall_s": round(time.monotonic() - t0, 1)}
     (args.out / "drive_retrieval.json").write_text(json.dumps(doc, indent=2) + "\n")
