@@ -194,39 +194,26 @@ def lookalike_memory(tmp_path_factory):
     """One spartan-synth family (seed 11, never trained on): drives that start at the same place
     of the same town in the same weather and part at the first intersection (synth_000 turns
     right, synth_003 goes straight; synth_002 is synth_000's drive in another town), stored by the
-    committed trained model, each sequence 100 s after the one before."""
-    from PIL import Image
+    committed trained model the way the path-pick benchmark stores its drives."""
     from spartan_train.data.synth.generate import GenConfig, write_dataset
     from spartan_train.demo import DEFAULT_CHECKPOINT
     from spartan_train.export import export_model
+
+    from bench.path_picks import store_drives
 
     work = tmp_path_factory.mktemp("lookalike")
     write_dataset(GenConfig(out=str(work / "drive"), seed=11, sequences=4, frames=80),
                   progress=False)
     model_dir = work / "model"
     export_model(DEFAULT_CHECKPOINT, model_dir, log=lambda _line: None)
-    engine = Engine(model_dir, providers=("cpu",))
-    store = SegmentStore(None, engine.model_hash, engine.embed_dim, head=engine.fusion_head)
-    svc = MemoryService(engine, store, ServiceConfig())
-    where: dict[int, tuple[str, int]] = {}
-    root = work / "drive"
-    for k, seq in enumerate(f"synth_{i:03d}" for i in range(4)):
-        poses = np.load(root / "poses" / f"{seq}_poses.npy")
-        start = START_NS + k * 100_000_000_000
-        for i, row in enumerate(poses):
-            stamp = start + i * FRAME_NS
-            svc.add_odometry(stamp, row[1:4], row[4:8], "map")
-            image = Image.open(root / "images" / seq / f"{i:06d}.png").convert("RGB")
-            svc.add_frame(stamp, np.asarray(image))
-            svc.process()
-        svc.flush()
-        for seg in store.get_many(store.all_ids()):
-            where.setdefault(seg.id, (seq, (seg.start_ns - start) // FRAME_NS))
-    return svc, where
+    memory = store_drives(Engine(model_dir, providers=("cpu",)), work / "drive")
+    return memory.service, memory.places
 
 
 @pytest.mark.slow
 def test_a_planners_path_picks_between_look_alike_places(lookalike_memory):
+    from bench.path_picks import planner_path
+
     svc, where = lookalike_memory
     ids = {place: seg_id for seg_id, place in where.items()}
     assert len(svc.store) == 40  # 10 windows per drive
@@ -240,10 +227,7 @@ def test_a_planners_path_picks_between_look_alike_places(lookalike_memory):
     for start in (36, 48):  # the approach to the intersection, and the turn itself
         right, straight = ("synth_000", start), ("synth_003", start)
         for drive, other in ((right, straight), (straight, right)):
-            seg = svc.store.get(ids[drive])
-            path = seg.poses.copy()
-            path[:, 0] = 0.0  # as a planner sends it: positions and headings, no stamps
-            speed = seg.path_length / ((seg.end_ns - seg.start_ns) * 1e-9)
+            path, speed = planner_path(svc.store.get(ids[drive]))  # as a planner sends it
             result = svc.query(Query(text, top_k=100, trajectory=path, trajectory_speed=speed))
             assert "trajectory without stamps timed along its" in result.notes[0]
             got = {where[m.id]: r for r, m in enumerate(result.matches)}
