@@ -62,6 +62,12 @@ def generate(data: Path, spec: DriveSpec) -> None:
               str(spec.frames), "--workers", "2"]), "spartan-synth")
 
 
+def data_spec(data: Path) -> DriveSpec:
+    """The generated set in ``data`` as seed, sequences and frames (from its dataset.json)."""
+    config = json.loads((data / "meta" / "dataset.json").read_text("utf-8"))["config"]
+    return DriveSpec(int(config["seed"]), int(config["sequences"]), int(config["frames"]))
+
+
 def every_window_list(data: Path) -> Path:
     """``<data>/config/all.txt``: the train and val lists of a set only evaluated on."""
     out = data / "config" / "all.txt"
@@ -149,7 +155,8 @@ def pose_variant(rows: dict[str, dict], convention: str = "heading") -> str:
 
 
 def table(rows: dict[str, dict], budget: str, layout: str, report_set: str,
-          spec: DriveSpec, convention: str = "heading") -> str:
+          spec: DriveSpec, convention: str = "heading",
+          training: DriveSpec = PAPER_TRAINING) -> str:
     names = list(rows)
     pose_name = pose_variant(rows, convention)
     pose = rows[pose_name]
@@ -177,7 +184,7 @@ def table(rows: dict[str, dict], budget: str, layout: str, report_set: str,
         f"| training steps | {cells('steps', '{:d}')} | | |",
     ]
     head = (f"tiny model from scratch, {budget} per model ({layout}), trained on "
-            f"{PAPER_TRAINING.label}; {report_set} set {spec.label}, {pose['n']} clips; "
+            f"{training.label}; {report_set} set {spec.label}, {pose['n']} clips; "
             f"goals read from {pose_name}")
     return head + "\n\n" + "\n".join(lines)
 
@@ -255,9 +262,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--layout", choices=LAYOUTS, default="torchrun",
                     help="how each training uses the 2 cores")
     ap.add_argument("--pose-convention", choices=("heading", "reference"), default="heading")
-    ap.add_argument("--frames", type=int, default=4, help="frames per clip in training")
+    ap.add_argument("--frames", type=int, default=2,
+                    help="frames per clip in training (2: twice the steps of 4 in the budget)")
     ap.add_argument("--warmup", type=int, default=50, help="warm-up steps")
-    ap.add_argument("--schedule-steps", type=int, default=650,
+    ap.add_argument("--schedule-steps", type=int, default=1550,
                     help="cosine schedule length: about the steps made in the budget")
     ap.add_argument("--epochs", type=int, default=1000, help="upper bound; time budget rules")
     ap.add_argument("--batch-size", type=int, default=32, help="global batch")
@@ -300,6 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
     generate(data, PAPER_TRAINING)
+    trained_on = data_spec(data)  # --data may name another set than the protocol's
     for name, path in held.items():
         generate(path, REPORT_SETS[name])
     runs = {name: out / name for name in args.variants}
@@ -320,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
             row["steps"] = steps_of(runs[name] / "last")
             rows[name] = row
         texts.append(table(rows, budget, args.layout, set_name, REPORT_SETS[set_name],
-                           args.pose_convention))
+                           args.pose_convention, trained_on))
         sets[set_name] = {"variants": rows, "report_data": REPORT_SETS[set_name].__dict__}
     drive_rows = {}
     for drive_set in args.drives:
@@ -333,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     first = sets[args.report_set[0]]
     result = {"variants": first["variants"], "goals": GOALS, "minutes": args.minutes,
               "report_set": args.report_set[0], "report_data": first["report_data"],
-              "sets": sets, "within_drive": drive_rows, "training_data": PAPER_TRAINING.__dict__,
+              "sets": sets, "within_drive": drive_rows, "training_data": trained_on.__dict__,
               "wall_s": time.monotonic() - t0, "settings": vars(args)}
     (out / "learning.json").write_text(json.dumps(result, indent=2))
     (out / "learning.md").write_text(text + "\n")

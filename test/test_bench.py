@@ -248,6 +248,9 @@ def test_learning_bench_commands() -> None:
     assert cmd[cmd.index("--batch-size") + 1] == "16"  # per process: the global batch is 32
     assert cmd[cmd.index("--pose-convention") + 1] == "reference"
     assert "--no-pose" not in cmd and cmd[cmd.index("--max-minutes") + 1] == "20.0"
+    # 2 frames per clip, the cosine as long as the steps 20 minutes make (docs/evaluation.md)
+    assert cmd[cmd.index("--frames") + 1] == "2"
+    assert cmd[cmd.index("--schedule-steps") + 1] == "1550"
     args = learning.build_parser().parse_args(["--steps", "300"])
     cmd = learning.train_cmd(Path("d"), Path("o/pose"), "pose", args)
     assert cmd[cmd.index("--max-steps") + 1] == "300" and "--max-minutes" not in cmd
@@ -261,6 +264,21 @@ def test_learning_bench_commands() -> None:
     text = learning.table({"pose": row, "no_pose": {**row, "look_alike_R@1": 0.3}}, "20 min",
                           "torchrun", "test", learning.PAPER_TEST)
     assert "test set seed 211" in text and "| no (-0.100) |" in text and "(+0.100) |" in text
+    assert f"trained on {learning.PAPER_TRAINING.label};" in text
+    text = learning.table({"pose": row}, "20 min", "torchrun", "test", learning.PAPER_TEST,
+                          training=learning.DriveSpec(0, 40, 400))
+    assert "trained on seed 0 (40x400);" in text
+
+
+def test_learning_bench_names_the_set_it_trained_on(tmp_path) -> None:
+    """--data may name another generated set than the protocol's: the report names that one."""
+    from spartan_train.data.synth.generate import GenConfig, write_dataset
+
+    from bench import learning
+
+    write_dataset(GenConfig(out=str(tmp_path / "d"), seed=5, sequences=1, frames=40),
+                  progress=False)
+    assert learning.data_spec(tmp_path / "d") == learning.DriveSpec(5, 1, 40)
 
 
 def test_learning_bench_reads_the_goals_from_the_default_convention() -> None:
