@@ -54,12 +54,13 @@ def wait(proc: subprocess.Popen, what: str) -> None:
 
 
 def generate(data: Path, spec: DriveSpec) -> None:
-    if (data / "meta" / "dataset.json").exists():
+    """``spec`` generated into ``data`` on both cores, unless a complete set is there already."""
+    from spartan_train.data.synth.generate import GenConfig, ensure_dataset
+
+    cfg = GenConfig(out=str(data), seed=spec.seed, sequences=spec.sequences, frames=spec.frames,
+                    workers=2)
+    if ensure_dataset(cfg) is None:
         print(f"using the generated set in {data}")
-        return
-    wait(run([sys.executable, "-m", "spartan_train.data.synth.generate", "--out", str(data),
-              "--seed", str(spec.seed), "--sequences", str(spec.sequences), "--frames",
-              str(spec.frames), "--workers", "2"]), "spartan-synth")
 
 
 def data_spec(data: Path) -> DriveSpec:
