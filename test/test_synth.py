@@ -303,3 +303,30 @@ def test_gas_stations_per_town(tmp_path, capsys):
     assert config["gas_stations"] == 6 and config["name_landmarks"] is True
     assert main(["--out", str(tmp_path / "x"), "--gas-stations", "-1"]) == 2
     assert "--gas-stations must be >= 0" in capsys.readouterr().err
+
+
+def test_ensure_dataset_generates_once_and_replaces_a_set_cut_short(tmp_path):
+    """A complete set is kept; a set cut short (no meta/dataset.json) or a leftover .partial is
+    replaced by a whole one, the same bytes as a straight generation."""
+    from spartan_train.data.synth.generate import ensure_dataset
+
+    cfg = GenConfig(out=str(tmp_path / "set"), seed=4, sequences=1, frames=40)
+    assert ensure_dataset(cfg, progress=False) is not None
+    assert not (tmp_path / "set.partial").exists()
+    stamp = (tmp_path / "set" / "meta" / "dataset.json").stat().st_mtime_ns
+    assert ensure_dataset(cfg, progress=False) is None  # kept, not generated again
+    assert (tmp_path / "set" / "meta" / "dataset.json").stat().st_mtime_ns == stamp
+    (tmp_path / "set" / "meta" / "dataset.json").unlink()  # as if cut short
+    (tmp_path / "set.partial").mkdir()
+    (tmp_path / "set.partial" / "stray").write_text("x")
+    assert ensure_dataset(cfg, progress=False) is not None
+    assert not (tmp_path / "set.partial").exists()
+    write_dataset(GenConfig(out=str(tmp_path / "straight"), seed=4, sequences=1, frames=40),
+                  progress=False)
+    files = sorted(p.relative_to(tmp_path / "set") for p in (tmp_path / "set").rglob("*"))
+    assert files == sorted(p.relative_to(tmp_path / "straight")
+                           for p in (tmp_path / "straight").rglob("*"))
+    for rel in files:
+        if (tmp_path / "set" / rel).is_file():
+            assert (tmp_path / "set" / rel).read_bytes() == \
+                (tmp_path / "straight" / rel).read_bytes(), rel
