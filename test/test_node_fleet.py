@@ -41,7 +41,10 @@ def check_mirroring(tmp_path, model_dir, env, servers):
     try:
         node.wait_for_output("active: ingesting")
         assert "mirroring segments to the fleet" in node.output()
-        publisher = helper(env, tmp_path / "publish.log", "publish", "--seconds", "40")
+        # A drive longer than the test: stopping and restarting the fleet store takes a varying
+        # time, and segments must still arrive after it (a 40 s drive could end before the store
+        # was back, and "more segments" never came). The publisher is stopped below.
+        publisher = helper(env, tmp_path / "publish.log", "publish", "--seconds", "600")
         wait_until(lambda: len(segments.ids()) >= 3, 90, "the first segments")
         model = file_model(memory)
         wait_until(lambda: fleet_count(uri, model) >= 1, 60, "the first mirrored segment")
