@@ -109,6 +109,8 @@ def train_cmd(data: Path, out: Path, variant: str, args) -> list[str]:
         cmd += ["--own-motion", str(args.own_motion)]
     if args.drive_group > 1:
         cmd += ["--drive-group", str(args.drive_group)]
+    if args.look_alike > 1:
+        cmd += ["--look-alike", str(args.look_alike)]
     return cmd + (["--no-pose"] if no_pose else [])
 
 
@@ -273,6 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--lr", type=float, default=None)
     ap.add_argument("--own-motion", type=float, default=0.0, help="weight of the own-motion term")
     ap.add_argument("--drive-group", type=int, default=1, help="windows per drive in a batch")
+    ap.add_argument("--look-alike", type=int, default=1,
+                    help="look-alike windows of different drives grouped in a batch")
     ap.add_argument("--seed", type=int, default=0, help="training seed (not the data's)")
     ap.add_argument("--drives", nargs="+", choices=sorted(DRIVES), default=[],
                     help="also run the node's task (bench.drive_retrieval: every window of a "

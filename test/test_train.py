@@ -4,9 +4,11 @@ gloo processes), exact resume, the time budget, and error reporting."""
 from __future__ import annotations
 
 import csv
+import logging
 import math
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -27,6 +29,8 @@ from spartan_train.train.data import (
     drive_groups,
     encode_codes,
     frame_offsets,
+    look_alike_group_count,
+    look_alike_groups,
     still_poses,
 )
 from spartan_train.train.step import text_features
@@ -164,6 +168,27 @@ def test_drive_groups_hold_far_apart_windows_of_one_drive() -> None:
         drive_groups(seqs, starts, 0, seed=0, epoch=0)
 
 
+def test_look_alike_groups_pair_different_drives_of_one_place() -> None:
+    # place P: drives a (two windows: a stopped car), b and c; place Q: drives a and d; R: e only
+    seqs = ["a", "a", "b", "c", "a", "d", "e", "f", "f", "g", "h"]
+    looks = ["P", "P", "P", "P", "Q", "Q", "R", None, None, None, "S"]
+    groups = look_alike_groups(seqs, looks, 2, seed=0, epoch=0)
+    assert (len(groups), 3) == look_alike_group_count(seqs, looks, 2) == (5, 3)
+    flat = [i for g in groups for i in g]
+    assert len(flat) == len(set(flat)) == 10  # one window left over, the others once each
+    alike = [g for g in groups if looks[g[0]] is not None and looks[g[0]] == looks[g[1]]
+             and seqs[g[0]] != seqs[g[1]]]
+    # both windows of the stopped car get a partner, and the place two drives saw is paired
+    assert sorted(looks[g[0]] for g in alike) == ["P", "P", "Q"]
+    assert groups == look_alike_groups(seqs, looks, 2, seed=0, epoch=0)  # same on every rank
+    assert any(look_alike_groups(seqs, looks, 2, seed=0, epoch=e) != groups for e in (1, 2, 3))
+    assert look_alike_group_count(seqs, looks, 3) == (3, 1)  # only P has three drives
+    with pytest.raises(ValueError, match="group size"):
+        look_alike_groups(seqs, looks, 1, seed=0, epoch=0)
+    with pytest.raises(ValueError, match="look-alike groups"):
+        look_alike_groups(seqs, looks[:-1], 2, seed=0, epoch=0)
+
+
 # --------------------------------------------------------------------------- training runs
 
 
@@ -252,6 +277,24 @@ def test_drive_groups_and_own_motion_term(data_root: Path, micro_ckpt: Path, cac
                for r in rows)
     for bad in (["--drive-group", "3"], ["--own-motion", "-1"]):  # 3 does not divide batch 4
         assert main(_args(data_root, tmp_path / "bad", cache_dir, micro_ckpt, *bad)) == 2
+
+
+def test_look_alike_batches(data_root: Path, micro_ckpt: Path, cache_dir: Path, tmp_path: Path,
+                            caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="spartan_train.train")
+    both = tmp_path / "both.txt"  # the two drives of the family that start alike
+    both.write_text("".join((data_root / "config" / f).read_text() for f in ("train.txt",
+                                                                              "val.txt")))
+    result = train(_args(data_root, tmp_path / "alike", cache_dir, micro_ckpt, "--max-steps", "2",
+                         "--look-alike", "2", "--train-list", str(both)))
+    assert result.step == 2 and math.isfinite(result.last_loss)
+    alike = re.search(r"look-alike batches: (\d+) groups of 2", caplog.text)
+    assert alike and int(alike.group(1)) >= 1, caplog.text
+    for bad in (["--look-alike", "3"], ["--look-alike", "2", "--drive-group", "2"]):
+        assert main(_args(data_root, tmp_path / "bad", cache_dir, micro_ckpt, *bad)) == 2
+    bare = tmp_path / "bare"  # a set without look-alike groups (real sets have none)
+    shutil.copytree(data_root, bare, ignore=shutil.ignore_patterns("meta"))
+    assert main(_args(bare, tmp_path / "bad", cache_dir, micro_ckpt, "--look-alike", "2")) != 0
 
 
 def test_max_minutes_stops_cleanly_with_no_pose(data_root: Path, micro_ckpt: Path,

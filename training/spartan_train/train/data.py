@@ -347,3 +347,65 @@ def drive_group_count(seqs: Sequence[str], k: int) -> int:
     for s in seqs:
         counts[s] = counts.get(s, 0) + 1
     return sum(n // k for n in counts.values())
+
+
+# --------------------------------------------------------------------------- look-alike batches
+
+
+def _looks_by_drive(seqs: Sequence[str],
+                    looks: Sequence[str | None]) -> dict[str, dict[str, list[int]]]:
+    """look-alike group -> drive -> its window indices (windows without a group left out)."""
+    if len(seqs) != len(looks):
+        raise ValueError(f"{len(seqs)} sequence names but {len(looks)} look-alike groups")
+    by_look: dict[str, dict[str, list[int]]] = {}
+    for i, (seq, look) in enumerate(zip(seqs, looks, strict=True)):
+        if look is not None:
+            by_look.setdefault(look, {}).setdefault(seq, []).append(i)
+    return by_look
+
+
+def _alike_groups(drives: list[list[int]], k: int,
+                  rng: np.random.Generator | None) -> list[list[int]]:
+    """Groups of ``k`` windows of ``k`` different drives, from each drive's windows at one
+    place: always from the ``k`` drives with the most windows left, so as many as possible."""
+    pools = [list(rng.permutation(w)) if rng is not None else list(w) for w in drives]
+    groups = []
+    while sum(1 for w in pools if w) >= k:
+        ties = rng.random(len(pools)) if rng is not None else np.zeros(len(pools))
+        fullest = sorted(range(len(pools)), key=lambda j: (-len(pools[j]), ties[j]))[:k]
+        groups.append([int(pools[j].pop()) for j in fullest])
+    return groups
+
+
+def look_alike_groups(seqs: Sequence[str], looks: Sequence[str | None], k: int, seed: int,
+                      epoch: int) -> list[list[int]]:
+    """Window indices in groups of ``k``: windows of ``k`` *different* drives that look alike
+    (same look-alike group: same town and weather, first frames at the same place and heading),
+    as many such groups as the set allows, then the rest of the set in random groups of ``k``;
+    all shuffled.
+
+    Random batches almost never hold two look-alike windows, so the loss never asks the model to
+    tell them apart, which only their motion (and so the pose input) can do. A group never holds
+    two windows of one drive: at one place they are near-duplicates (false negatives). Every
+    window is used at most once per epoch; the number of groups does not depend on the epoch.
+    """
+    if k < 2:
+        raise ValueError(f"group size must be >= 2, got {k}")
+    rng = np.random.default_rng([seed, epoch, 104729])
+    used = np.zeros(len(seqs), dtype=bool)
+    groups: list[list[int]] = []
+    for _, drives in sorted(_looks_by_drive(seqs, looks).items()):
+        for group in _alike_groups([drives[s] for s in sorted(drives)], k, rng):
+            groups.append(group)
+            used[group] = True
+    rest = rng.permutation(np.flatnonzero(~used))
+    groups += [[int(i) for i in rest[j * k:(j + 1) * k]] for j in range(len(rest) // k)]
+    return [groups[i] for i in rng.permutation(len(groups))]
+
+
+def look_alike_group_count(seqs: Sequence[str], looks: Sequence[str | None],
+                           k: int) -> tuple[int, int]:
+    """(all groups, look-alike groups) that ``look_alike_groups`` makes, the same every epoch."""
+    alike = sum(len(_alike_groups(list(d.values()), k, None))
+                for d in _looks_by_drive(seqs, looks).values())
+    return alike + (len(seqs) - alike * k) // k, alike

@@ -60,7 +60,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from spartan_train.data import DatasetError, DrivingDataset
+from spartan_train.data import DatasetError, DrivingDataset, read_windows_meta
 from spartan_train.model import (
     CONFIGS,
     MODES,
@@ -79,6 +79,8 @@ from spartan_train.train.data import (
     decode_frames,
     drive_group_count,
     drive_groups,
+    look_alike_group_count,
+    look_alike_groups,
     still_poses,
 )
 from spartan_train.train.loss import LOSS_KINDS, LossConfig
@@ -152,6 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="build batches from groups of K windows of the same drive, far apart, "
                         "so negatives include other places of one drive (default 1: uniform "
                         "shuffle, as the reference); the batch size must be a multiple of K")
+    o.add_argument("--look-alike", type=int, default=1, metavar="K",
+                   help="build batches from groups of K windows of K different drives that "
+                        "look alike (a generated set's look-alike groups), the rest of the set "
+                        "in random groups of K, so negatives include places that only motion "
+                        "tells apart (default 1: uniform shuffle); the batch size must be a "
+                        "multiple of K")
     o.add_argument("--lr", type=float, default=None,
                    help=f"peak LR (default {DEFAULT_LR_FRESH} fresh, {DEFAULT_LR_FINETUNE} "
                         "from a checkpoint)")
@@ -215,6 +223,11 @@ def check_args(args: argparse.Namespace) -> None:
     if args.drive_group < 1 or args.batch_size % args.drive_group:
         bad(f"--drive-group must be >= 1 and divide --batch-size {args.batch_size}, "
             f"got {args.drive_group}")
+    if args.look_alike < 1 or args.batch_size % args.look_alike:
+        bad(f"--look-alike must be >= 1 and divide --batch-size {args.batch_size}, "
+            f"got {args.look_alike}")
+    if args.look_alike > 1 and args.drive_group > 1:
+        bad("--look-alike and --drive-group each build the batches: choose one")
     if not (args.own_motion >= 0 and math.isfinite(args.own_motion)):
         bad(f"--own-motion must be a finite weight >= 0, got {args.own_motion}")
     if args.val_batch < 1:
@@ -551,15 +564,22 @@ class Trainer:
         self.batch = min(args.batch_size, n_local)
         self.steps_per_epoch = max(n_local // self.batch, 1)
         self.train_seqs = [e.seq for e in self.train_set.reader.entries]
+        self.train_looks: list[str | None] = []
         if args.drive_group > 1:
-            k = args.drive_group
-            groups_local = drive_group_count(self.train_seqs, k) // self.d.world
-            self.batch = args.batch_size
-            self.steps_per_epoch = groups_local * k // self.batch
-            if self.steps_per_epoch < 1:
-                raise TrainError(f"--drive-group {k}: {len(self.train_set)} training windows make "
-                                 f"{groups_local} groups per process, fewer than one batch of "
-                                 f"{self.batch}")
+            self._grouped_steps("--drive-group", args.drive_group,
+                                drive_group_count(self.train_seqs, args.drive_group))
+        if args.look_alike > 1:
+            self.train_looks = self._look_alike_ids(args.data)
+            groups, alike = look_alike_group_count(self.train_seqs, self.train_looks,
+                                                   args.look_alike)
+            self._grouped_steps("--look-alike", args.look_alike, groups)
+            if self.d.main:
+                log.info("look-alike batches: %d groups of %d look-alike windows per epoch, "
+                         "%d groups in all", alike, args.look_alike, groups)
+                if not alike:
+                    log.warning("--look-alike %d: no place of the training set was seen by %d "
+                                "drives, so every batch is random", args.look_alike,
+                                args.look_alike)
         self.sampler: DistributedSampler[int] = DistributedSampler(
             self.train_set, num_replicas=self.d.world, rank=self.d.rank, shuffle=True,
             seed=args.seed)
@@ -608,9 +628,29 @@ class Trainer:
 
     # -- set-up helpers ---------------------------------------------------------------------
 
+    def _grouped_steps(self, option: str, k: int, groups: int) -> None:
+        """Batches made of whole groups of ``k`` windows: full batches of every rank's share."""
+        groups_local = groups // self.d.world
+        self.batch = self.args.batch_size
+        self.steps_per_epoch = groups_local * k // self.batch
+        if self.steps_per_epoch < 1:
+            raise TrainError(f"{option} {k}: {len(self.train_set)} training windows make "
+                             f"{groups_local} groups per process, fewer than one batch of "
+                             f"{self.batch}")
+
+    def _look_alike_ids(self, root: str) -> list[str | None]:
+        """Each training window's look-alike group, from a generated set's meta/windows.jsonl."""
+        try:
+            records = read_windows_meta(root)
+        except DatasetError as e:
+            raise TrainError(f"--look-alike needs look-alike groups: {e}") from None
+        by_window = {(str(r.get("seq")), r.get("start")): r.get("look_group") for r in records}
+        looks = [by_window.get((e.seq, e.start)) for e in self.train_set.reader.entries]
+        return [str(v) if v is not None else None for v in looks]
+
     def _check_resume_args(self, saved: dict[str, Any]) -> None:
         keys = ("data", "frames", "batch_size", "seed", "loss", "no_short", "no_pose",
-                "no_pose_terms", "decay", "wd", "own_motion", "drive_group")
+                "no_pose_terms", "decay", "wd", "own_motion", "drive_group", "look_alike")
         for k in keys:
             if k in saved and saved[k] != getattr(self.args, k) and self.d.main:
                 log.warning("--resume: %s was %r, now %r", k, saved[k], getattr(self.args, k))
@@ -653,12 +693,17 @@ class Trainer:
 
     def epoch_batches(self, epoch: int) -> list[list[int]]:
         """This rank's batches of ``epoch``: a shuffled split of the set (or of its drive
-        groups, ``--drive-group``), full batches only."""
+        groups, ``--drive-group``, or look-alike groups, ``--look-alike``), full batches only."""
         b = self.batch
+        groups = None
         if self.args.drive_group > 1:
             entries = self.train_set.reader.entries
             groups = drive_groups(self.train_seqs, [e.start for e in entries],
                                   self.args.drive_group, self.args.seed, epoch)
+        elif self.args.look_alike > 1:
+            groups = look_alike_groups(self.train_seqs, self.train_looks, self.args.look_alike,
+                                       self.args.seed, epoch)
+        if groups is not None:
             idx = [i for g in groups[self.d.rank::self.d.world] for i in g]
             return [idx[i * b:(i + 1) * b] for i in range(self.steps_per_epoch)]
         self.sampler.set_epoch(epoch)
