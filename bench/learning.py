@@ -275,8 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--lr", type=float, default=None)
     ap.add_argument("--own-motion", type=float, default=0.0, help="weight of the own-motion term")
     ap.add_argument("--drive-group", type=int, default=1, help="windows per drive in a batch")
-    ap.add_argument("--look-alike", type=int, default=1,
-                    help="look-alike windows of different drives grouped in a batch")
+    ap.add_argument("--look-alike", type=int, default=2,
+                    help="look-alike windows of different drives grouped in a batch (1: random "
+                         "batches, as the reference)")
     ap.add_argument("--seed", type=int, default=0, help="training seed (not the data's)")
     ap.add_argument("--drives", nargs="+", choices=sorted(DRIVES), default=[],
                     help="also run the node's task (bench.drive_retrieval: every window of a "

@@ -2,8 +2,8 @@
 # Rebuilds assets/models/tiny-synth, the trained `tiny` checkpoint the demo and the end-to-end
 # test use, from nothing but this project (about 2 h 20 min on 2 CPU cores, a third of it
 # generating drives; each stage is kept, so a re-run skips what is done). Stages:
-#   1. from scratch on generated drives (seed 0, 120 drives): the learning benchmark's with-pose
-#      model;
+#   1. from scratch on generated drives (seed 0, 120 drives, look-alike pairs in every batch):
+#      the learning benchmark's with-pose model;
 #   2. fine-tune for the node's task on the same drives: batches of 4 far-apart windows per
 #      drive and the own-motion loss term (each caption against the clips of its batch, every
 #      clip fused with its own motion, as the node scores its memory);

@@ -248,16 +248,17 @@ def test_learning_bench_commands() -> None:
     assert cmd[cmd.index("--batch-size") + 1] == "16"  # per process: the global batch is 32
     assert cmd[cmd.index("--pose-convention") + 1] == "reference"
     assert "--no-pose" not in cmd and cmd[cmd.index("--max-minutes") + 1] == "20.0"
-    assert "--look-alike" not in cmd and "--drive-group" not in cmd  # random batches by default
+    # look-alike pairs in every batch (chosen on the selection set), not drive groups
+    assert cmd[cmd.index("--look-alike") + 1] == "2" and "--drive-group" not in cmd
     # 2 frames per clip, the cosine as long as the steps 20 minutes make (docs/evaluation.md)
     assert cmd[cmd.index("--frames") + 1] == "2"
     assert cmd[cmd.index("--schedule-steps") + 1] == "1550"
     args = learning.build_parser().parse_args(["--steps", "300"])
     cmd = learning.train_cmd(Path("d"), Path("o/pose"), "pose", args)
     assert cmd[cmd.index("--max-steps") + 1] == "300" and "--max-minutes" not in cmd
-    args = learning.build_parser().parse_args(["--look-alike", "2"])
+    args = learning.build_parser().parse_args(["--look-alike", "1"])
     cmd = learning.train_cmd(Path("d"), Path("o/pose"), "pose", args)
-    assert cmd[cmd.index("--look-alike") + 1] == "2"
+    assert "--look-alike" not in cmd  # random batches, as the reference
     args = learning.build_parser().parse_args(["--layout", "threads", "--own-motion", "1"])
     cmd = learning.train_cmd(Path("d"), Path("o/no_pose"), "no_pose", args)
     assert cmd[1:3] == ["-m", "spartan_train.train.trainer"] and "--no-pose" in cmd
