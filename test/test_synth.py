@@ -7,7 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from spartan_train.data import DrivingDataset, read_list, read_sequence_meta, read_windows_meta
+from spartan_train.data import (
+    DatasetError,
+    DrivingDataset,
+    read_list,
+    read_sequence_meta,
+    read_windows_meta,
+    windows_meta_by_name,
+)
 from spartan_train.data.synth import trajectory, world
 from spartan_train.data.synth.generate import GenConfig, main, write_dataset
 
@@ -83,6 +90,9 @@ def test_layout_and_reader(synth):
         starts = sorted(e.start for e in train + val if e.seq == seq)
         assert starts[0] == 0 and starts[-1] + 24 <= FRAMES
         assert all(1 <= b - a <= 12 for a, b in zip(starts, starts[1:], strict=False))
+    # the records match list entries by the entries' names
+    by_name = windows_meta_by_name(synth)
+    assert all(by_name[e.name]["caption"] == e.caption for e in train + val)
     ds = DrivingDataset(synth, "config/val.txt")
     item = ds[0]
     assert item.frames.shape == (24, HEIGHT, WIDTH, 3) and item.frames.dtype == np.uint8
@@ -330,3 +340,10 @@ def test_ensure_dataset_generates_once_and_replaces_a_set_cut_short(tmp_path):
         if (tmp_path / "set" / rel).is_file():
             assert (tmp_path / "set" / rel).read_bytes() == \
                 (tmp_path / "straight" / rel).read_bytes(), rel
+
+
+def test_windows_meta_with_a_bad_start_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "meta").mkdir()
+    (tmp_path / "meta" / "windows.jsonl").write_text('{"seq": "a", "start": "x"}\n')
+    with pytest.raises(DatasetError, match="record 1 has start 'x'"):
+        windows_meta_by_name(tmp_path)

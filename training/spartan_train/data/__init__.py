@@ -17,6 +17,7 @@ from spartan_train.data.layout import (
     read_sequence_meta,
     read_windows_meta,
     short_caption,
+    windows_meta_by_name,
 )
 
 __all__ = [
@@ -35,4 +36,5 @@ __all__ = [
     "read_sequence_meta",
     "read_windows_meta",
     "short_caption",
+    "windows_meta_by_name",
 ]

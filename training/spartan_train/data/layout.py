@@ -128,6 +128,22 @@ def read_windows_meta(root: str | Path) -> list[dict[str, Any]]:
     return records
 
 
+def windows_meta_by_name(root: str | Path) -> dict[str, dict[str, Any]]:
+    """The records of ``meta/windows.jsonl`` keyed by the list-file name of their window
+    (``<seq>/%06d.png``), so they can be matched to list entries; raises DatasetError without
+    the file."""
+    by_name: dict[str, dict[str, Any]] = {}
+    for i, rec in enumerate(read_windows_meta(root), 1):
+        if "seq" in rec and "start" in rec:
+            if not isinstance(rec["start"], int) or isinstance(rec["start"], bool):
+                raise DatasetError(f"{Path(root) / 'meta' / 'windows.jsonl'}: record {i} has "
+                                   f"start {rec['start']!r}, not a frame number")
+            by_name[frame_name(str(rec["seq"]), rec["start"])] = rec
+        elif "name" in rec:
+            by_name[str(rec["name"])] = rec
+    return by_name
+
+
 def read_sequence_meta(root: str | Path, seq: str) -> dict[str, Any]:
     """``<root>/meta/<seq>.json``: per-frame ground truth of a synthetic sequence."""
     path = Path(root) / "meta" / f"{seq}.json"

@@ -43,7 +43,7 @@ from tqdm import tqdm
 from spartan_ros.poses import relative_window
 from spartan_ros.preprocess import preprocess_batch
 from spartan_ros.tokenizer import tokenize
-from spartan_train.data import DatasetError, DrivingDataset, read_windows_meta
+from spartan_train.data import DatasetError, DrivingDataset, windows_meta_by_name
 from spartan_train.evaluate.report import write_report
 from spartan_train.evaluate.retrieval import PAPER_GALLERY
 from spartan_train.evaluate.summary import evaluate_embeddings
@@ -159,16 +159,10 @@ def load_groups(root: str | Path, ds: DrivingDataset, n: int) -> dict[str, np.nd
     speed), its values (strings or integers) numbered 0, 1, ... in order of first appearance;
     -1 for a clip without a record. Empty for real sets (no meta folder)."""
     try:
-        records = read_windows_meta(root)
+        by_name = windows_meta_by_name(root)
     except DatasetError:
         return {}
-    by_name: dict[str, dict[str, Any]] = {}
-    for rec in records:
-        if "seq" in rec and "start" in rec:
-            by_name[f"{rec['seq']}/{int(rec['start']):06d}.png"] = rec
-        elif "name" in rec:
-            by_name[str(rec["name"])] = rec
-    keys = sorted({k for r in records for k in r if k.endswith("_group")})
+    keys = sorted({k for r in by_name.values() for k in r if k.endswith("_group")})
     groups = {}
     for key in keys:
         ids = np.full(n, -1, dtype=np.int64)

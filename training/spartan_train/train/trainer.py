@@ -60,7 +60,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from spartan_train.data import DatasetError, DrivingDataset, read_windows_meta
+from spartan_train.data import DatasetError, DrivingDataset, windows_meta_by_name
 from spartan_train.model import (
     CONFIGS,
     MODES,
@@ -641,11 +641,10 @@ class Trainer:
     def _look_alike_ids(self, root: str) -> list[str | None]:
         """Each training window's look-alike group, from a generated set's meta/windows.jsonl."""
         try:
-            records = read_windows_meta(root)
+            by_name = windows_meta_by_name(root)
         except DatasetError as e:
             raise TrainError(f"--look-alike needs look-alike groups: {e}") from None
-        by_window = {(str(r.get("seq")), r.get("start")): r.get("look_group") for r in records}
-        looks = [by_window.get((e.seq, e.start)) for e in self.train_set.reader.entries]
+        looks = [by_name.get(e.name, {}).get("look_group") for e in self.train_set.reader.entries]
         return [str(v) if v is not None else None for v in looks]
 
     def _check_resume_args(self, saved: dict[str, Any]) -> None:
