@@ -107,6 +107,8 @@ def train_cmd(data: Path, out: Path, variant: str, args) -> list[str]:
         cmd += ["--lr", str(args.lr)]
     if args.own_motion:
         cmd += ["--own-motion", str(args.own_motion)]
+    if args.pose_weight is not None:
+        cmd += ["--pose-weight", str(args.pose_weight)]
     if args.drive_group > 1:
         cmd += ["--drive-group", str(args.drive_group)]
     if args.look_alike > 1:
@@ -274,6 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--batch-size", type=int, default=32, help="global batch")
     ap.add_argument("--lr", type=float, default=None)
     ap.add_argument("--own-motion", type=float, default=0.0, help="weight of the own-motion term")
+    ap.add_argument("--pose-weight", type=float, default=None,
+                    help="weight of each pose term (default: the trainer's, SPARTAN's 0.01)")
     ap.add_argument("--drive-group", type=int, default=1, help="windows per drive in a batch")
     ap.add_argument("--look-alike", type=int, default=2,
                     help="look-alike windows of different drives grouped in a batch (1: random "

@@ -259,11 +259,14 @@ def test_learning_bench_commands() -> None:
     args = learning.build_parser().parse_args(["--look-alike", "1"])
     cmd = learning.train_cmd(Path("d"), Path("o/pose"), "pose", args)
     assert "--look-alike" not in cmd  # random batches, as the reference
-    args = learning.build_parser().parse_args(["--layout", "threads", "--own-motion", "1"])
+    assert "--pose-weight" not in cmd  # the trainer's default, SPARTAN's weight
+    args = learning.build_parser().parse_args(["--layout", "threads", "--own-motion", "1",
+                                               "--pose-weight", "0.25"])
     cmd = learning.train_cmd(Path("d"), Path("o/no_pose"), "no_pose", args)
     assert cmd[1:3] == ["-m", "spartan_train.train.trainer"] and "--no-pose" in cmd
     assert cmd[cmd.index("--threads") + 1] == "2" and cmd[cmd.index("--batch-size") + 1] == "32"
     assert cmd[cmd.index("--own-motion") + 1] == "1.0"
+    assert cmd[cmd.index("--pose-weight") + 1] == "0.25"
     row = {"R@1": 0.5, "R@5": 0.8, "R@10": 0.9, "median_rank": 2.0, "n": 700,
            "look_alike_R@1": 0.4, "ape_m": 1.0, "rpe_deg": 0.1, "steps": 300}
     text = learning.table({"pose": row, "no_pose": {**row, "look_alike_R@1": 0.3}}, "20 min",

@@ -87,6 +87,22 @@ def test_reference_weights() -> None:
     assert torch.allclose(parts.loss, long + short)
 
 
+def test_pose_weight_scales_only_the_pose_terms() -> None:
+    b, e = 6, 16
+    v, tl, ts, p = (_unit(b, e, seed=s) for s in range(4))
+    ls = torch.tensor(2.0, dtype=torch.float64)
+    s = math.exp(2.0)
+    pn = F.normalize(p, dim=-1)
+    pose_terms = _ce(s * pn @ v.T) + _ce(s * v @ pn.T)
+    ref = contrastive_loss(v, tl, ls, LossConfig(), text_short=ts, pose=p)
+    heavy = contrastive_loss(v, tl, ls, LossConfig(pose_weight=0.5), text_short=ts, pose=p)
+    assert torch.allclose(heavy.long, ref.long)
+    assert torch.allclose(heavy.short - ref.short, (0.5 - 0.01) * pose_terms)
+    for bad in (-0.1, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="pose_weight"):
+            LossConfig(pose_weight=bad)
+
+
 def test_reference_without_pose_terms_and_longclip_weights() -> None:
     b, e = 5, 8
     v, tl, ts = (_unit(b, e, seed=s) for s in range(3))

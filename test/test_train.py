@@ -275,7 +275,8 @@ def test_drive_groups_and_own_motion_term(data_root: Path, micro_ckpt: Path, cac
     # the own-motion term is in the optimised loss, on top of long + short
     assert all(float(r["loss"]) > float(r["loss_long"]) + float(r["loss_short"]) + 0.1
                for r in rows)
-    for bad in (["--drive-group", "3"], ["--own-motion", "-1"]):  # 3 does not divide batch 4
+    for bad in (["--drive-group", "3"], ["--own-motion", "-1"],  # 3 does not divide batch 4
+                ["--pose-weight", "nan"]):
         assert main(_args(data_root, tmp_path / "bad", cache_dir, micro_ckpt, *bad)) == 2
 
 
@@ -286,7 +287,7 @@ def test_look_alike_batches(data_root: Path, micro_ckpt: Path, cache_dir: Path, 
     both.write_text("".join((data_root / "config" / f).read_text() for f in ("train.txt",
                                                                               "val.txt")))
     result = train(_args(data_root, tmp_path / "alike", cache_dir, micro_ckpt, "--max-steps", "2",
-                         "--look-alike", "2", "--train-list", str(both)))
+                         "--look-alike", "2", "--pose-weight", "0.5", "--train-list", str(both)))
     assert result.step == 2 and math.isfinite(result.last_loss)
     alike = re.search(r"look-alike batches: (\d+) groups of 2", caplog.text)
     assert alike and int(alike.group(1)) >= 1, caplog.text

@@ -11,6 +11,8 @@ Two loss kinds:
 - ``reference`` (SPARTAN with ``--new_loss``, the released checkpoint):
   long  = 0.5 * CE(i2t_long) / 2 + CE(t2i_long) / 2        (i.e. 0.25 and 0.5, Q7)
   short = 0.49 CE(i2t_short) + 0.49 CE(t2i_short) + 0.01 CE(pose2i) + 0.01 CE(i2pose)
+  (``pose_weight`` sets the two 0.01s; a larger one makes the clips' pixels and their motion
+  predict each other, so the pose input has something in the video to match)
   (``pose_terms=False`` gives SPARTAN without ``--new_loss``: short = (i2t + t2i) / 2)
 - ``longclip``: Long-CLIP's symmetric weights, long = (i2t + t2i) / 2, short = (i2t + t2i) / 2,
   no pose terms.
@@ -44,7 +46,8 @@ PCA_DIM = 32
 LABEL_SMOOTHING = 0.1
 # SPARTAN's weights (docs/model.md 8.2 steps 8-9)
 LONG_WEIGHTS = {"reference": (0.25, 0.5), "longclip": (0.5, 0.5)}  # (i2t, t2i)
-SHORT_WEIGHTS = (0.49, 0.49, 0.01, 0.01)  # (i2t_short, t2i_short, pose2i, i2pose)
+SHORT_WEIGHTS = (0.49, 0.49)  # (i2t_short, t2i_short)
+POSE_WEIGHT = 0.01  # each of pose2i and i2pose in the reference
 
 
 @dataclass
@@ -55,6 +58,7 @@ class LossConfig:
     pca_dim: int = PCA_DIM
     label_smoothing: float = LABEL_SMOOTHING
     own_motion: float = 0.0  # weight of the own-motion term (ours; 0 = the reference loss)
+    pose_weight: float = POSE_WEIGHT  # weight of each pose term
 
     def __post_init__(self) -> None:
         if self.kind not in LOSS_KINDS:
@@ -65,6 +69,8 @@ class LossConfig:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if not (self.own_motion >= 0.0 and math.isfinite(self.own_motion)):
             raise ValueError(f"own_motion must be a finite weight >= 0, got {self.own_motion}")
+        if not (self.pose_weight >= 0.0 and math.isfinite(self.pose_weight)):
+            raise ValueError(f"pose_weight must be a finite weight >= 0, got {self.pose_weight}")
 
     @property
     def uses_pose_terms(self) -> bool:
@@ -178,8 +184,8 @@ def contrastive_loss(
             assert pose is not None
             pose_s = F.normalize(pca(pose, config.pca_dim), dim=-1)
             i2ps, ps2i = pair(video_s, pose_s, video_s_all, gather(pose_s))
-            w = SHORT_WEIGHTS
-            short = w[0] * i2ts + w[1] * ts2i + w[2] * ps2i + w[3] * i2ps
+            w, wp = SHORT_WEIGHTS, config.pose_weight
+            short = w[0] * i2ts + w[1] * ts2i + wp * (ps2i + i2ps)
         else:
             short = (i2ts + ts2i) / 2
     return LossParts(loss=long + short, long=long, short=short)

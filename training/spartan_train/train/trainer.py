@@ -83,7 +83,7 @@ from spartan_train.train.data import (
     look_alike_groups,
     still_poses,
 )
-from spartan_train.train.loss import LOSS_KINDS, LossConfig
+from spartan_train.train.loss import LOSS_KINDS, POSE_WEIGHT, LossConfig
 from spartan_train.train.schedule import WarmupCosine
 from spartan_train.train.step import ContrastiveStep, gallery_top1
 
@@ -142,6 +142,10 @@ def build_parser() -> argparse.ArgumentParser:
     lo.add_argument("--no-short", action="store_true", help="drop the short-caption terms")
     lo.add_argument("--no-pose-terms", action="store_true",
                     help="reference loss without the pose terms (SPARTAN without --new_loss)")
+    lo.add_argument("--pose-weight", type=float, default=POSE_WEIGHT, metavar="W",
+                    help="weight of each of the two pose terms, pose to clip and clip to pose "
+                         f"(default {POSE_WEIGHT}, SPARTAN's); larger makes the clip features "
+                         "carry the motion that the pose input describes")
     lo.add_argument("--own-motion", type=float, default=0.0, metavar="W",
                     help="weight of the own-motion term (ours, not SPARTAN's): each caption "
                          "against every clip fused with that clip's own motion, as the node "
@@ -230,6 +234,8 @@ def check_args(args: argparse.Namespace) -> None:
         bad("--look-alike and --drive-group each build the batches: choose one")
     if not (args.own_motion >= 0 and math.isfinite(args.own_motion)):
         bad(f"--own-motion must be a finite weight >= 0, got {args.own_motion}")
+    if not (args.pose_weight >= 0 and math.isfinite(args.pose_weight)):
+        bad(f"--pose-weight must be a finite weight >= 0, got {args.pose_weight}")
     if args.val_batch < 1:
         bad(f"--val-batch must be >= 1, got {args.val_batch}")
     if args.keep < 0:
@@ -587,7 +593,8 @@ class Trainer:
         # optimisation
         self.loss_config = LossConfig(kind=args.loss, short=not args.no_short,
                                       pose_terms=not (args.no_pose_terms or args.no_pose),
-                                      own_motion=args.own_motion)
+                                      own_motion=args.own_motion,
+                                      pose_weight=args.pose_weight)
         lr = args.lr
         if lr is None:
             fresh = args.resume is None and args.init.replace("ViT-", "") in CONFIGS
@@ -649,7 +656,8 @@ class Trainer:
 
     def _check_resume_args(self, saved: dict[str, Any]) -> None:
         keys = ("data", "frames", "batch_size", "seed", "loss", "no_short", "no_pose",
-                "no_pose_terms", "decay", "wd", "own_motion", "drive_group", "look_alike")
+                "no_pose_terms", "pose_weight", "decay", "wd", "own_motion", "drive_group",
+                "look_alike")
         for k in keys:
             if k in saved and saved[k] != getattr(self.args, k) and self.d.main:
                 log.warning("--resume: %s was %r, now %r", k, saved[k], getattr(self.args, k))
