@@ -11,8 +11,8 @@ Two loss kinds:
 - ``reference`` (SPARTAN with ``--new_loss``, the released checkpoint):
   long  = 0.5 * CE(i2t_long) / 2 + CE(t2i_long) / 2        (i.e. 0.25 and 0.5, Q7)
   short = 0.49 CE(i2t_short) + 0.49 CE(t2i_short) + 0.01 CE(pose2i) + 0.01 CE(i2pose)
-  (``pose_weight`` sets the two 0.01s; a larger one makes the clips' pixels and their motion
-  predict each other, so the pose input has something in the video to match)
+  (``pose_weight`` sets the two 0.01s; a larger one asks the clips' pixels and their motion
+  to predict each other, so the pose input has something in the video to match)
   (``pose_terms=False`` gives SPARTAN without ``--new_loss``: short = (i2t + t2i) / 2)
 - ``longclip``: Long-CLIP's symmetric weights, long = (i2t + t2i) / 2, short = (i2t + t2i) / 2,
   no pose terms.

@@ -144,8 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="reference loss without the pose terms (SPARTAN without --new_loss)")
     lo.add_argument("--pose-weight", type=float, default=POSE_WEIGHT, metavar="W",
                     help="weight of each of the two pose terms, pose to clip and clip to pose "
-                         f"(default {POSE_WEIGHT}, SPARTAN's); larger makes the clip features "
-                         "carry the motion that the pose input describes")
+                         f"(default {POSE_WEIGHT}, SPARTAN's); a larger weight asks the clip "
+                         "features to carry the motion the pose input describes "
+                         "(docs/evaluation.md: 0.25 measured no better)")
     lo.add_argument("--own-motion", type=float, default=0.0, metavar="W",
                     help="weight of the own-motion term (ours, not SPARTAN's): each caption "
                          "against every clip fused with that clip's own motion, as the node "
