@@ -67,10 +67,9 @@ class LossConfig:
             raise ValueError(f"pca_dim must be >= 1, got {self.pca_dim}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
-        if not (self.own_motion >= 0.0 and math.isfinite(self.own_motion)):
-            raise ValueError(f"own_motion must be a finite weight >= 0, got {self.own_motion}")
-        if not (self.pose_weight >= 0.0 and math.isfinite(self.pose_weight)):
-            raise ValueError(f"pose_weight must be a finite weight >= 0, got {self.pose_weight}")
+        for name, weight in (("own_motion", self.own_motion), ("pose_weight", self.pose_weight)):
+            if not (weight >= 0.0 and math.isfinite(weight)):
+                raise ValueError(f"{name} must be a finite weight >= 0, got {weight}")
 
     @property
     def uses_pose_terms(self) -> bool:

@@ -233,10 +233,9 @@ def check_args(args: argparse.Namespace) -> None:
             f"got {args.look_alike}")
     if args.look_alike > 1 and args.drive_group > 1:
         bad("--look-alike and --drive-group each build the batches: choose one")
-    if not (args.own_motion >= 0 and math.isfinite(args.own_motion)):
-        bad(f"--own-motion must be a finite weight >= 0, got {args.own_motion}")
-    if not (args.pose_weight >= 0 and math.isfinite(args.pose_weight)):
-        bad(f"--pose-weight must be a finite weight >= 0, got {args.pose_weight}")
+    for flag, weight in (("--own-motion", args.own_motion), ("--pose-weight", args.pose_weight)):
+        if not (weight >= 0 and math.isfinite(weight)):
+            bad(f"{flag} must be a finite weight >= 0, got {weight}")
     if args.val_batch < 1:
         bad(f"--val-batch must be >= 1, got {args.val_batch}")
     if args.keep < 0:
