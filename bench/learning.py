@@ -88,6 +88,17 @@ def launcher(layout: str, procs_ok: bool = True) -> tuple[list[str], int]:
     return [sys.executable, "-m", "spartan_train.train.trainer"], 1
 
 
+def schedule_flags(args: argparse.Namespace) -> list[str]:
+    """The cosine's length: ``--schedule-steps`` when given, else the budget's (the steps of
+    ``--steps``, or the minutes of ``--minutes`` on the trainer's clock, so the cosine ends with
+    the budget however fast the machine runs)."""
+    if args.schedule_steps:
+        return ["--schedule-steps", str(args.schedule_steps)]
+    if args.steps:
+        return ["--schedule-steps", str(args.steps)]
+    return ["--schedule", "clock"]
+
+
 def train_cmd(data: Path, out: Path, variant: str, args) -> list[str]:
     convention, no_pose = VARIANTS[variant]
     prefix, threads = launcher(args.layout)
@@ -101,7 +112,7 @@ def train_cmd(data: Path, out: Path, variant: str, args) -> list[str]:
                       else ["--max-minutes", str(args.minutes)]),
                     "--epochs", str(args.epochs), "--batch-size", str(batch),
                     "--frames", str(args.frames), "--threads", str(threads), "--no-progress",
-                    "--warmup", str(args.warmup), "--schedule-steps", str(args.schedule_steps),
+                    "--warmup", str(args.warmup), *schedule_flags(args),
                     "--cache-dir", str(out.parent / "cache"), "--seed", str(args.seed)]
     if args.lr is not None:
         cmd += ["--lr", str(args.lr)]
@@ -270,8 +281,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--frames", type=int, default=2,
                     help="frames per clip in training (2: twice the steps of 4 in the budget)")
     ap.add_argument("--warmup", type=int, default=50, help="warm-up steps")
-    ap.add_argument("--schedule-steps", type=int, default=1550,
-                    help="cosine schedule length: about the steps made in the budget")
+    ap.add_argument("--schedule-steps", type=int, default=None,
+                    help="cosine schedule length in steps (default: it ends with the budget, "
+                         "the minutes of --minutes or the steps of --steps)")
     ap.add_argument("--epochs", type=int, default=1000, help="upper bound; time budget rules")
     ap.add_argument("--batch-size", type=int, default=32, help="global batch")
     ap.add_argument("--lr", type=float, default=None)
@@ -353,7 +365,8 @@ def main(argv: list[str] | None = None) -> int:
     result = {"variants": first["variants"], "goals": GOALS, "minutes": args.minutes,
               "report_set": args.report_set[0], "report_data": first["report_data"],
               "sets": sets, "within_drive": drive_rows, "training_data": trained_on.__dict__,
-              "wall_s": time.monotonic() - t0, "settings": vars(args)}
+              "wall_s": time.monotonic() - t0, "settings": vars(args),
+              "schedule": " ".join(schedule_flags(args))}
     (out / "learning.json").write_text(json.dumps(result, indent=2))
     (out / "learning.md").write_text(text + "\n")
     print(f"\nwrote {out / 'learning.json'} and {out / 'learning.md'} "

@@ -250,12 +250,16 @@ def test_learning_bench_commands() -> None:
     assert "--no-pose" not in cmd and cmd[cmd.index("--max-minutes") + 1] == "20.0"
     # look-alike pairs in every batch (chosen on the selection set), not drive groups
     assert cmd[cmd.index("--look-alike") + 1] == "2" and "--drive-group" not in cmd
-    # 2 frames per clip, the cosine as long as the steps 20 minutes make (docs/evaluation.md)
+    # 2 frames per clip, the cosine ending with the 20 minutes on the trainer's clock
     assert cmd[cmd.index("--frames") + 1] == "2"
-    assert cmd[cmd.index("--schedule-steps") + 1] == "1550"
+    assert cmd[cmd.index("--schedule") + 1] == "clock" and "--schedule-steps" not in cmd
     args = learning.build_parser().parse_args(["--steps", "300"])
     cmd = learning.train_cmd(Path("d"), Path("o/pose"), "pose", args)
     assert cmd[cmd.index("--max-steps") + 1] == "300" and "--max-minutes" not in cmd
+    assert cmd[cmd.index("--schedule-steps") + 1] == "300" and "--schedule" not in cmd
+    args = learning.build_parser().parse_args(["--steps", "300", "--schedule-steps", "1550"])
+    cmd = learning.train_cmd(Path("d"), Path("o/pose"), "pose", args)
+    assert cmd[cmd.index("--schedule-steps") + 1] == "1550"
     args = learning.build_parser().parse_args(["--look-alike", "1"])
     cmd = learning.train_cmd(Path("d"), Path("o/pose"), "pose", args)
     assert "--look-alike" not in cmd  # random batches, as the reference

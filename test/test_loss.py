@@ -13,7 +13,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 from spartan_train.train.loss import LossConfig, contrastive_loss, own_motion_loss, pca
-from spartan_train.train.schedule import WarmupCosine, lr_at
+from spartan_train.train.schedule import ClockCosine, WarmupCosine, lr_at
 
 
 def _unit(*shape: int, seed: int = 0) -> torch.Tensor:
@@ -223,6 +223,39 @@ def test_warmup_cosine() -> None:
     t = WarmupCosine(0.0, 0, 1)
     t.load_state_dict(s.state_dict())
     assert t == s
+
+
+def test_clock_cosine_follows_the_share_of_the_budget_used() -> None:
+    s = ClockCosine(1.0, warmup=2)
+    assert s.lr(0) == pytest.approx(0.5) and s.lr(1) == pytest.approx(1.0)  # warm-up in steps
+    s.advance(0.2)
+    assert s.lr(2) == pytest.approx(1.0)  # the cosine starts where warm-up ended: 20 % used
+    s.advance(0.6)
+    assert s.lr(3) == pytest.approx(0.5)  # half-way through the remaining 80 %
+    s.advance(1.0)
+    assert s.lr(4) == pytest.approx(0.0, abs=1e-12)
+    s.advance(3.0)  # past the deadline: clamped
+    assert s.used == 1.0 and s.lr(5) == pytest.approx(0.0, abs=1e-12)
+
+    # a resumed run carries on from the share used and ends at its own deadline
+    half = ClockCosine(1.0, warmup=0)
+    half.advance(0.5)
+    assert half.lr(10) == pytest.approx(1.0)  # warm_end = 0.5 here (no warm-up steps)
+    half.advance(0.75)
+    resumed = ClockCosine(0.0, 0)
+    resumed.load_state_dict(half.state_dict())
+    assert resumed.lr(11) == pytest.approx(half.lr(11))
+    resumed.advance(0.0)
+    assert resumed.used == pytest.approx(0.75)
+    resumed.advance(0.5)  # half of the new budget: half of the 25 % left
+    assert resumed.used == pytest.approx(0.875)
+
+    with pytest.raises(ValueError, match="counts steps"):
+        ClockCosine(1.0, 0).load_state_dict(WarmupCosine(1.0, 0, 10).state_dict())
+    with pytest.raises(ValueError, match="clock"):
+        WarmupCosine(1.0, 0, 10).load_state_dict(half.state_dict())
+    with pytest.raises(ValueError):
+        ClockCosine(-1.0, 0)
 
 
 # --------------------------------------------------------------------------- gather (2 ranks)

@@ -265,6 +265,43 @@ def test_torchrun_two_processes(data_root: Path, micro_ckpt: Path, cache_dir: Pa
     assert "spartan-train: max_steps at step 2" in proc.stdout
 
 
+def test_clock_schedule_ends_at_the_deadline_on_two_processes(
+        data_root: Path, micro_ckpt: Path, cache_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "clock"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+           "--master_port", str(_free_port()), "-m", "spartan_train.train.trainer",
+           *_args(data_root, out, cache_dir, micro_ckpt, "--batch-size", "2", "--epochs", "1000",
+                  "--schedule", "clock", "--max-minutes", "0.3", "--print-checksum")]
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "spartan-train: max_minutes at step" in proc.stdout
+    sums = dict(re.findall(r"rank (\d) parameter sha256 ([0-9a-f]{64})", proc.stdout))
+    assert set(sums) == {"0", "1"} and sums["0"] == sums["1"]  # one learning rate for both
+    lrs = [float(r["lr"]) for r in _log_rows(out)]
+    assert len(lrs) > 10, "too few steps in 18 s to see the schedule"
+    after_warmup = lrs[2:]
+    assert after_warmup[0] > 0.5e-3  # the peak (1e-3) soon after warm-up
+    assert all(b <= a + 1e-12 for a, b in zip(after_warmup, after_warmup[1:], strict=False))
+    assert lrs[-1] < 0.05e-3  # decayed by the deadline, whatever the number of steps
+    state = torch.load(out / "last" / STATE_FILE, weights_only=True)
+    assert state["schedule"]["kind"] == "clock" and state["schedule"]["used"] >= 1.0
+
+
+def test_clock_schedule_is_refused_without_a_budget_or_on_a_step_checkpoint(
+        data_root: Path, micro_ckpt: Path, cache_dir: Path, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    steps = tmp_path / "steps"
+    train(_args(data_root, steps, cache_dir, micro_ckpt, "--max-steps", "1"))
+    for extra in (["--schedule", "clock"],
+                  ["--schedule", "clock", "--max-minutes", "1", "--schedule-steps", "9"],
+                  ["--schedule", "clock", "--max-minutes", "1", "--resume", str(steps)]):
+        assert main(_args(data_root, tmp_path / "bad", cache_dir, micro_ckpt, *extra)) == 2
+    err = capsys.readouterr().err
+    assert "give --max-minutes, and no --schedule-steps" in err
+    assert "cannot resume with --schedule clock" in err
+
+
 def test_drive_groups_and_own_motion_term(data_root: Path, micro_ckpt: Path, cache_dir: Path,
                                           tmp_path: Path) -> None:
     out = tmp_path / "grouped"

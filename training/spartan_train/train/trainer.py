@@ -29,7 +29,9 @@ training and validation, and drops the pose terms of the loss (constant there).
 
 Stopping: ``--epochs`` sets the cosine schedule (or ``--schedule-steps``); ``--max-steps`` (a total,
 counting resumed steps) and ``--max-minutes`` (wall time from start-up, frame caching included)
-stop early and save ``last/``. ``--resume`` continues exactly (same data order, frames, dropout).
+stop early and save ``last/``. ``--schedule clock`` ends the cosine at ``--max-minutes`` instead,
+so a run budgeted in time decays fully on a fast machine and on a loaded one. ``--resume``
+continues exactly (same data order, frames, dropout).
 On a small CPU, run 2 processes of 1 thread (torchrun, ``--batch-size`` per process) rather than
 one process of 2 threads: matrix products this small scale poorly across threads.
 """
@@ -84,7 +86,7 @@ from spartan_train.train.data import (
     still_poses,
 )
 from spartan_train.train.loss import LOSS_KINDS, POSE_WEIGHT, LossConfig
-from spartan_train.train.schedule import WarmupCosine
+from spartan_train.train.schedule import ClockCosine, Schedule, WarmupCosine
 from spartan_train.train.step import ContrastiveStep, gallery_top1
 
 log = logging.getLogger("spartan_train.train")
@@ -95,6 +97,7 @@ META_FILE = "train_meta.json"
 LOG_COLUMNS = ("step", "epoch", "loss", "loss_long", "loss_short", "lr", "logit_scale", "seconds")
 DEFAULT_LR_FRESH = 5e-4  # from scratch (named config)
 DEFAULT_LR_FINETUNE = 1e-6  # from a checkpoint: the reference's default
+SCHEDULES = ("steps", "clock")
 
 
 class TrainError(RuntimeError):
@@ -172,8 +175,12 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--decay", choices=("matrices", "all"), default="matrices",
                    help="which parameters get weight decay (reference: all)")
     o.add_argument("--warmup", type=int, default=200, help="warm-up steps")
+    o.add_argument("--schedule", choices=SCHEDULES, default="steps",
+                   help="steps: the cosine lasts --schedule-steps (default epochs x "
+                        "steps/epoch); clock: it ends at --max-minutes, however many steps the "
+                        "machine makes by then")
     o.add_argument("--schedule-steps", type=int, default=None,
-                   help="length of the cosine schedule in steps (default epochs x steps/epoch)")
+                   help="length of the cosine schedule in steps (--schedule steps)")
     o.add_argument("--max-steps", type=int, default=None,
                    help="stop after this many steps in total (counting resumed ones)")
     o.add_argument("--max-minutes", type=float, default=None,
@@ -225,6 +232,9 @@ def check_args(args: argparse.Namespace) -> None:
         bad(f"--max-minutes must be positive, got {args.max_minutes}")
     if args.schedule_steps is not None and args.schedule_steps < 1:
         bad(f"--schedule-steps must be >= 1, got {args.schedule_steps}")
+    if args.schedule == "clock" and (args.max_minutes is None or args.schedule_steps is not None):
+        bad("--schedule clock ends the cosine at --max-minutes: give --max-minutes, and no "
+            "--schedule-steps")
     if args.drive_group < 1 or args.batch_size % args.drive_group:
         bad(f"--drive-group must be >= 1 and divide --batch-size {args.batch_size}, "
             f"got {args.drive_group}")
@@ -599,8 +609,12 @@ class Trainer:
         if lr is None:
             fresh = args.resume is None and args.init.replace("ViT-", "") in CONFIGS
             lr = DEFAULT_LR_FRESH if fresh else DEFAULT_LR_FINETUNE
-        total = args.schedule_steps or args.epochs * self.steps_per_epoch
-        self.schedule = WarmupCosine(lr, args.warmup, total)
+        self.schedule: Schedule
+        if args.schedule == "clock":
+            self.schedule = ClockCosine(lr, args.warmup)
+        else:
+            total = args.schedule_steps or args.epochs * self.steps_per_epoch
+            self.schedule = WarmupCosine(lr, args.warmup, total)
         self.optimizer = make_optimizer(self.model, lr, args.wd, args.decay)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.step = 0
@@ -609,8 +623,11 @@ class Trainer:
         if self.state is not None:
             self.optimizer.load_state_dict(self.state["optimizer"])
             self.scaler.load_state_dict(self.state["scaler"])
-            self.schedule.load_state_dict(self.state["schedule"])
-            if args.schedule_steps:
+            try:
+                self.schedule.load_state_dict(self.state["schedule"])
+            except ValueError as e:
+                raise TrainError(f"cannot resume with --schedule {args.schedule}: {e}") from e
+            if args.schedule_steps and isinstance(self.schedule, WarmupCosine):
                 self.schedule.total = args.schedule_steps
             self.step = int(self.state["step"])
             self.elapsed_before = float(self.state.get("seconds", 0.0))
@@ -856,8 +873,13 @@ class Trainer:
                     break
                 loss, long, short, lr = self.train_step(batch)
                 steps_here += 1
-                over = deadline is not None and time.monotonic() >= deadline
-                (loss, long, short), over = all_mean([loss, long, short], over, d)
+                now = time.monotonic()
+                over = deadline is not None and now >= deadline
+                # every rank sets its next learning rate by the same clock: the ranks' mean
+                (loss, long, short, since_start), over = all_mean(
+                    [loss, long, short, now - self.started], over, d)
+                if isinstance(self.schedule, ClockCosine):
+                    self.schedule.advance(since_start / (60 * args.max_minutes))
                 last_loss = loss
                 seconds = self.elapsed_before + time.monotonic() - self.started
                 if not math.isfinite(loss):
