@@ -240,19 +240,25 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def test_torchrun_two_processes(data_root: Path, micro_ckpt: Path, cache_dir: Path,
-                                tmp_path: Path) -> None:
-    out = tmp_path / "ddp"
+def _torchrun(trainer_args: list[str]) -> subprocess.CompletedProcess[str]:
+    """spartan-train on 2 processes; asserts it succeeded with the same parameters on both."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
            "--master_port", str(_free_port()), "-m", "spartan_train.train.trainer",
-           *_args(data_root, out, cache_dir, micro_ckpt, "--max-steps", "2", "--batch-size", "3",
-                  "--own-motion", "0.5", "--drive-group", "3", "--print-checksum")]
+           *trainer_args, "--print-checksum"]
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     sums = dict(re.findall(r"rank (\d) parameter sha256 ([0-9a-f]{64})", proc.stdout))
     assert set(sums) == {"0", "1"}, proc.stdout
     assert sums["0"] == sums["1"]  # both ranks hold the same parameters after the steps
+    return proc
+
+
+def test_torchrun_two_processes(data_root: Path, micro_ckpt: Path, cache_dir: Path,
+                                tmp_path: Path) -> None:
+    out = tmp_path / "ddp"
+    proc = _torchrun(_args(data_root, out, cache_dir, micro_ckpt, "--max-steps", "2",
+                           "--batch-size", "3", "--own-motion", "0.5", "--drive-group", "3"))
     rows = _log_rows(out)
     assert [r["step"] for r in rows] == ["1", "2"]
     assert all(math.isfinite(float(r["loss"])) for r in rows)
@@ -268,16 +274,9 @@ def test_torchrun_two_processes(data_root: Path, micro_ckpt: Path, cache_dir: Pa
 def test_clock_schedule_ends_at_the_deadline_on_two_processes(
         data_root: Path, micro_ckpt: Path, cache_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "clock"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-           "--master_port", str(_free_port()), "-m", "spartan_train.train.trainer",
-           *_args(data_root, out, cache_dir, micro_ckpt, "--batch-size", "2", "--epochs", "1000",
-                  "--schedule", "clock", "--max-minutes", "0.3", "--print-checksum")]
-    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "spartan-train: max_minutes at step" in proc.stdout
-    sums = dict(re.findall(r"rank (\d) parameter sha256 ([0-9a-f]{64})", proc.stdout))
-    assert set(sums) == {"0", "1"} and sums["0"] == sums["1"]  # one learning rate for both
+    proc = _torchrun(_args(data_root, out, cache_dir, micro_ckpt, "--batch-size", "2",
+                           "--epochs", "1000", "--schedule", "clock", "--max-minutes", "0.3"))
+    assert "spartan-train: max_minutes at step" in proc.stdout  # one learning rate for both
     lrs = [float(r["lr"]) for r in _log_rows(out)]
     assert len(lrs) > 10, "too few steps in 18 s to see the schedule"
     after_warmup = lrs[2:]
