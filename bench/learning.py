@@ -279,7 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="how each training uses the 2 cores")
     ap.add_argument("--pose-convention", choices=("heading", "reference"), default="heading")
     ap.add_argument("--frames", type=int, default=2,
-                    help="frames per clip in training (2: twice the steps of 4 in the budget)")
+                    help="frames per clip in training (2: 1.2 to 2 times the steps of 4 in "
+                         "the budget, by the machine's load; 4 measured no better)")
     ap.add_argument("--warmup", type=int, default=50, help="warm-up steps")
     ap.add_argument("--schedule-steps", type=int, default=None,
                     help="cosine schedule length in steps (default: it ends with the budget, "
