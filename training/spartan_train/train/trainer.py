@@ -835,28 +835,13 @@ class Trainer:
                 float(parts.short.detach()), lr)
 
     def run(self) -> Result:
-        args, d = self.args, self.d
+        args = self.args
         if args.cache_only:
             return Result(step=self.step, epoch=0, stopped="cache_only", last_loss=math.nan,
                           val_top1=None, seconds=time.monotonic() - self.started,
                           train_seconds=0.0, train_steps=0, out=self.out)
-        if d.main:
-            self.runlog = RunLog(self.out, args.tensorboard)
-        if self.state is not None:
-            set_rng_state(self.state["rng"][min(d.rank, len(self.state["rng"]) - 1)])
-        else:
-            seed_everything(args.seed + d.rank)  # dropout streams differ between ranks
         spe = self.steps_per_epoch
-        planned = args.epochs * spe
-        if args.max_steps:
-            planned = min(planned, args.max_steps)
-        deadline = None if args.max_minutes is None else self.started + 60 * args.max_minutes
-        bar = tqdm(total=planned, initial=min(self.step, planned), desc="train", unit="step",
-                   disable=not d.main or args.no_progress, dynamic_ncols=True)
-        if d.main:
-            log.info("%d training windows, %d per rank, batch %d x %d process(es), %d steps/epoch,"
-                     " %d steps planned", len(self.train_set), math.ceil(len(self.train_set) /
-                     d.world), self.batch, d.world, spe, planned)
+        bar = self._begin()
         stopped = "done"
         last_loss = math.nan
         val: tuple[float, int] | None = None
@@ -871,26 +856,8 @@ class Trainer:
                 if args.max_steps is not None and self.step >= args.max_steps:
                     stopped = "max_steps"
                     break
-                loss, long, short, lr = self.train_step(batch)
+                last_loss, over = self._after_step(*self.train_step(batch), epoch, bar)
                 steps_here += 1
-                now = time.monotonic()
-                over = deadline is not None and now >= deadline
-                # every rank sets its next learning rate by the same clock: the ranks' mean
-                (loss, long, short, since_start), over = all_mean(
-                    [loss, long, short, now - self.started], over, d)
-                if isinstance(self.schedule, ClockCosine):
-                    self.schedule.advance(since_start / (60 * args.max_minutes))
-                last_loss = loss
-                seconds = self.elapsed_before + time.monotonic() - self.started
-                if not math.isfinite(loss):
-                    raise TrainError(f"loss is {loss} at step {self.step}; stopping")
-                if self.runlog is not None:
-                    self.runlog.step({"step": self.step, "epoch": epoch, "loss": loss,
-                                      "loss_long": long, "loss_short": short, "lr": lr,
-                                      "logit_scale": self.model.logit_scale.item(),
-                                      "seconds": round(seconds, 3)})
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", epoch=epoch, refresh=False)
                 if over:
                     stopped = "max_minutes"
                     break
@@ -898,21 +865,11 @@ class Trainer:
                     stopped = "max_steps"
                     break
             loop_seconds += time.monotonic() - t_loop
-            seconds = self.elapsed_before + time.monotonic() - self.started
             if self.step == (epoch + 1) * spe:  # the epoch is complete
-                val = self.validate() if d.main else None
-                if val is not None and self.runlog is not None:
-                    self.runlog.validation(self.step, epoch, val[0], val[1])
-                    bar.write(f"epoch {epoch}: val top-1 (galleries of {args.val_batch}) "
-                              f"{val[0]:.3f} over {val[1]} queries")
-                targets = [f"epoch_{epoch:03d}", "last"]
-                if val is not None and (self.best is None or val[0] > self.best):
-                    self.best = val[0]
-                    targets.append("best")
-                self.save(epoch, targets, val, last_loss, seconds)
+                val = self._end_epoch(epoch, last_loss, bar)
                 epoch += 1
             else:
-                self.save(epoch, ["last"], None, last_loss, seconds)
+                self.save(epoch, ["last"], None, last_loss, self._seconds())
         bar.close()
         if self.runlog is not None:
             self.runlog.close()
@@ -920,6 +877,68 @@ class Trainer:
                       val_top1=None if val is None else val[0],
                       seconds=time.monotonic() - self.started, train_seconds=loop_seconds,
                       train_steps=steps_here, out=self.out)
+
+    def _seconds(self) -> float:
+        """Training seconds so far, earlier runs of a resume included."""
+        return self.elapsed_before + time.monotonic() - self.started
+
+    def _begin(self) -> tqdm:
+        """Open the run log, seed or restore the RNG, announce the plan; the progress bar."""
+        args, d = self.args, self.d
+        if d.main:
+            self.runlog = RunLog(self.out, args.tensorboard)
+        if self.state is not None:
+            set_rng_state(self.state["rng"][min(d.rank, len(self.state["rng"]) - 1)])
+        else:
+            seed_everything(args.seed + d.rank)  # dropout streams differ between ranks
+        spe = self.steps_per_epoch
+        planned = args.epochs * spe
+        if args.max_steps:
+            planned = min(planned, args.max_steps)
+        if d.main:
+            log.info("%d training windows, %d per rank, batch %d x %d process(es), %d steps/epoch,"
+                     " %d steps planned", len(self.train_set), math.ceil(len(self.train_set) /
+                     d.world), self.batch, d.world, spe, planned)
+        return tqdm(total=planned, initial=min(self.step, planned), desc="train", unit="step",
+                    disable=not d.main or args.no_progress, dynamic_ncols=True)
+
+    def _after_step(self, loss: float, long: float, short: float, lr: float, epoch: int,
+                    bar: tqdm) -> tuple[float, bool]:
+        """Agree with the other ranks on the losses, the clock and whether the budget is spent;
+        log the step. Returns the mean loss and whether to stop for --max-minutes."""
+        args = self.args
+        since_start = time.monotonic() - self.started
+        over = args.max_minutes is not None and since_start >= 60 * args.max_minutes
+        # every rank sets its next learning rate by the same clock: the ranks' mean
+        (loss, long, short, since_start), over = all_mean(
+            [loss, long, short, since_start], over, self.d)
+        if isinstance(self.schedule, ClockCosine):
+            self.schedule.advance(since_start / (60 * args.max_minutes))
+        if not math.isfinite(loss):
+            raise TrainError(f"loss is {loss} at step {self.step}; stopping")
+        if self.runlog is not None:
+            self.runlog.step({"step": self.step, "epoch": epoch, "loss": loss,
+                              "loss_long": long, "loss_short": short, "lr": lr,
+                              "logit_scale": self.model.logit_scale.item(),
+                              "seconds": round(self._seconds(), 3)})
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", epoch=epoch, refresh=False)
+        return loss, over
+
+    def _end_epoch(self, epoch: int, last_loss: float, bar: tqdm) -> tuple[float, int] | None:
+        """Validate (main rank) and save the epoch's checkpoint, ``last`` and maybe ``best``."""
+        seconds = self._seconds()
+        val = self.validate() if self.d.main else None
+        if val is not None and self.runlog is not None:
+            self.runlog.validation(self.step, epoch, val[0], val[1])
+            bar.write(f"epoch {epoch}: val top-1 (galleries of {self.args.val_batch}) "
+                      f"{val[0]:.3f} over {val[1]} queries")
+        targets = [f"epoch_{epoch:03d}", "last"]
+        if val is not None and (self.best is None or val[0] > self.best):
+            self.best = val[0]
+            targets.append("best")
+        self.save(epoch, targets, val, last_loss, seconds)
+        return val
 
     def checksum(self) -> str:
         h = hashlib.sha256()
