@@ -33,6 +33,7 @@ def run_clients(clients: int, seconds: float, service: str = "/spartan/query", t
     from spartan_interfaces.srv import QuerySegments
 
     from spartan_ros.node.qos import QUERY_QOS
+    from spartan_ros.node.query_client import query_handshake
 
     rclpy.init()
     counts: Counter[str] = Counter()
@@ -49,16 +50,9 @@ def run_clients(clients: int, seconds: float, service: str = "/spartan/query", t
         # client's answer out before it is taken (spartan_ros/node/qos.py says how).
         client: Any = node.create_client(QuerySegments, service, qos_profile=QUERY_QOS)
         client.wait_for_service(timeout_sec=30.0)
-        # The service is seen before it has matched this client's response reader; a request
-        # sent in between is answered into the void (a ROS 2 discovery race, not the node's).
-        # A handshake outside the measurement: ask until one answer comes back.
-        handshake_until = time.monotonic() + 30.0
-        while time.monotonic() < handshake_until:
-            hello = client.call_async(QuerySegments.Request(text=TEXTS[0], top_k=1))
-            executor.spin_until_future_complete(hello, timeout_sec=1.0)
-            if hello.done():
-                break
-            client.remove_pending_request(hello)
+        # Outside the measurement: until the service has matched this client's answer reader,
+        # its answers are lost (spartan_ros/node/service_calls.py).
+        query_handshake(client, executor.spin_until_future_complete, 30.0)
         i = k
         while time.monotonic() < stop_at:
             text = TEXTS[i % len(TEXTS)] + (f" number {k} {i}" if fresh_texts else "")

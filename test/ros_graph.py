@@ -332,14 +332,26 @@ def _lifecycle(args) -> int:
     from lifecycle_msgs.msg import Transition
     from lifecycle_msgs.srv import ChangeState, GetState
 
+    from spartan_ros.node.service_calls import handshake, node_spin
+
     rclpy.init()
     node = rclpy.create_node("lifecycle_client")
     change = node.create_client(ChangeState, f"{args.node}/change_state")
     get = node.create_client(GetState, f"{args.node}/get_state")
+    known: set = set()  # clients whose first answer came back
+
+    def harmless(client):  # a request the node answers at once, changing nothing
+        if client is change:
+            return ChangeState.Request(transition=Transition(label="no such transition"))
+        return GetState.Request()
 
     def call(client, request):
         if not client.wait_for_service(timeout_sec=args.timeout):
             raise SystemExit(f"{client.srv_name} not available")
+        if client not in known and not handshake(client, lambda: harmless(client),
+                                                 node_spin(node), args.timeout):
+            raise SystemExit(f"no answer from {client.srv_name}")
+        known.add(client)
         future = client.call_async(request)
         rclpy.spin_until_future_complete(node, future, timeout_sec=args.timeout)
         if future.result() is None:
@@ -392,13 +404,16 @@ def _call(args) -> int:
 
     from spartan_ros.node.conversions import ns_to_stamp
     from spartan_ros.node.qos import QUERY_QOS
-    from spartan_ros.node.query_client import response_to_dict
+    from spartan_ros.node.query_client import query_handshake, response_to_dict
+    from spartan_ros.node.service_calls import node_spin
 
     rclpy.init()
     node = rclpy.create_node("query_batch_client")
     client = node.create_client(QuerySegments, args.service, qos_profile=QUERY_QOS)
     if not client.wait_for_service(timeout_sec=args.timeout):
         raise SystemExit(f"{args.service} not available")
+    if not query_handshake(client, node_spin(node), args.timeout):
+        raise SystemExit(f"no answer from {args.service}")
     for spec in json.loads(args.requests):
         req = QuerySegments.Request(text=spec.get("text", ""), top_k=spec.get("top_k", 0),
                                     radius=float(spec.get("radius", 0.0)),
@@ -434,11 +449,16 @@ def _set_params(args) -> int:
     from rcl_interfaces.srv import SetParameters
     from rclpy.parameter import Parameter
 
+    from spartan_ros.node.service_calls import handshake, node_spin
+
     rclpy.init()
     node = rclpy.create_node("parameter_client")
     client = node.create_client(SetParameters, f"{args.node}/set_parameters")
     if not client.wait_for_service(timeout_sec=args.timeout):
         raise SystemExit(f"{client.srv_name} not available")
+    # An empty request sets nothing.
+    if not handshake(client, SetParameters.Request, node_spin(node), args.timeout):
+        raise SystemExit(f"no answer from {client.srv_name}")
     for name, value in json.loads(args.values):
         value = float("nan") if value == "nan" else value
         msg = Parameter(name, value=value).to_parameter_msg()

@@ -52,3 +52,16 @@ def test_profile_is_a_default_participant_with_room_for_1080p_images() -> None:
     [shm] = [t for t in transports.values() if t.findtext("dds:type", namespaces=NS) == "SHM"]
     assert int(shm.findtext("dds:segment_size", namespaces=NS) or 0) >= 8 * IMAGE_1080P_RGB8
     assert participant.findtext("dds:rtps/dds:useBuiltinTransports", namespaces=NS) == "false"
+
+
+def test_service_answers_wait_longer_for_a_new_client_but_not_long() -> None:
+    """rmw_fastrtps takes the data_writer profile "service" for every service's answers."""
+    root = ET.parse(dds.PROFILE).getroot()
+    [service] = [w for w in root.findall("dds:profiles/dds:data_writer", NS)
+                 if w.get("profile_name") == "service"]
+    wait = service.find("dds:qos/dds:reliability/dds:max_blocking_time", NS)
+    seconds = int(wait.findtext("dds:sec", namespaces=NS)) + \
+        int(wait.findtext("dds:nanosec", namespaces=NS)) * 1e-9
+    assert 0.1 < seconds <= 0.5  # Fast DDS's own is 0.1 s; the wait holds the node's GIL
+    beat = service.find("dds:times/dds:heartbeat_period", NS)
+    assert int(beat.findtext("dds:sec", namespaces=NS)) == 0  # as fast as the other writers

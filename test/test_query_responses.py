@@ -62,18 +62,15 @@ def _late_client(qos_name: str) -> int:
     from spartan_interfaces.srv import QuerySegments
 
     from spartan_ros.node.qos import QUERY_QOS
+    from spartan_ros.node.query_client import query_handshake
+    from spartan_ros.node.service_calls import node_spin
 
     rclpy.init()
     node = rclpy.create_node("late_client")
     qos = QUERY_QOS if qos_name == "query_qos" else qos_profile_services_default
     client = node.create_client(QuerySegments, "/spartan/query", qos_profile=qos)
     assert client.wait_for_service(timeout_sec=30.0)
-    for _ in range(30):  # until this client's reader is matched (a discovery race)
-        hello = client.call_async(QuerySegments.Request(text="hello"))
-        rclpy.spin_until_future_complete(node, hello, timeout_sec=1.0)
-        if hello.done():
-            break
-        client.remove_pending_request(hello)
+    assert query_handshake(client, node_spin(node), 30.0)  # a discovery race, not the history
     future = client.call_async(QuerySegments.Request(text="a road"))
     time.sleep(PAUSE_S)  # busy elsewhere: the answers to the other caller pile up meanwhile
     rclpy.spin_until_future_complete(node, future, timeout_sec=5.0)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 
 import rclpy
 from builtin_interfaces.msg import Time
@@ -26,6 +27,12 @@ from spartan_ros.answers import format_answer, read_tum
 from spartan_ros.ingest.messages import stamp_to_ns
 from spartan_ros.node.conversions import ns_to_stamp
 from spartan_ros.node.qos import QUERY_QOS
+from spartan_ros.node.service_calls import Spin, handshake, node_spin
+
+
+def query_handshake(client: Client, spin: Spin, timeout: float) -> bool:
+    """``handshake`` for ~/query: an empty text is refused at once and searches nothing."""
+    return handshake(client, QuerySegments.Request, spin, timeout)
 
 
 def build_request(args: argparse.Namespace) -> QuerySegments.Request:
@@ -93,13 +100,17 @@ def main(argv: list[str] | None = None) -> int:
     node = rclpy.create_node("spartan_query_client")
     try:
         client: Client = node.create_client(QuerySegments, args.service, qos_profile=QUERY_QOS)
+        deadline = time.monotonic() + args.timeout
         if not client.wait_for_service(timeout_sec=args.timeout):
             print(f"service {args.service} not available after {args.timeout:.0f} s",
                   file=sys.stderr)
             return 2
-        future = client.call_async(build_request(args))
-        rclpy.spin_until_future_complete(node, future, timeout_sec=args.timeout)
-        if not future.done() or future.result() is None:
+        spin = node_spin(node)
+        future = None
+        if query_handshake(client, spin, deadline - time.monotonic()):
+            future = client.call_async(build_request(args))
+            spin(future, max(0.0, deadline - time.monotonic()))
+        if future is None or not future.done() or future.result() is None:
             print(f"no answer from {args.service} within {args.timeout:.0f} s", file=sys.stderr)
             return 3
         answer = response_to_dict(future.result())
