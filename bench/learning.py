@@ -124,6 +124,10 @@ def train_cmd(data: Path, out: Path, variant: str, args) -> list[str]:
         cmd += ["--drive-group", str(args.drive_group)]
     if args.look_alike > 1:
         cmd += ["--look-alike", str(args.look_alike)]
+    if args.image_resolution:
+        cmd += ["--image-resolution", str(args.image_resolution)]
+    if args.patch_size:
+        cmd += ["--patch-size", str(args.patch_size)]
     return cmd + (["--no-pose"] if no_pose else [])
 
 
@@ -295,6 +299,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--look-alike", type=int, default=2,
                     help="look-alike windows of different drives grouped in a batch (1: random "
                          "batches, as the reference)")
+    ap.add_argument("--image-resolution", type=int, default=None, metavar="PX",
+                    help="input side in pixels (default: tiny's 64)")
+    ap.add_argument("--patch-size", type=int, default=None, metavar="PX",
+                    help="vision patch side (default: tiny's 8; 12 at 96 px keeps the 8x8 grid)")
     ap.add_argument("--seed", type=int, default=0, help="training seed (not the data's)")
     ap.add_argument("--drives", nargs="+", choices=sorted(DRIVES), default=[],
                     help="also run the node's task (bench.drive_retrieval: every window of a "

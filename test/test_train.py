@@ -4,6 +4,7 @@ gloo processes), exact resume, the time budget, and error reporting."""
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import math
 import os
@@ -209,6 +210,31 @@ def test_two_steps_tiny(data_root: Path, cache_dir: Path, tmp_path: Path) -> Non
     fresh = build_model("tiny")
     assert torch.equal(model.positional_embedding, fresh.positional_embedding)  # frozen (Q22)
     assert not torch.equal(model.positional_embedding_res, fresh.positional_embedding_res)
+
+
+def test_a_fresh_model_at_another_resolution_trains_and_exports(
+        data_root: Path, cache_dir: Path, tmp_path: Path, micro_ckpt: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "r48"
+    result = train(_args(data_root, out, cache_dir, "tiny", "--max-steps", "1",
+                         "--image-resolution", "48", "--patch-size", "6"))
+    assert result.step == 1 and math.isfinite(result.last_loss)
+    model = load_checkpoint(out / "last")
+    assert (model.config.image_resolution, model.config.vision_patch_size) == (48, 6)
+    assert any(p.name.endswith("-r48-" + p.name.rsplit("-", 1)[1]) for p in cache_dir.iterdir())
+    from spartan_train.export.onnx_export import main as export_main  # the node's model too
+
+    assert export_main([str(out / "last"), str(tmp_path / "onnx")]) == 0
+    meta = json.loads((tmp_path / "onnx" / "model.json").read_text())
+    assert meta["image_resolution"] == 48
+    for bad in (["--image-resolution", "50", "--patch-size", "6"],  # not a multiple
+                ["--patch-size", "0"]):
+        assert main(_args(data_root, tmp_path / "bad", cache_dir, "tiny", *bad)) == 2
+    assert main(_args(data_root, tmp_path / "bad", cache_dir, micro_ckpt,
+                      "--image-resolution", "48")) == 2  # a checkpoint keeps its sizes
+    err = capsys.readouterr().err
+    assert "must be a multiple of vision_patch_size" in err
+    assert "a checkpoint keeps the sizes it was trained at" in err
 
 
 def test_resume_is_exact(data_root: Path, micro_ckpt: Path, cache_dir: Path,

@@ -50,7 +50,7 @@ import random
 import shutil
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,6 +68,7 @@ from spartan_train.model import (
     MODES,
     POSE_CONVENTIONS,
     CheckpointError,
+    ModelConfig,
     SpartanModel,
     build_model,
     get_config,
@@ -136,6 +137,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pose convention (default: the checkpoint's, or reference)")
     m.add_argument("--no-pose", action="store_true",
                    help="ablation: every pose window is a vehicle standing still")
+    m.add_argument("--image-resolution", type=int, default=None, metavar="PX",
+                   help="input side in pixels for a fresh model (default: the named config's, "
+                        "64 for tiny); the frame cache is built at this size")
+    m.add_argument("--patch-size", type=int, default=None, metavar="PX",
+                   help="vision patch side for a fresh model (default: the config's, 8 for "
+                        "tiny); --image-resolution 96 --patch-size 12 keeps tiny's 8x8 grid, "
+                        "so a step costs about the same while each patch sees 2.25x the pixels")
     m.add_argument("--logit-scale", type=float, default=LOGIT_SCALE_INIT,
                    help="initial logit_scale (not on --resume)")
 
@@ -246,10 +254,34 @@ def check_args(args: argparse.Namespace) -> None:
     for flag, weight in (("--own-motion", args.own_motion), ("--pose-weight", args.pose_weight)):
         if not (weight >= 0 and math.isfinite(weight)):
             bad(f"{flag} must be a finite weight >= 0, got {weight}")
+    _check_image_size(args, bad)
     if args.val_batch < 1:
         bad(f"--val-batch must be >= 1, got {args.val_batch}")
     if args.keep < 0:
         bad(f"--keep must be >= 0, got {args.keep}")
+
+
+def _check_image_size(args: argparse.Namespace, bad: Callable[[str], None]) -> None:
+    sizes = {"--image-resolution": args.image_resolution, "--patch-size": args.patch_size}
+    given = [flag for flag, value in sizes.items() if value is not None]
+    if not given:
+        return
+    if args.resume is not None or args.init.replace("ViT-", "") not in CONFIGS:
+        bad(f"{' and '.join(given)} shape a fresh model (--init a config name); a checkpoint "
+            "keeps the sizes it was trained at")
+    try:
+        image_config(args)
+    except ValueError as e:
+        bad(f"{' and '.join(given)}: {e}")
+
+
+def image_config(args: argparse.Namespace) -> ModelConfig:
+    """The named config of a fresh model with the command line's mode, convention and sizes."""
+    overrides = {k: v for k, v in (("mode", args.mode),
+                                   ("pose_convention", args.pose_convention),
+                                   ("image_resolution", args.image_resolution),
+                                   ("vision_patch_size", args.patch_size)) if v is not None}
+    return get_config(args.init).replace(**overrides)  # replace() validates
 
 
 # --------------------------------------------------------------------------- distributed
@@ -425,9 +457,7 @@ def _plain_args(args: argparse.Namespace) -> dict[str, Any]:
 def make_model(args: argparse.Namespace) -> SpartanModel:
     init = args.init
     if init in CONFIGS or init.replace("ViT-", "") in CONFIGS:
-        overrides = {k: v for k, v in (("mode", args.mode),
-                                       ("pose_convention", args.pose_convention)) if v}
-        model = build_model(get_config(init).replace(**overrides))
+        model = build_model(image_config(args))
     else:
         if not Path(init).exists():
             raise TrainError(f"--init {init!r} is neither a config name ({', '.join(CONFIGS)}) "
