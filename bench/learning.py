@@ -128,6 +128,8 @@ def train_cmd(data: Path, out: Path, variant: str, args) -> list[str]:
         cmd += ["--image-resolution", str(args.image_resolution)]
     if args.patch_size:
         cmd += ["--patch-size", str(args.patch_size)]
+    if args.image_fit:
+        cmd += ["--image-fit", args.image_fit]
     return cmd + (["--no-pose"] if no_pose else [])
 
 
@@ -303,6 +305,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="input side in pixels (default: tiny's 64)")
     ap.add_argument("--patch-size", type=int, default=None, metavar="PX",
                     help="vision patch side (default: tiny's 8; 12 at 96 px keeps the 8x8 grid)")
+    ap.add_argument("--image-fit", choices=("crop", "squash"), default=None,
+                    help="how frames become square (default: crop, the reference's centre "
+                         "square; squash keeps the whole width)")
     ap.add_argument("--seed", type=int, default=0, help="training seed (not the data's)")
     ap.add_argument("--drives", nargs="+", choices=sorted(DRIVES), default=[],
                     help="also run the node's task (bench.drive_retrieval: every window of a "

@@ -17,6 +17,10 @@ from PIL import Image
 CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.40821073], dtype=np.float32)
 CLIP_STD = np.array([0.26862954, 0.26130258, 0.27577711], dtype=np.float32)
 COLORS = ("rgb", "bgr")
+# How a frame becomes R x R: "crop", the reference (shorter side to R, then the centre square,
+# dropping the sides of a wide frame); "squash", the whole frame resized to R x R (nothing
+# dropped, the aspect ratio not kept; a model must be trained for it).
+FITS = ("crop", "squash")
 # Frames up to this side ratio follow the reference transform bit for bit; thinner ones are
 # cropped before they are resized, so that their cost stays R x R (see _preprocess).
 EXACT_MAX_ASPECT = 16
@@ -51,13 +55,15 @@ def _check_image(image: np.ndarray, name: str = "image") -> None:
         raise ValueError(f"{name} is empty: shape {image.shape}")
 
 
-def _check_args(resolution: int, color: str) -> None:
+def _check_args(resolution: int, color: str, fit: str = "crop") -> None:
     if isinstance(resolution, bool) or not isinstance(resolution, int | np.integer):
         raise ValueError(f"resolution must be an int, got {resolution!r}")
     if resolution < 1:
         raise ValueError(f"resolution must be positive, got {resolution}")
     if color not in COLORS:
         raise ValueError(f"color must be one of {COLORS}, got {color!r}")
+    if fit not in FITS:
+        raise ValueError(f"fit must be one of {FITS}, got {fit!r}")
 
 
 def crop_box(height: int, width: int, resolution: int) -> tuple[float, float, float, float]:
@@ -69,12 +75,14 @@ def crop_box(height: int, width: int, resolution: int) -> tuple[float, float, fl
     return (left * sx, top * sy, (left + resolution) * sx, (top + resolution) * sy)
 
 
-def _preprocess(image: np.ndarray, resolution: int, color: str) -> np.ndarray:
+def _preprocess(image: np.ndarray, resolution: int, color: str, fit: str = "crop") -> np.ndarray:
     if color == "bgr":
         image = image[..., ::-1]
     height, width = image.shape[:2]
     pil = Image.fromarray(np.ascontiguousarray(image))  # uint8 [H, W, 3] is mode RGB
-    if max(height, width) <= EXACT_MAX_ASPECT * min(height, width):
+    if fit == "squash":
+        crop = np.asarray(pil.resize((resolution, resolution), Image.Resampling.BICUBIC))
+    elif max(height, width) <= EXACT_MAX_ASPECT * min(height, width):
         # The reference: resize the whole frame, then crop (at most R x 16R pixels here).
         new_h, new_w = resized_size(height, width, resolution)
         resized = np.asarray(pil.resize((new_w, new_h), Image.Resampling.BICUBIC))
@@ -94,29 +102,32 @@ def _preprocess(image: np.ndarray, resolution: int, color: str) -> np.ndarray:
     return np.ascontiguousarray(x.transpose(2, 0, 1))
 
 
-def preprocess_image(image: np.ndarray, resolution: int, color: str = "rgb") -> np.ndarray:
+def preprocess_image(image: np.ndarray, resolution: int, color: str = "rgb",
+                     fit: str = "crop") -> np.ndarray:
     """One uint8 ``[H, W, 3]`` frame -> normalised float32 ``[3, R, R]`` for the image encoder.
 
-    ``color`` says the channel order of ``image`` (``"bgr"`` for OpenCV / ROS ``bgr8`` frames).
+    ``color`` says the channel order of ``image`` (``"bgr"`` for OpenCV / ROS ``bgr8`` frames);
+    ``fit`` how the frame becomes square (``FITS``: the model's own, from its model.json).
     Anything other than a non-empty uint8 ``[H, W, 3]`` array raises ValueError.
     """
-    _check_args(resolution, color)
+    _check_args(resolution, color, fit)
     _check_image(image)
-    return _preprocess(image, int(resolution), color)
+    return _preprocess(image, int(resolution), color, fit)
 
 
 def preprocess_batch(
-    images: Sequence[np.ndarray] | np.ndarray, resolution: int, color: str = "rgb"
+    images: Sequence[np.ndarray] | np.ndarray, resolution: int, color: str = "rgb",
+    fit: str = "crop",
 ) -> np.ndarray:
     """Frames (a sequence, or one ``[N, H, W, 3]`` array) -> float32 ``[N, 3, R, R]``.
 
     Frames may differ in size; each is resized and cropped on its own.
     """
-    _check_args(resolution, color)
+    _check_args(resolution, color, fit)
     if isinstance(images, np.ndarray) and images.ndim != 4:
         raise ValueError(f"a batch array must have shape [N, H, W, 3], got {images.shape}")
     out = np.empty((len(images), 3, resolution, resolution), dtype=np.float32)
     for i, image in enumerate(images):
         _check_image(image, name=f"image {i}")
-        out[i] = _preprocess(image, int(resolution), color)
+        out[i] = _preprocess(image, int(resolution), color, fit)
     return out

@@ -295,6 +295,10 @@ BROKEN = {
     "unsupported version": (_set("format_version", 99), "model.json",
                             "unsupported format_version 99"),
     "wrong format": (_set("format", "something"), "model.json", "field 'format'"),
+    "version 2 without its fit": (_set("format_version", 2), "model.json",
+                                  "missing field 'image_fit'"),
+    "unknown fit": (lambda d: _rewrite(d / "model.json", lambda m: m.update(
+        format_version=2, image_fit="letterbox")), "model.json", "field 'image_fit'"),
     "missing key": (_drop_key("window"), "model.json", "missing field 'window'"),
     "wrong type": (_set("embed_dim", "128"), "model.json", "field 'embed_dim' has the wrong type"),
     "wrong size": (_set("embed_dim", 64), "fusion.safetensors", "expected \\[64, 128\\]"),

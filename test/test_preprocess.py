@@ -162,6 +162,24 @@ def test_errors():
     assert preprocess_image(good, np.int64(16)).shape == (3, 16, 16)
 
 
+def test_squash_keeps_the_whole_frame():
+    """fit="squash": the whole frame resized to R x R with Pillow's bicubic filter; the sides a
+    centre crop drops are in the picture."""
+    frame = scene(120, 160, seed=5)
+    frame[:, :20] = (255, 0, 0)  # a red band on the left, outside the centre square
+    squash = preprocess_image(frame, 32, fit="squash")
+    want = np.asarray(Image.fromarray(frame).resize((32, 32), Image.Resampling.BICUBIC),
+                      dtype=np.float32) / np.float32(255.0)
+    np.testing.assert_array_equal(squash, ((want - CLIP_MEAN) / CLIP_STD).transpose(2, 0, 1))
+    red = (np.float32(1.0) - CLIP_MEAN[0]) / CLIP_STD[0]
+    assert np.isclose(squash[0, :, 0], red, atol=0.05).all()  # the band, at the left edge
+    assert not np.isclose(preprocess_image(frame, 32)[0, :, 0], red, atol=0.05).any()
+    np.testing.assert_array_equal(preprocess_batch([frame[..., ::-1]], 32, "bgr", fit="squash")[0],
+                                  squash)
+    with pytest.raises(ValueError, match="fit must be one of"):
+        preprocess_image(frame, 32, fit="pad")
+
+
 def test_module_does_not_import_torch():
     code = (
         "import sys, numpy as np, spartan_ros.preprocess as p, spartan_ros.poses;"

@@ -217,16 +217,32 @@ def test_a_fresh_model_at_another_resolution_trains_and_exports(
         capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "r48"
     result = train(_args(data_root, out, cache_dir, "tiny", "--max-steps", "1",
-                         "--image-resolution", "48", "--patch-size", "6"))
+                         "--image-resolution", "48", "--patch-size", "6", "--image-fit", "squash"))
     assert result.step == 1 and math.isfinite(result.last_loss)
     model = load_checkpoint(out / "last")
-    assert (model.config.image_resolution, model.config.vision_patch_size) == (48, 6)
-    assert any(p.name.endswith("-r48-" + p.name.rsplit("-", 1)[1]) for p in cache_dir.iterdir())
+    config = model.config
+    assert (config.image_resolution, config.vision_patch_size, config.image_fit) == \
+        (48, 6, "squash")
+    squashed = {p for p in cache_dir.iterdir() if "-r48-squash-" in p.name}
+    reader = DrivingDataset(data_root, "config/train.txt")
+    frames = FrameCache.build_or_open(reader, 48, cache_dir, fit="squash")
+    assert frames.path in squashed  # the trainer's, reused
+    assert frames.fit == "squash" and frames.resolution == 48
     from spartan_train.export.onnx_export import main as export_main  # the node's model too
 
     assert export_main([str(out / "last"), str(tmp_path / "onnx")]) == 0
     meta = json.loads((tmp_path / "onnx" / "model.json").read_text())
-    assert meta["image_resolution"] == 48
+    assert (meta["image_resolution"], meta["image_fit"], meta["format_version"]) == \
+        (48, "squash", 2)
+    # The node preprocesses as the model was trained: the cached codes of a frame, exactly.
+    from spartan_ros.runtime.engine import Engine
+
+    engine = Engine(tmp_path / "onnx", providers=["cpu"])
+    entry = reader.entries[0]
+    [image] = reader.load_frames(0, [0])
+    row = frames.rows(entry.seq, [entry.start])[0]
+    np.testing.assert_array_equal(engine.preprocess([image])[0],
+                                  decode_frames(torch.from_numpy(frames.codes[row])).numpy())
     for bad in (["--image-resolution", "50", "--patch-size", "6"],  # not a multiple
                 ["--patch-size", "0"]):
         assert main(_args(data_root, tmp_path / "bad", cache_dir, "tiny", *bad)) == 2

@@ -37,13 +37,14 @@ from safetensors import SafetensorError
 from safetensors.numpy import load_file
 
 from spartan_ros.poses import CONVENTIONS, relative_window, resample_window
-from spartan_ros.preprocess import CLIP_MEAN, CLIP_STD, preprocess_image
+from spartan_ros.preprocess import CLIP_MEAN, CLIP_STD, FITS, preprocess_image
 from spartan_ros.runtime.lru import LruCache
 from spartan_ros.runtime.scoring import FusionHead
 from spartan_ros.tokenizer import tokenize
 
 FORMAT_NAME = "spartan_ros.onnx"
-FORMAT_VERSION = 1
+# 2: model.json says how frames are fitted to the square input (``image_fit``); 1 is "crop".
+FORMAT_VERSION = 2
 MODEL_JSON = "model.json"
 MODES = ("reference", "corrected")
 ROLES = ("image", "text", "pose_fusion")
@@ -198,6 +199,8 @@ def read_model_json(model_dir: str | os.PathLike[str]) -> dict[str, Any]:
         raise _fail(
             path, f"field 'pose_convention' is {meta['pose_convention']!r}, not in {CONVENTIONS}"
         )
+    if version >= 2 and _field(meta, "image_fit", str, path) not in FITS:
+        raise _fail(path, f"field 'image_fit' is {meta['image_fit']!r}, not in {FITS}")
     norm = _field(meta, "normalization", dict, path)
     for key, ours in (("mean", CLIP_MEAN), ("std", CLIP_STD)):
         values = norm.get(key)
@@ -371,6 +374,7 @@ class Engine:
         self.name = str(meta.get("name", self.model_dir.name))
         self.embed_dim = int(meta["embed_dim"])
         self.image_resolution = int(meta["image_resolution"])
+        self.image_fit = str(meta.get("image_fit", "crop"))  # format 1 had only the crop
         self.context_length = int(meta["context_length"])
         self.window = int(meta["window"])
         self.window_rate_hz = float(meta["window_rate_hz"])
@@ -526,7 +530,7 @@ class Engine:
         out = np.empty((len(images), 3, r, r), dtype=np.float32)
         for i, image in enumerate(images):
             try:
-                out[i] = preprocess_image(image, r, color)
+                out[i] = preprocess_image(image, r, color, self.image_fit)
             except ValueError as e:
                 raise ValueError(f"image {i}: {e}") from e
         return out

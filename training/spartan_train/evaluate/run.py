@@ -72,8 +72,8 @@ class EvalConfig:
 # ----------------------------------------------------------------------------- encoding
 
 
-def _load_clip(ds: DrivingDataset, index: int, resolution: int) -> np.ndarray:
-    return preprocess_batch(ds.load_frames(index), resolution)  # [K, 3, R, R]
+def _load_clip(ds: DrivingDataset, index: int, resolution: int, fit: str) -> np.ndarray:
+    return preprocess_batch(ds.load_frames(index), resolution, fit=fit)  # [K, 3, R, R]
 
 
 @torch.no_grad()
@@ -82,12 +82,12 @@ def encode_videos(
 ) -> np.ndarray:
     """Video embeddings ``[n, E]`` (unnormalised) of the first ``n`` clips."""
     device = next(model.parameters()).device
-    r = model.image_resolution
+    r, fit = model.image_resolution, model.config.image_fit
     out = np.empty((n, model.embed_dim), dtype=np.float32)
     batches = [range(lo, min(n, lo + batch_size)) for lo in range(0, n, batch_size)]
 
     def load(b: range) -> np.ndarray:
-        return np.stack([_load_clip(ds, i, r) for i in b])
+        return np.stack([_load_clip(ds, i, r, fit) for i in b])
 
     # Decode + resize the next batch in a thread (Pillow releases the GIL) while torch encodes
     # this one; only one batch ahead, so memory stays bounded at B/16 sizes.

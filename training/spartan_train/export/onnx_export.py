@@ -45,7 +45,6 @@ from spartan_ros.poses import relative_window
 from spartan_ros.preprocess import CLIP_MEAN, CLIP_STD, preprocess_batch
 from spartan_ros.runtime.engine import (
     FORMAT_NAME,
-    FORMAT_VERSION,
     FUSION_BIAS,
     FUSION_WEIGHT,
     MODEL_JSON,
@@ -120,7 +119,7 @@ SPECS = {
 # --------------------------------------------------------------------------- random inputs
 
 
-def sample_images(batch: int, resolution: int, seed: int) -> np.ndarray:
+def sample_images(batch: int, resolution: int, seed: int, fit: str = "crop") -> np.ndarray:
     """Preprocessed float32 [N, 3, R, R] of smooth random pictures (gradients, blocks, noise),
     so the check sees the value range real frames give, not N(0, 1) pixels."""
     rng = np.random.default_rng(seed)
@@ -132,7 +131,7 @@ def sample_images(batch: int, resolution: int, seed: int) -> np.ndarray:
         base = rng.uniform(0, 255, 3) * wave[..., None]
         noise = rng.normal(0, rng.uniform(5, 40), (h, w, 3))
         frames.append(np.clip(base + noise, 0, 255).astype(np.uint8))
-    return preprocess_batch(frames, resolution)
+    return preprocess_batch(frames, resolution, fit=fit)
 
 
 def sample_tokens(batch: int, context: int, seed: int) -> np.ndarray:
@@ -170,7 +169,7 @@ def sample_windows(batch: int, frames: int, convention: str, seed: int) -> np.nd
 def sample_inputs(model: SpartanModel, role: str, batch: int, seed: int) -> list[np.ndarray]:
     cfg = model.config
     if role == "image":
-        return [sample_images(batch, cfg.image_resolution, seed)]
+        return [sample_images(batch, cfg.image_resolution, seed, cfg.image_fit)]
     if role == "text":
         return [sample_tokens(batch, cfg.context_length, seed)]
     rng = np.random.default_rng(seed)
@@ -388,9 +387,11 @@ def graph_file(role: str, precision: str) -> str:
 
 def base_metadata(model: SpartanModel, name: str, source: Path, source_sha: str, opset: int):
     cfg = model.config
+    # The oldest format that describes the model, so that older runtimes read what they can.
+    fit = {} if cfg.image_fit == "crop" else {"image_fit": cfg.image_fit}
     return {
         "format": FORMAT_NAME,
-        "format_version": FORMAT_VERSION,
+        "format_version": 2 if fit else 1,
         "name": name,
         "exporter_version": EXPORTER_VERSION,
         "created_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -407,6 +408,7 @@ def base_metadata(model: SpartanModel, name: str, source: Path, source_sha: str,
         "use_fft": cfg.use_fft,
         "embed_dim": cfg.embed_dim,
         "image_resolution": cfg.image_resolution,
+        **fit,
         "context_length": cfg.context_length,
         "window": cfg.num_frames,
         "window_rate_hz": WINDOW_RATE_HZ,
@@ -426,7 +428,7 @@ def graph_metadata(meta: dict[str, Any], role: str, precision: str) -> dict[str,
     keys = ("format", "format_version", "exporter_version", "mode", "pose_convention",
             "embed_dim", "image_resolution", "context_length", "window", "window_rate_hz",
             "onnx_opset")  # fmt: skip
-    out = {f"spartan_ros.{k}": str(meta[k]) for k in keys}
+    out = {f"spartan_ros.{k}": str(meta[k]) for k in keys + ("image_fit",) if k in meta}
     out.update({
         "spartan_ros.graph": role,
         "spartan_ros.precision": precision,
@@ -562,7 +564,7 @@ def export_model(
             path = tmp / graph_file("image", "int8")
             src = tmp / graph_file("image", "float32")
             if int8_method == "static":  # activation ranges calibrated on sample pictures
-                calibration = sample_images(16, cfg.image_resolution, seed=1234)
+                calibration = sample_images(16, cfg.image_resolution, 1234, cfg.image_fit)
                 make = functools.partial(quantize_image_static, src, path, calibration)
             else:
                 make = functools.partial(quantize_image, src, path)

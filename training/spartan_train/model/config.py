@@ -11,6 +11,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from spartan_ros.preprocess import FITS
+
 MODES = ("reference", "corrected")
 POSE_CONVENTIONS = ("reference", "heading")
 
@@ -30,6 +32,7 @@ class ModelConfig:
     embed_dim: int = 512
     # image tower (ViT)
     image_resolution: int = 224
+    image_fit: str = "crop"  # how a frame becomes square (spartan_ros.preprocess.FITS)
     vision_patch_size: int = 16
     vision_width: int = 768
     vision_layers: int = 12
@@ -74,6 +77,8 @@ class ModelConfig:
                 f"ModelConfig.pose_convention must be one of {POSE_CONVENTIONS}, "
                 f"got {self.pose_convention!r}"
             )
+        if self.image_fit not in FITS:
+            raise ValueError(f"ModelConfig.image_fit must be one of {FITS}, got {self.image_fit!r}")
         if self.context_length != CONTEXT_LENGTH:
             raise ValueError(
                 f"ModelConfig.context_length must be {CONTEXT_LENGTH} (Long-CLIP), "

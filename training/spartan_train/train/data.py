@@ -80,12 +80,14 @@ def window_frames(reader: DrivingDataset) -> list[tuple[str, int]]:
     return sorted(frames)
 
 
-def cache_key(reader: DrivingDataset, resolution: int, frames: Sequence[tuple[str, int]]) -> str:
-    """Hash of what the cached pixels depend on: data root, resolution, the frame files (size and
-    modification time, so a regenerated set is not mistaken for the old one) and the preprocessing
-    code."""
+def cache_key(reader: DrivingDataset, resolution: int, frames: Sequence[tuple[str, int]],
+              fit: str = "crop") -> str:
+    """Hash of what the cached pixels depend on: data root, resolution and fit, the frame files
+    (size and modification time, so a regenerated set is not mistaken for the old one) and the
+    preprocessing code."""
     h = hashlib.sha256()
-    head = {"version": CACHE_VERSION, "root": str(reader.root.resolve()), "resolution": resolution}
+    head = {"version": CACHE_VERSION, "root": str(reader.root.resolve()), "resolution": resolution,
+            "fit": fit}
     h.update(json.dumps(head, sort_keys=True).encode())
     h.update(Path(preprocess.__file__).read_bytes())
     for seq, frame in frames:
@@ -110,6 +112,7 @@ class FrameCache:
         if meta.get("version") != CACHE_VERSION:
             raise ValueError(f"frame cache {self.path} has version {meta.get('version')!r}")
         self.resolution = int(meta["resolution"])
+        self.fit = str(meta.get("fit", "crop"))
         frames = [(str(s), int(f)) for s, f in meta["frames"]]
         self.index = {key: i for i, key in enumerate(frames)}
         r = self.resolution
@@ -137,16 +140,19 @@ class FrameCache:
         resolution: int,
         cache_dir: str | Path | None = None,
         progress: Callable[[int, int], None] | None = None,
+        fit: str = "crop",
     ) -> FrameCache:
-        """Open the cache of ``reader``'s frames at ``resolution``, building it first if needed.
+        """Open the cache of ``reader``'s frames at ``resolution`` (fitted by ``fit``), building it
+        first if needed.
 
         Built into a temporary directory and renamed into place, so an interrupted build leaves
         nothing that looks complete, and concurrent builders do not see each other's halves.
         """
         frames = window_frames(reader)
-        key = cache_key(reader, resolution, frames)
+        key = cache_key(reader, resolution, frames, fit)
         root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-        final = root / f"{reader.root.resolve().name}-r{resolution}-{key}"
+        size = f"r{resolution}" + ("" if fit == "crop" else f"-{fit}")
+        final = root / f"{reader.root.resolve().name}-{size}-{key}"
         if (final / INDEX_FILE).exists():
             return cls(final)
         root.mkdir(parents=True, exist_ok=True)
@@ -154,7 +160,7 @@ class FrameCache:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         try:
-            _build(reader, resolution, frames, tmp, progress)
+            _build(reader, resolution, frames, tmp, progress, fit)
             try:
                 os.rename(tmp, final)
             except OSError:  # another process finished the same cache first
@@ -171,6 +177,7 @@ def _build(
     frames: list[tuple[str, int]],
     out: Path,
     progress: Callable[[int, int], None] | None,
+    fit: str = "crop",
 ) -> None:
     r = resolution
     data = np.memmap(out / FRAMES_FILE, dtype=np.uint8, mode="w+", shape=(len(frames), 3, r, r))
@@ -180,7 +187,7 @@ def _build(
     pending: list[np.ndarray] = []
 
     def flush() -> None:
-        x = preprocess.preprocess_batch(pending, r)
+        x = preprocess.preprocess_batch(pending, r, fit=fit)
         k = encode_codes(x)
         if not np.array_equal(_decode_numpy(k), x):
             raise RuntimeError("preprocessed frames are no longer an 8-bit affine map of the "
@@ -208,7 +215,8 @@ def _build(
     if pending:
         flush()
     data.flush()
-    meta = {"version": CACHE_VERSION, "resolution": r, "root": str(reader.root.resolve()),
+    meta = {"version": CACHE_VERSION, "resolution": r, "fit": fit,
+            "root": str(reader.root.resolve()),
             "frames": [[s, f] for s, f in frames]}
     (out / INDEX_FILE).write_text(json.dumps(meta), encoding="utf-8")
 

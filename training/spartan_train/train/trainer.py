@@ -62,6 +62,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
+from spartan_ros.preprocess import FITS
 from spartan_train.data import DatasetError, DrivingDataset, windows_meta_by_name
 from spartan_train.model import (
     CONFIGS,
@@ -144,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="vision patch side for a fresh model (default: the config's, 8 for "
                         "tiny); --image-resolution 96 --patch-size 12 keeps tiny's 8x8 grid, "
                         "so a step costs about the same while each patch sees 2.25x the pixels")
+    m.add_argument("--image-fit", choices=FITS, default=None,
+                   help="how a frame becomes square, for a fresh model: crop (the reference: "
+                        "the centre square) or squash (the whole frame, aspect not kept)")
     m.add_argument("--logit-scale", type=float, default=LOGIT_SCALE_INIT,
                    help="initial logit_scale (not on --resume)")
 
@@ -262,7 +266,8 @@ def check_args(args: argparse.Namespace) -> None:
 
 
 def _check_image_size(args: argparse.Namespace, bad: Callable[[str], None]) -> None:
-    sizes = {"--image-resolution": args.image_resolution, "--patch-size": args.patch_size}
+    sizes = {"--image-resolution": args.image_resolution, "--patch-size": args.patch_size,
+             "--image-fit": args.image_fit}
     given = [flag for flag, value in sizes.items() if value is not None]
     if not given:
         return
@@ -280,7 +285,8 @@ def image_config(args: argparse.Namespace) -> ModelConfig:
     overrides = {k: v for k, v in (("mode", args.mode),
                                    ("pose_convention", args.pose_convention),
                                    ("image_resolution", args.image_resolution),
-                                   ("vision_patch_size", args.patch_size)) if v is not None}
+                                   ("vision_patch_size", args.patch_size),
+                                   ("image_fit", args.image_fit)) if v is not None}
     return get_config(args.init).replace(**overrides)  # replace() validates
 
 
@@ -733,7 +739,7 @@ class Trainer:
 
             try:
                 cache = FrameCache.build_or_open(reader, cfg.image_resolution, args.cache_dir,
-                                                 progress)
+                                                 progress, cfg.image_fit)
             except DatasetError as e:
                 raise TrainError(str(e)) from None
             finally:
@@ -741,7 +747,8 @@ class Trainer:
         if train:
             self.d.barrier()
             if cache is None:
-                cache = FrameCache.build_or_open(reader, cfg.image_resolution, args.cache_dir)
+                cache = FrameCache.build_or_open(reader, cfg.image_resolution, args.cache_dir,
+                                                 fit=cfg.image_fit)
         assert cache is not None
         return ClipDataset(reader, cache, frames=args.frames, train=train, seed=args.seed)
 
