@@ -265,10 +265,13 @@ def test_learning_bench_commands() -> None:
     assert "--look-alike" not in cmd  # random batches, as the reference
     assert "--pose-weight" not in cmd  # the trainer's default, SPARTAN's weight
     assert "--image-resolution" not in cmd and "--patch-size" not in cmd  # tiny's own
-    args = learning.build_parser().parse_args(["--image-resolution", "96", "--patch-size", "12"])
+    assert "--image-fit" not in cmd
+    args = learning.build_parser().parse_args(["--image-resolution", "96", "--patch-size", "12",
+                                               "--image-fit", "squash"])
     cmd = learning.train_cmd(Path("d"), Path("o/pose"), "pose", args)
     assert cmd[cmd.index("--image-resolution") + 1] == "96"
     assert cmd[cmd.index("--patch-size") + 1] == "12"
+    assert cmd[cmd.index("--image-fit") + 1] == "squash"
     args = learning.build_parser().parse_args(["--layout", "threads", "--own-motion", "1",
                                                "--pose-weight", "0.25"])
     cmd = learning.train_cmd(Path("d"), Path("o/no_pose"), "no_pose", args)
