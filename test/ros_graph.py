@@ -412,8 +412,10 @@ def _call(args) -> int:
     client = node.create_client(QuerySegments, args.service, qos_profile=QUERY_QOS)
     if not client.wait_for_service(timeout_sec=args.timeout):
         raise SystemExit(f"{args.service} not available")
+    t0 = time.monotonic()
     if not query_handshake(client, node_spin(node), args.timeout):
-        raise SystemExit(f"no answer from {args.service}")
+        raise SystemExit(f"no answer from {args.service} to a refused request (handshake) in "
+                         f"{time.monotonic() - t0:.1f} s")
     for spec in json.loads(args.requests):
         req = QuerySegments.Request(text=spec.get("text", ""), top_k=spec.get("top_k", 0),
                                     radius=float(spec.get("radius", 0.0)),
@@ -428,10 +430,12 @@ def _call(args) -> int:
             p, q = ps.pose.position, ps.pose.orientation
             p.x, p.y, p.z, q.x, q.y, q.z, q.w = (float(v) for v in row[1:8])
             req.trajectory.append(ps)
+        t0 = time.monotonic()
         future = client.call_async(req)
         rclpy.spin_until_future_complete(node, future, timeout_sec=args.timeout)
         if future.result() is None:
-            raise SystemExit(f"no answer from {args.service}")
+            raise SystemExit(f"no answer from {args.service} in {time.monotonic() - t0:.1f} s "
+                             "(after the handshake)")
         answer = response_to_dict(future.result())
         for seg, msg in zip(answer["segments"], future.result().segments, strict=True):
             seg["path_stamps_ns"] = [p.header.stamp.sec * 1_000_000_000 + p.header.stamp.nanosec
