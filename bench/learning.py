@@ -33,6 +33,7 @@ from pathlib import Path
 from spartan_train.protocol import DRIVES, PAPER_SELECTION, PAPER_TEST, PAPER_TRAINING, DriveSpec
 
 from bench.report import earlier_results
+from spartan_ros.preprocess import FITS
 
 GOALS = {"R@1": 0.60, "R@5": 0.90, "look_alike_gap": 0.15}
 LAYOUTS = ("torchrun", "threads", "side-by-side")
@@ -305,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="input side in pixels (default: tiny's 64)")
     ap.add_argument("--patch-size", type=int, default=None, metavar="PX",
                     help="vision patch side (default: tiny's 8; 12 at 96 px keeps the 8x8 grid)")
-    ap.add_argument("--image-fit", choices=("crop", "squash"), default=None,
+    ap.add_argument("--image-fit", choices=FITS, default=None,
                     help="how frames become square (default: crop, the reference's centre "
                          "square; squash keeps the whole width)")
     ap.add_argument("--seed", type=int, default=0, help="training seed (not the data's)")

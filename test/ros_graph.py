@@ -340,16 +340,15 @@ def _lifecycle(args) -> int:
     get = node.create_client(GetState, f"{args.node}/get_state")
     known: set = set()  # clients whose first answer came back
 
-    def harmless(client):  # a request the node answers at once, changing nothing
-        if client is change:
-            return ChangeState.Request(transition=Transition(label="no such transition"))
-        return GetState.Request()
+    # Requests the node answers at once, changing nothing.
+    harmless = {change: lambda: ChangeState.Request(transition=Transition(
+        label="no such transition")), get: GetState.Request}
 
     def call(client, request):
         if not client.wait_for_service(timeout_sec=args.timeout):
             raise SystemExit(f"{client.srv_name} not available")
-        if client not in known and not handshake(client, lambda: harmless(client),
-                                                 node_spin(node), args.timeout):
+        if client not in known and not handshake(client, harmless[client], node_spin(node),
+                                                 args.timeout):
             raise SystemExit(f"no answer from {client.srv_name}")
         known.add(client)
         future = client.call_async(request)

@@ -428,7 +428,9 @@ def graph_metadata(meta: dict[str, Any], role: str, precision: str) -> dict[str,
     keys = ("format", "format_version", "exporter_version", "mode", "pose_convention",
             "embed_dim", "image_resolution", "context_length", "window", "window_rate_hz",
             "onnx_opset")  # fmt: skip
-    out = {f"spartan_ros.{k}": str(meta[k]) for k in keys + ("image_fit",) if k in meta}
+    out = {f"spartan_ros.{k}": str(meta[k]) for k in keys}
+    if "image_fit" in meta:  # format 2 only (base_metadata)
+        out["spartan_ros.image_fit"] = str(meta["image_fit"])
     out.update({
         "spartan_ros.graph": role,
         "spartan_ros.precision": precision,

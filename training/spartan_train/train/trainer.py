@@ -271,13 +271,18 @@ def _check_image_size(args: argparse.Namespace, bad: Callable[[str], None]) -> N
     given = [flag for flag, value in sizes.items() if value is not None]
     if not given:
         return
-    if args.resume is not None or args.init.replace("ViT-", "") not in CONFIGS:
+    if not fresh_model(args):
         bad(f"{' and '.join(given)} shape a fresh model (--init a config name); a checkpoint "
             "keeps the sizes it was trained at")
     try:
         image_config(args)
     except ValueError as e:
         bad(f"{' and '.join(given)}: {e}")
+
+
+def fresh_model(args: argparse.Namespace) -> bool:
+    """A model built from a named config (not a checkpoint, not a resumed run)."""
+    return args.resume is None and args.init.replace("ViT-", "") in CONFIGS
 
 
 def image_config(args: argparse.Namespace) -> ModelConfig:
@@ -643,8 +648,7 @@ class Trainer:
                                       pose_weight=args.pose_weight)
         lr = args.lr
         if lr is None:
-            fresh = args.resume is None and args.init.replace("ViT-", "") in CONFIGS
-            lr = DEFAULT_LR_FRESH if fresh else DEFAULT_LR_FINETUNE
+            lr = DEFAULT_LR_FRESH if fresh_model(args) else DEFAULT_LR_FINETUNE
         self.schedule: Schedule
         if args.schedule == "clock":
             self.schedule = ClockCosine(lr, args.warmup)
