@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sqlite3
 import time
 
@@ -36,7 +37,13 @@ def test_lifecycle_cycles_with_ingest_and_queries_in_flight(tmp_path, model_dir)
         print(f"{CYCLES} cycles in {took:.1f} s")
         assert hammer.popen.wait(120) == 0, hammer.tail()
         # Still answering after the cycles (what is stored is checked in the file below).
-        [answer] = run_helper(env, "call", json.dumps([{"text": "a road", "top_k": 20}]))
+        try:
+            [answer] = run_helper(env, "call", json.dumps([{"text": "a road", "top_k": 20}]))
+        except AssertionError as exc:
+            node.popen.send_signal(signal.SIGUSR1)  # where each of its threads waits
+            time.sleep(2.0)
+            threads = node.output()[-12000:]
+            raise AssertionError(f"unanswered; the node's threads:\n{threads}") from exc
         assert answer["success"], answer["message"]
         assert 1 <= len(answer["segments"]) <= 20
         assert node.alive()

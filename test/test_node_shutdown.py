@@ -58,3 +58,29 @@ def test_sigterm_exits_0_too(tmp_path, model_dir):
         node.stop()
     assert code == 0, node.output()[-3000:]
     assert "Traceback" not in node.output()
+
+
+def test_sigusr1_prints_every_thread_stack_and_the_node_goes_on(tmp_path, model_dir):
+    """For a node that stops answering: `kill -USR1` writes each thread's stack to its log."""
+    env = ros_env()
+    node = Process([str(EXECUTABLE), "--ros-args",
+                    *node_params(model_dir, tmp_path / "memory.db", stride_frames=2)], env,
+                   tmp_path / "node.log")
+    publisher = helper(env, tmp_path / "publisher.log", "publish", "--seconds", "60")
+    try:
+        node.wait_for_output("stored segment 1 ", timeout=120)
+        node.popen.send_signal(signal.SIGUSR1)  # the node alone, as `kill -USR1 <pid>`
+        node.wait_for_output("most recent call first", timeout=30)
+        stored_before = len(stored_ids(node.output()))
+        node.wait_for_output(f"stored segment {stored_before + 2} ", timeout=60)
+        node.signal(signal.SIGINT)
+        code = node.popen.wait(30)
+    finally:
+        node.stop()
+        publisher.stop()
+    log = node.output()
+    assert code == 0, log[-3000:]
+    dump = log[log.index("most recent call first"):]
+    assert dump.count("(most recent call first)") >= 3, dump[:3000]  # all threads, not one
+    assert "spartan_node.py" in dump  # the executor thread's frames
+    assert "Traceback" not in log

@@ -220,6 +220,8 @@ def link_fleet(values: dict[str, Any], memory: MemoryService, logger: Any) -> An
     return link
 
 
+# The signal that prints every thread's stack (see main).
+STACKS_SIGNAL = signal.SIGUSR1
 # How long a thread may hold Python's lock while others wait for it (seconds; see main).
 GIL_SWITCH_INTERVAL_S = 0.001
 # The newest answer's markers go out at most this often (seconds).
@@ -670,6 +672,9 @@ def main(args: list[str] | None = None) -> int:
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     stop = _StopSignals()
+    # `kill -USR1 <pid>` prints every thread's Python stack to the log and the node goes on:
+    # for a node that stops answering or ingesting, it shows where each thread waits.
+    faulthandler.register(STACKS_SIGNAL, all_threads=True, chain=False)
     node = SpartanNode()
     code = 0
     try:
@@ -700,6 +705,7 @@ def main(args: list[str] | None = None) -> int:
         node.destroy_node()
         rclpy.try_shutdown()
         faulthandler.cancel_dump_traceback_later()
+        faulthandler.unregister(STACKS_SIGNAL)
         watchdog.cancel()
         stop.restore()
     return code
