@@ -7,12 +7,15 @@ and the latency of every answered call. Each client is its own rclpy node and ex
 own thread, so the clients' calls overlap as separate planners' calls would; with
 ``--processes`` each client is a process of its own, as separate planners are (the threads of
 one process share its interpreter, and each is handed every client's answers to sort out).
+Ctrl-C (SIGINT) or SIGTERM ends the run early: each client drops the call it waits for and
+leaves DDS cleanly, and the line says ``"interrupted": true``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import threading
 import time
@@ -24,18 +27,34 @@ TEXTS = ("a road", "the gas station where we turned left", "a red car at the cro
          "a parked truck on the right", "turning right after the bridge")
 
 
+# How often a client waiting for an answer looks whether the run was stopped (seconds).
+STOP_POLL_S = 0.1
+
+
+def stop_on_signals() -> threading.Event:
+    """An event set by SIGINT / SIGTERM, instead of rclpy's handler: rclpy shuts the context
+    down under the clients' feet, and a client thread then sending a request can hang the
+    process in the middle of DDS (seen: minutes in rcl_send_request after Ctrl-C)."""
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
 def run_clients(clients: int, seconds: float, service: str = "/spartan/query", top_k: int = 5,
                 timeout: float = 10.0, fresh_texts: bool = False, first: int = 0) -> int:
     """``fresh_texts``: every call asks a text never asked before (no cached text features);
     ``first``: the number of the first client (texts differ between clients)."""
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
+    from rclpy.signals import SignalHandlerOptions
     from spartan_interfaces.srv import QuerySegments
 
     from spartan_ros.node.qos import QUERY_QOS
     from spartan_ros.node.query_client import query_handshake
 
-    rclpy.init()
+    rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
+    stop = stop_on_signals()
     counts: Counter[str] = Counter()
     messages: Counter[str] = Counter()
     latencies: list[float] = []
@@ -54,19 +73,23 @@ def run_clients(clients: int, seconds: float, service: str = "/spartan/query", t
         # its answers are lost (spartan_ros/node/service_calls.py).
         query_handshake(client, executor.spin_until_future_complete, 30.0)
         i = k
-        while time.monotonic() < stop_at:
+        while time.monotonic() < stop_at and not stop.is_set():
             text = TEXTS[i % len(TEXTS)] + (f" number {k} {i}" if fresh_texts else "")
             req = QuerySegments.Request(text=text, top_k=top_k)
             i += 1
             t0 = time.perf_counter()
             future = client.call_async(req)
-            executor.spin_until_future_complete(future, timeout_sec=timeout)
+            while not (future.done() or stop.is_set()) and time.perf_counter() - t0 < timeout:
+                executor.spin_until_future_complete(future, timeout_sec=STOP_POLL_S)
             dt = time.perf_counter() - t0
             answer: Any = future.result() if future.done() else None
+            if answer is None:
+                client.remove_pending_request(future)
+                if stop.is_set():
+                    break  # stopped while waiting: neither answered nor timed out
             with lock:
                 if answer is None:
                     counts["timed out"] += 1
-                    client.remove_pending_request(future)
                 elif answer.success:
                     counts["answered"] += 1
                     latencies.append(dt)
@@ -87,7 +110,7 @@ def run_clients(clients: int, seconds: float, service: str = "/spartan/query", t
     rclpy.try_shutdown()
     print(json.dumps({"counts": dict(counts), "messages": dict(messages),
                       "latencies_s": latencies, "seconds": wall, "clients": clients,
-                      "fresh_texts": fresh_texts}),
+                      "fresh_texts": fresh_texts, "interrupted": stop.is_set()}),
           flush=True)
     return 0
 
@@ -114,6 +137,8 @@ def run_processes(a: argparse.Namespace, argv: list[str]) -> int:
     """One client per process; prints the merged JSON line."""
     import subprocess
 
+    # Ctrl-C reaches the clients too (one process group): each ends its run and prints its line.
+    stop = stop_on_signals()
     args = [x for x in argv if x != "--processes"]
     procs = [subprocess.Popen([sys.executable, "-m", "bench.query_load", *args, "--clients",
                                "1", "--first-client", str(k)], stdout=subprocess.PIPE,
@@ -135,7 +160,8 @@ def run_processes(a: argparse.Namespace, argv: list[str]) -> int:
         seconds = max(seconds, doc["seconds"])
     print(json.dumps({"counts": dict(counts), "messages": dict(messages),
                       "latencies_s": latencies, "seconds": seconds, "clients": a.clients,
-                      "fresh_texts": a.fresh_texts, "processes": True}), flush=True)
+                      "fresh_texts": a.fresh_texts, "processes": True,
+                      "interrupted": stop.is_set()}), flush=True)
     return 0 if not counts.get("client failed") else 1
 
 

@@ -21,8 +21,9 @@ def test_lifecycle_cycles_with_ingest_and_queries_in_flight(tmp_path, model_dir)
     publisher = helper(env, tmp_path / "publisher.log", "publish", "--seconds", "600",
                        "--speed", "1")
     # The callers stop on their own (about the cycles' length) and say goodbye: killing them
-    # instead (SIGINT left them hanging, then SIGKILL) preceded each run where the node then
-    # did not answer a new caller for 30 s (three full-suite runs); that is under study.
+    # instead (SIGINT left them hanging in DDS then, SIGKILL after it) preceded each run where
+    # the node then did not answer a new caller for 30 s (three full-suite runs); not
+    # reproduced since, and the node's threads are dumped below should it come back.
     hammer = helper(env, tmp_path / "hammer.log", "hammer", "--clients", "3", "--seconds",
                     "30", "--timeout", "20")
     try:
