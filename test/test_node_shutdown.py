@@ -2,10 +2,12 @@
 launch forwards one more). The node, started from its executable as `ros2 launch` / `ros2 run`
 start it, stores what it has taken, closes the memory and exits 0 without a traceback."""
 
+import contextlib
 import signal
 import sqlite3
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from ros_graph import Process, helper, node_params, ros_env, stored_ids
@@ -14,25 +16,31 @@ EXECUTABLE = Path(sys.prefix) / "lib" / "spartan_ros" / "spartan_node"  # by scr
 PARAMS_FILE = Path(sys.prefix) / "share" / "spartan_ros" / "config" / "spartan.yaml"
 
 
-def test_sigint_to_the_group_during_ingest_exits_0_with_the_segments_stored(tmp_path, model_dir):
+@contextlib.contextmanager
+def node_on_a_drive(tmp_path: Path, *ros_args: str) -> Iterator[Process]:
+    """The node from its executable, as `ros2 launch` / `ros2 run` start it, with a drive
+    published on the bag's topics (/camera/image_raw, /odom); both stopped at the end."""
     env = ros_env()
+    node = Process([str(EXECUTABLE), "--ros-args", *ros_args], env, tmp_path / "node.log")
+    publisher = helper(env, tmp_path / "publisher.log", "publish", "--seconds", "60")
+    try:
+        yield node
+    finally:
+        node.stop()
+        publisher.stop()
+
+
+def test_sigint_to_the_group_during_ingest_exits_0_with_the_segments_stored(tmp_path, model_dir):
     memory = tmp_path / "memory.db"
     # The package's parameters file and the default topics, as `ros2 launch` starts the node;
     # stride 2: a segment every 0.2 s, so SIGINT lands while segments are being made.
-    args = [str(EXECUTABLE), "--ros-args", "--params-file", str(PARAMS_FILE),
-            *node_params(model_dir, memory, stride_frames=2)]
-    node = Process(args, env, tmp_path / "node.log")
-    # the publisher's defaults are the bag's topics (/camera/image_raw, /odom)
-    publisher = helper(env, tmp_path / "publisher.log", "publish", "--seconds", "60")
-    try:
+    with node_on_a_drive(tmp_path, "--params-file", str(PARAMS_FILE),
+                         *node_params(model_dir, memory, stride_frames=2)) as node:
         node.wait_for_output("stored segment 3 ", timeout=120)
         node.signal(signal.SIGINT)  # the terminal's Ctrl-C: the whole group
         time.sleep(0.05)
         node.signal(signal.SIGINT)  # launch forwards it once more while the node shuts down
         code = node.popen.wait(30)
-    finally:
-        node.stop()
-        publisher.stop()
     log = node.output()
     assert code == 0, log[-3000:]
     assert "Traceback" not in log and "KeyboardInterrupt" not in log, log[-3000:]
@@ -62,12 +70,8 @@ def test_sigterm_exits_0_too(tmp_path, model_dir):
 
 def test_sigusr1_prints_every_thread_stack_and_the_node_goes_on(tmp_path, model_dir):
     """For a node that stops answering: `kill -USR1` writes each thread's stack to its log."""
-    env = ros_env()
-    node = Process([str(EXECUTABLE), "--ros-args",
-                    *node_params(model_dir, tmp_path / "memory.db", stride_frames=2)], env,
-                   tmp_path / "node.log")
-    publisher = helper(env, tmp_path / "publisher.log", "publish", "--seconds", "60")
-    try:
+    params = node_params(model_dir, tmp_path / "memory.db", stride_frames=2)
+    with node_on_a_drive(tmp_path, *params) as node:
         node.wait_for_output("stored segment 1 ", timeout=120)
         node.popen.send_signal(signal.SIGUSR1)  # the node alone, as `kill -USR1 <pid>`
         node.wait_for_output("most recent call first", timeout=30)
@@ -75,9 +79,6 @@ def test_sigusr1_prints_every_thread_stack_and_the_node_goes_on(tmp_path, model_
         node.wait_for_output(f"stored segment {stored_before + 2} ", timeout=60)
         node.signal(signal.SIGINT)
         code = node.popen.wait(30)
-    finally:
-        node.stop()
-        publisher.stop()
     log = node.output()
     assert code == 0, log[-3000:]
     dump = log[log.index("most recent call first"):]
