@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 import threading
 import time
 from collections import Counter
 from typing import Any
+
+from spartan_ros.stop_signals import StopSignals
 
 TEXTS = ("a road", "the gas station where we turned left", "a red car at the crossing",
          "trees on both sides", "stopping at a light", "a long straight street at night",
@@ -29,16 +30,6 @@ TEXTS = ("a road", "the gas station where we turned left", "a red car at the cro
 
 # How often a client waiting for an answer looks whether the run was stopped (seconds).
 STOP_POLL_S = 0.1
-
-
-def stop_on_signals() -> threading.Event:
-    """An event set by SIGINT / SIGTERM, instead of rclpy's handler: rclpy shuts the context
-    down under the clients' feet, and a client thread then sending a request can hang the
-    process in the middle of DDS (seen: minutes in rcl_send_request after Ctrl-C)."""
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    return stop
 
 
 def run_clients(clients: int, seconds: float, service: str = "/spartan/query", top_k: int = 5,
@@ -54,7 +45,7 @@ def run_clients(clients: int, seconds: float, service: str = "/spartan/query", t
     from spartan_ros.node.query_client import query_handshake
 
     rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
-    stop = stop_on_signals()
+    stop = StopSignals()  # a client mid-call when rclpy shut down hung in rcl_send_request
     counts: Counter[str] = Counter()
     messages: Counter[str] = Counter()
     latencies: list[float] = []
@@ -73,19 +64,19 @@ def run_clients(clients: int, seconds: float, service: str = "/spartan/query", t
         # its answers are lost (spartan_ros/node/service_calls.py).
         query_handshake(client, executor.spin_until_future_complete, 30.0)
         i = k
-        while time.monotonic() < stop_at and not stop.is_set():
+        while time.monotonic() < stop_at and not stop.requested:
             text = TEXTS[i % len(TEXTS)] + (f" number {k} {i}" if fresh_texts else "")
             req = QuerySegments.Request(text=text, top_k=top_k)
             i += 1
             t0 = time.perf_counter()
             future = client.call_async(req)
-            while not (future.done() or stop.is_set()) and time.perf_counter() - t0 < timeout:
+            while not (future.done() or stop.requested) and time.perf_counter() - t0 < timeout:
                 executor.spin_until_future_complete(future, timeout_sec=STOP_POLL_S)
             dt = time.perf_counter() - t0
             answer: Any = future.result() if future.done() else None
             if answer is None:
                 client.remove_pending_request(future)
-                if stop.is_set():
+                if stop.requested:
                     break  # stopped while waiting: neither answered nor timed out
             with lock:
                 if answer is None:
@@ -110,7 +101,7 @@ def run_clients(clients: int, seconds: float, service: str = "/spartan/query", t
     rclpy.try_shutdown()
     print(json.dumps({"counts": dict(counts), "messages": dict(messages),
                       "latencies_s": latencies, "seconds": wall, "clients": clients,
-                      "fresh_texts": fresh_texts, "interrupted": stop.is_set()}),
+                      "fresh_texts": fresh_texts, "interrupted": stop.requested}),
           flush=True)
     return 0
 
@@ -138,7 +129,7 @@ def run_processes(a: argparse.Namespace, argv: list[str]) -> int:
     import subprocess
 
     # Ctrl-C reaches the clients too (one process group): each ends its run and prints its line.
-    stop = stop_on_signals()
+    stop = StopSignals()
     args = [x for x in argv if x != "--processes"]
     procs = [subprocess.Popen([sys.executable, "-m", "bench.query_load", *args, "--clients",
                                "1", "--first-client", str(k)], stdout=subprocess.PIPE,
@@ -161,7 +152,7 @@ def run_processes(a: argparse.Namespace, argv: list[str]) -> int:
     print(json.dumps({"counts": dict(counts), "messages": dict(messages),
                       "latencies_s": latencies, "seconds": seconds, "clients": a.clients,
                       "fresh_texts": a.fresh_texts, "processes": True,
-                      "interrupted": stop.is_set()}), flush=True)
+                      "interrupted": stop.requested}), flush=True)
     return 0 if not counts.get("client failed") else 1
 
 

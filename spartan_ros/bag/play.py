@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import importlib
 import math
-import signal
 import struct
 import sys
 import time
@@ -55,6 +54,8 @@ from typing import Any
 
 from rosbags.rosbag2 import Reader
 from rosbags.rosbag2.errors import ReaderError
+
+from spartan_ros.stop_signals import StopSignals
 
 QOS_CHOICES = ("reliable", "sensor")
 CLOCK_TOPIC = "/clock"
@@ -193,26 +194,6 @@ def select_connections(reader: Reader, topics: list[str] | None) -> list[Any]:
     return [c for c in reader.connections if c.topic in topics]
 
 
-class _Stop:
-    """Set by SIGINT/SIGTERM; the play loop polls it between short sleeps."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._old: dict[int, Any] = {}
-
-    def __enter__(self) -> _Stop:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-
-    def _handle(self, signum: int, frame: object) -> None:
-        self.requested = True
-
-
 def play_bag(cfg: PlayConfig, log: Callable[[str], None] | None = None) -> PlaySummary:
     """Publish the bag's messages into the ROS graph; returns what was published."""
     check_config(cfg)
@@ -221,13 +202,13 @@ def play_bag(cfg: PlayConfig, log: Callable[[str], None] | None = None) -> PlayS
     try:
         connections = select_connections(reader, cfg.topics)
         _play_range(cfg, reader)  # a bad offset fails before ROS starts
-        with _Stop() as stop:
+        with StopSignals() as stop:
             return _play(cfg, reader, connections, stop, say)
     finally:
         reader.close()
 
 
-def _play(cfg: PlayConfig, reader: Reader, connections: list[Any], stop: _Stop,
+def _play(cfg: PlayConfig, reader: Reader, connections: list[Any], stop: StopSignals,
           say: Callable[[str], None]) -> PlaySummary:  # fmt: skip
     import rclpy
     from rclpy.duration import Duration
@@ -237,7 +218,7 @@ def _play(cfg: PlayConfig, reader: Reader, connections: list[Any], stop: _Stop,
     summary = PlaySummary(bag=str(cfg.bag), rate=cfg.rate)
     depths = summary.history = history_depths(cfg, reader, connections)
     context = rclpy.Context()
-    # Our own SIGINT handler (_Stop) decides when to stop; rclpy must not shut the context first.
+    # StopSignals decides when to stop; rclpy must not shut the context first.
     rclpy.init(args=["--ros-args", *cfg.ros_args] if cfg.ros_args else [], context=context,
                signal_handler_options=SignalHandlerOptions.NO)  # fmt: skip
     node = None
@@ -447,7 +428,7 @@ def history_depths(cfg: PlayConfig, reader: Reader, connections: list[Any]) -> d
 
 
 def _wait_for_subscribers(cfg: PlayConfig, publishers: dict[str, Any], summary: PlaySummary,
-                          stop: _Stop, say: Callable[[str], None]) -> None:  # fmt: skip
+                          stop: StopSignals, say: Callable[[str], None]) -> None:  # fmt: skip
     """Poll matched subscription counts until each topic has enough, or time runs out."""
     need = cfg.wait_for_subscribers
     t0 = time.monotonic()

@@ -63,6 +63,7 @@ from spartan_ros.node.diagnostics import CallbackTimes, InputWatch, diagnostic_a
 from spartan_ros.node.markers import matches_markers
 from spartan_ros.node.qos import ODOMETRY_DEPTH, QUERY_QOS, input_qos, qos_text
 from spartan_ros.query import QueryError, validate_query
+from spartan_ros.stop_signals import StopSignals
 from spartan_ros.tokenizer import get_tokenizer
 
 # Latched, so RViz started after a query still shows its answer.
@@ -636,28 +637,6 @@ class SpartanNode(LifecycleNode):
                                      self._image_times.percentiles_ms()))
 
 
-class _StopSignals:
-    """SIGINT / SIGTERM ask for a clean stop instead of raising KeyboardInterrupt anywhere.
-
-    Ctrl-C under ``ros2 launch`` reaches the node twice (from the terminal and from launch); an
-    exception raised in the middle of the shutdown would lose the last frames and end the process
-    with a traceback. The handler only sets a flag; ``main`` polls it and shuts down once.
-    """
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self) -> None:
-        self.received: int | None = None
-        self._previous = {sig: signal.signal(sig, self._on_signal) for sig in self.SIGNALS}
-
-    def _on_signal(self, signum: int, frame: Any) -> None:
-        self.received = self.received or signum
-
-    def restore(self) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-
 def _spin(executor: MultiThreadedExecutor) -> None:
     try:
         executor.spin()
@@ -671,7 +650,9 @@ def main(args: list[str] | None = None) -> int:
     # those waits made the slowest answers several times slower under load.
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    stop = _StopSignals()
+    # Ctrl-C under `ros2 launch` comes twice; an exception in the middle of the shutdown would
+    # lose the last frames: the signal only asks, and the loop below stops once.
+    stop = StopSignals()
     # `kill -USR1 <pid>` prints every thread's Python stack to the log and the node goes on:
     # for a node that stops answering or ingesting, it shows where each thread waits.
     faulthandler.register(STACKS_SIGNAL, all_threads=True, chain=False)
@@ -680,13 +661,13 @@ def main(args: list[str] | None = None) -> int:
     try:
         if not node.autostart():
             code = 1  # on_configure / on_activate logged the one line saying why
-        elif stop.received is None:
+        elif not stop.requested:
             executor = MultiThreadedExecutor(num_threads=EXECUTOR_THREADS)
             executor.add_node(node)
             spinner = threading.Thread(target=_spin, args=(executor,), name="spartan-executor",
                                        daemon=True)
             spinner.start()
-            while stop.received is None and spinner.is_alive():
+            while not stop.requested and spinner.is_alive():
                 spinner.join(_SIGNAL_POLL_S)
             executor.shutdown()  # waits for running callbacks; no new ones start
             spinner.join()
