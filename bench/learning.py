@@ -131,6 +131,9 @@ def train_cmd(data: Path, out: Path, variant: str, args) -> list[str]:
         cmd += ["--patch-size", str(args.patch_size)]
     if args.image_fit:
         cmd += ["--image-fit", args.image_fit]
+    for flag, value in (("--width", args.width), ("--layers", args.layers)):
+        if value:
+            cmd += [flag, str(value)]
     return cmd + (["--no-pose"] if no_pose else [])
 
 
@@ -309,6 +312,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--image-fit", choices=FITS, default=None,
                     help="how frames become square (default: crop, the reference's centre "
                          "square; squash keeps the whole width)")
+    ap.add_argument("--width", type=int, default=None, metavar="W",
+                    help="width of both towers (default: tiny's 128; a multiple of 64)")
+    ap.add_argument("--layers", type=int, default=None, metavar="N",
+                    help="layers of both towers (default: tiny's 4)")
     ap.add_argument("--seed", type=int, default=0, help="training seed (not the data's)")
     ap.add_argument("--drives", nargs="+", choices=sorted(DRIVES), default=[],
                     help="also run the node's task (bench.drive_retrieval: every window of a "

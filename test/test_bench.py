@@ -272,6 +272,10 @@ def test_learning_bench_commands() -> None:
     assert cmd[cmd.index("--image-resolution") + 1] == "96"
     assert cmd[cmd.index("--patch-size") + 1] == "12"
     assert cmd[cmd.index("--image-fit") + 1] == "squash"
+    assert "--width" not in cmd and "--layers" not in cmd  # tiny's towers
+    args = learning.build_parser().parse_args(["--width", "192", "--layers", "6"])
+    cmd = learning.train_cmd(Path("d"), Path("o/pose"), "pose", args)
+    assert cmd[cmd.index("--width") + 1] == "192" and cmd[cmd.index("--layers") + 1] == "6"
     args = learning.build_parser().parse_args(["--layout", "threads", "--own-motion", "1",
                                                "--pose-weight", "0.25"])
     cmd = learning.train_cmd(Path("d"), Path("o/no_pose"), "no_pose", args)

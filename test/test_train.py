@@ -253,6 +253,24 @@ def test_a_fresh_model_at_another_resolution_trains_and_exports(
     assert "a checkpoint keeps the sizes it was trained at" in err
 
 
+def test_a_fresh_model_with_other_tower_sizes_trains_and_reloads(
+        data_root: Path, cache_dir: Path, tmp_path: Path, micro_ckpt: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "w192"
+    result = train(_args(data_root, out, cache_dir, "tiny", "--max-steps", "1",
+                         "--width", "192", "--layers", "2"))
+    assert result.step == 1 and math.isfinite(result.last_loss)
+    config = load_checkpoint(out / "last").config
+    assert (config.vision_width, config.text_width) == (192, 192)
+    assert (config.vision_layers, config.text_layers) == (2, 2)
+    assert config.embed_dim == 128  # the joint space stays tiny's
+    assert main(_args(data_root, tmp_path / "bad", cache_dir, "tiny", "--width", "100")) == 2
+    assert main(_args(data_root, tmp_path / "bad", cache_dir, micro_ckpt, "--layers", "6")) == 2
+    err = capsys.readouterr().err
+    assert "vision_width must be a multiple of 64" in err
+    assert "a checkpoint keeps the sizes it was trained at" in err
+
+
 def test_resume_is_exact(data_root: Path, micro_ckpt: Path, cache_dir: Path,
                          tmp_path: Path) -> None:
     straight, split = tmp_path / "straight", tmp_path / "split"

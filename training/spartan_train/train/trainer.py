@@ -148,6 +148,12 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--image-fit", choices=FITS, default=None,
                    help="how a frame becomes square, for a fresh model: crop (the reference: "
                         "the centre square) or squash (the whole frame, aspect not kept)")
+    m.add_argument("--width", type=int, default=None, metavar="W",
+                   help="width of both towers for a fresh model, a multiple of 64 (default: the "
+                        "config's, 128 for tiny); the joint space keeps the config's size")
+    m.add_argument("--layers", type=int, default=None, metavar="N",
+                   help="transformer layers of both towers for a fresh model (default: the "
+                        "config's, 4 for tiny)")
     m.add_argument("--logit-scale", type=float, default=LOGIT_SCALE_INIT,
                    help="initial logit_scale (not on --resume)")
 
@@ -258,16 +264,16 @@ def check_args(args: argparse.Namespace) -> None:
     for flag, weight in (("--own-motion", args.own_motion), ("--pose-weight", args.pose_weight)):
         if not (weight >= 0 and math.isfinite(weight)):
             bad(f"{flag} must be a finite weight >= 0, got {weight}")
-    _check_image_size(args, bad)
+    _check_fresh_sizes(args, bad)
     if args.val_batch < 1:
         bad(f"--val-batch must be >= 1, got {args.val_batch}")
     if args.keep < 0:
         bad(f"--keep must be >= 0, got {args.keep}")
 
 
-def _check_image_size(args: argparse.Namespace, bad: Callable[[str], None]) -> None:
+def _check_fresh_sizes(args: argparse.Namespace, bad: Callable[[str], None]) -> None:
     sizes = {"--image-resolution": args.image_resolution, "--patch-size": args.patch_size,
-             "--image-fit": args.image_fit}
+             "--image-fit": args.image_fit, "--width": args.width, "--layers": args.layers}
     given = [flag for flag, value in sizes.items() if value is not None]
     if not given:
         return
@@ -275,7 +281,7 @@ def _check_image_size(args: argparse.Namespace, bad: Callable[[str], None]) -> N
         bad(f"{' and '.join(given)} shape a fresh model (--init a config name); a checkpoint "
             "keeps the sizes it was trained at")
     try:
-        image_config(args)
+        fresh_config(args)
     except ValueError as e:
         bad(f"{' and '.join(given)}: {e}")
 
@@ -285,13 +291,17 @@ def fresh_model(args: argparse.Namespace) -> bool:
     return args.resume is None and args.init.replace("ViT-", "") in CONFIGS
 
 
-def image_config(args: argparse.Namespace) -> ModelConfig:
-    """The named config of a fresh model with the command line's mode, convention and sizes."""
+def fresh_config(args: argparse.Namespace) -> ModelConfig:
+    """The named config of a fresh model with the command line's mode, convention, input size
+    and tower sizes."""
     overrides = {k: v for k, v in (("mode", args.mode),
                                    ("pose_convention", args.pose_convention),
                                    ("image_resolution", args.image_resolution),
                                    ("vision_patch_size", args.patch_size),
-                                   ("image_fit", args.image_fit)) if v is not None}
+                                   ("image_fit", args.image_fit),
+                                   ("vision_width", args.width), ("text_width", args.width),
+                                   ("vision_layers", args.layers),
+                                   ("text_layers", args.layers)) if v is not None}
     return get_config(args.init).replace(**overrides)  # replace() validates
 
 
@@ -468,7 +478,7 @@ def _plain_args(args: argparse.Namespace) -> dict[str, Any]:
 def make_model(args: argparse.Namespace) -> SpartanModel:
     init = args.init
     if init in CONFIGS or init.replace("ViT-", "") in CONFIGS:
-        model = build_model(image_config(args))
+        model = build_model(fresh_config(args))
     else:
         if not Path(init).exists():
             raise TrainError(f"--init {init!r} is neither a config name ({', '.join(CONFIGS)}) "
