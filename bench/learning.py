@@ -125,13 +125,9 @@ def train_cmd(data: Path, out: Path, variant: str, args) -> list[str]:
         cmd += ["--drive-group", str(args.drive_group)]
     if args.look_alike > 1:
         cmd += ["--look-alike", str(args.look_alike)]
-    if args.image_resolution:
-        cmd += ["--image-resolution", str(args.image_resolution)]
-    if args.patch_size:
-        cmd += ["--patch-size", str(args.patch_size)]
-    if args.image_fit:
-        cmd += ["--image-fit", args.image_fit]
-    for flag, value in (("--width", args.width), ("--layers", args.layers)):
+    sizes = (("--image-resolution", args.image_resolution), ("--patch-size", args.patch_size),
+             ("--image-fit", args.image_fit), ("--width", args.width), ("--layers", args.layers))
+    for flag, value in sizes:  # the fresh model's shape: tiny's own unless given
         if value:
             cmd += [flag, str(value)]
     return cmd + (["--no-pose"] if no_pose else [])
