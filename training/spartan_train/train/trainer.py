@@ -100,6 +100,11 @@ LOG_COLUMNS = ("step", "epoch", "loss", "loss_long", "loss_short", "lr", "logit_
 DEFAULT_LR_FRESH = 5e-4  # from scratch (named config)
 DEFAULT_LR_FINETUNE = 1e-6  # from a checkpoint: the reference's default
 SCHEDULES = ("steps", "clock")
+# Options that shape a fresh model (attribute of the parsed args -> ModelConfig fields it sets);
+# the option is the attribute with dashes (--image-resolution, --width, ...).
+FRESH_SIZES = {"image_resolution": ("image_resolution",), "patch_size": ("vision_patch_size",),
+               "image_fit": ("image_fit",), "width": ("vision_width", "text_width"),
+               "layers": ("vision_layers", "text_layers")}
 
 
 class TrainError(RuntimeError):
@@ -272,9 +277,8 @@ def check_args(args: argparse.Namespace) -> None:
 
 
 def _check_fresh_sizes(args: argparse.Namespace, bad: Callable[[str], None]) -> None:
-    sizes = {"--image-resolution": args.image_resolution, "--patch-size": args.patch_size,
-             "--image-fit": args.image_fit, "--width": args.width, "--layers": args.layers}
-    given = [flag for flag, value in sizes.items() if value is not None]
+    given = ["--" + name.replace("_", "-") for name in FRESH_SIZES
+             if getattr(args, name) is not None]
     if not given:
         return
     if not fresh_model(args):
@@ -295,13 +299,10 @@ def fresh_config(args: argparse.Namespace) -> ModelConfig:
     """The named config of a fresh model with the command line's mode, convention, input size
     and tower sizes."""
     overrides = {k: v for k, v in (("mode", args.mode),
-                                   ("pose_convention", args.pose_convention),
-                                   ("image_resolution", args.image_resolution),
-                                   ("vision_patch_size", args.patch_size),
-                                   ("image_fit", args.image_fit),
-                                   ("vision_width", args.width), ("text_width", args.width),
-                                   ("vision_layers", args.layers),
-                                   ("text_layers", args.layers)) if v is not None}
+                                   ("pose_convention", args.pose_convention)) if v is not None}
+    for name, fields in FRESH_SIZES.items():
+        if getattr(args, name) is not None:
+            overrides.update(dict.fromkeys(fields, getattr(args, name)))
     return get_config(args.init).replace(**overrides)  # replace() validates
 
 
