@@ -9,15 +9,17 @@ import time
 
 import numpy as np
 import pytest
-from fleet_helpers import drive_memory, random_segments, start_milvus_server
+from fleet_helpers import drive_memory, random_segments, start_milvus_server, text_queries
 from ros_graph import QUAT, START_NS
 from spartan_train.processes import Process, ros_env
 
 from spartan_ros.fleet import outbox
+from spartan_ros.fleet.link import FleetReader
 from spartan_ros.fleet.outbox import FleetMirror
 from spartan_ros.fleet.sync import push
 from spartan_ros.memory.milvus_store import Connection, MilvusSegmentStore
 from spartan_ros.memory.store import SegmentStore
+from spartan_ros.query import QueryError
 from spartan_ros.runtime.engine import Engine
 
 
@@ -127,6 +129,37 @@ def test_outbox_keeps_segments_while_the_fleet_store_is_down(tmp_path, fleet):
     finally:
         mirror.stop()
         store.close()
+
+
+def test_a_fleet_query_right_after_the_store_comes_back_is_answered(tmp_path, fleet):
+    """A planner's fleet query in the first second after a long outage is answered: the node's
+    reader connects afresh at once instead of waiting out gRPC's grown reconnect pause."""
+    env, server, uri = fleet
+    head, segs = random_segments(20, 32, seed=9)
+    with MilvusSegmentStore(uri, "m-sync", 32, head=head, vehicle_id="car9") as store:
+        store.add_many(segs)
+        store.flush()
+    t = text_queries(head, segs, 1)[0]
+    reader = FleetReader(Connection(uri), "m-sync", 32, head)
+    try:
+        assert len(reader.search(5, t).found) == 5
+        server.stop(timeout=30)
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 10:  # queries keep failing through a 10 s outage
+            with pytest.raises(QueryError, match="fleet store unreachable"):
+                reader.search(5, t)
+            time.sleep(1.0)
+        port = int(uri.rsplit(":", 1)[1])
+        server, _ = start_milvus_server(tmp_path, env, tmp_path / "fleet-data", port,
+                                        name="milvus-restarted")
+        try:
+            t1 = time.monotonic()
+            assert len(reader.search(5, t).found) == 5
+            assert time.monotonic() - t1 < 5.0
+        finally:
+            server.stop()
+    finally:
+        reader.close()
 
 
 def test_two_vehicles_real_drives_exact_and_named(tmp_path, fleet, model_dir):

@@ -17,7 +17,12 @@ from pymilvus.grpc_gen import milvus_pb2_grpc
 
 from spartan_ros.fleet import cli
 from spartan_ros.fleet.link import connection
-from spartan_ros.memory.milvus_store import Connection, FleetUnavailable, MilvusSegmentStore
+from spartan_ros.memory.milvus_store import (
+    GRPC_OPTIONS,
+    Connection,
+    FleetUnavailable,
+    MilvusSegmentStore,
+)
 from spartan_ros.node.parameters import PARAMETERS
 
 TOKEN = "car7:secret"
@@ -177,7 +182,8 @@ def test_node_parameters_and_cli_options_give_the_same_connection():
     assert from_node.client_kwargs() == {
         "uri": uri, "timeout": 10.0, "token": TOKEN, "secure": True,
         "client_pem_path": "/etc/c.pem", "client_key_path": "/etc/c.key",
-        "ca_pem_path": "/etc/ca.pem", "server_name": "fleet.example.com"}
+        "ca_pem_path": "/etc/ca.pem", "server_name": "fleet.example.com",
+        "grpc_options": GRPC_OPTIONS}
 
 
 def test_a_milvus_lite_file_ignores_the_token_and_tls_settings(tmp_path, certs):
