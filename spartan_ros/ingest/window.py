@@ -86,6 +86,22 @@ class SlidingWindow:
         a window when one is due."""
         feat = None if feature is None else np.asarray(feature, dtype=np.float32).reshape(-1)
         pose = np.asarray(pose_row, dtype=np.float64).reshape(-1)
+        self._check_shapes(feat, pose)
+        if not ((feat is None or np.isfinite(feat).all()) and np.isfinite(pose).all()):
+            self.counts["dropped: not finite"] += 1
+            self.reset("frame not finite")  # the clip now has a hole
+            return None
+        stamp = int(stamp_ns)
+        if not self._accept_stamp(stamp):
+            return None
+        self._store(stamp, feat, pose)
+        # Just filled (since_emit == T >= stride) or stride frames since the last window.
+        if self._count < self.window_frames or self._since_emit < self.stride_frames:
+            return None
+        self._since_emit = 0
+        return self._window()
+
+    def _check_shapes(self, feat: np.ndarray | None, pose: np.ndarray) -> None:
         if pose.shape != (8,):
             raise ValueError(f"pose_row must be a TUM row [8], got shape {list(pose.shape)}")
         if self._feats is None and feat is not None:
@@ -95,21 +111,23 @@ class SlidingWindow:
             raise ValueError(
                 f"frame feature has {feat.shape[0]} values, earlier frames {self._feats.shape[1]}"
             )
-        if not ((feat is None or np.isfinite(feat).all()) and np.isfinite(pose).all()):
-            self.counts["dropped: not finite"] += 1
-            self.reset("frame not finite")  # the clip now has a hole
-            return None
-        stamp = int(stamp_ns)
-        last = self.last_stamp_ns
-        if last is not None:
-            if stamp == last:
-                self.counts["dropped: duplicate stamp"] += 1
-                return None
-            if stamp < last:
-                self.reset("time jumped back")
-            elif stamp - last > self.max_gap_ns:
-                self.reset("gap")
 
+    def _accept_stamp(self, stamp: int) -> bool:
+        """False for a repeated stamp; a jump back or a gap starts a new clip."""
+        last = self.last_stamp_ns
+        if last is None:
+            return True
+        if stamp == last:
+            self.counts["dropped: duplicate stamp"] += 1
+            return False
+        if stamp < last:
+            self.reset("time jumped back")
+        elif stamp - last > self.max_gap_ns:
+            self.reset("gap")
+        return True
+
+    def _store(self, stamp: int, feat: np.ndarray | None, pose: np.ndarray) -> None:
+        """Put the frame in the ring, over the oldest one once full, keeping the running sum."""
         slot = self._next
         if self._count == self.window_frames:
             if self._has[slot]:
@@ -133,10 +151,8 @@ class SlidingWindow:
             self._sum[:] = self._feats[: self._count][self._has[: self._count]].sum(
                 axis=0, dtype=np.float64)
 
-        # Just filled (since_emit == T >= stride) or stride frames since the last window.
-        if self._count < self.window_frames or self._since_emit < self.stride_frames:
-            return None
-        self._since_emit = 0
+    def _window(self) -> WindowReady | None:
+        """The ring in time order, its feature the mean of the encoded frames."""
         encoded = int(self._has.sum())
         if encoded == 0 or self._sum is None:
             self.counts["dropped: window without an encoded frame"] += 1
