@@ -211,12 +211,10 @@ def play_bag(cfg: PlayConfig, log: Callable[[str], None] | None = None) -> PlayS
 def _play(cfg: PlayConfig, reader: Reader, connections: list[Any], stop: StopSignals,
           say: Callable[[str], None]) -> PlaySummary:  # fmt: skip
     import rclpy
-    from rclpy.duration import Duration
-    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
     from rclpy.signals import SignalHandlerOptions
 
     summary = PlaySummary(bag=str(cfg.bag), rate=cfg.rate)
-    depths = summary.history = history_depths(cfg, reader, connections)
+    summary.history = history_depths(cfg, reader, connections)
     context = rclpy.Context()
     # StopSignals decides when to stop; rclpy must not shut the context first.
     rclpy.init(args=["--ros-args", *cfg.ros_args] if cfg.ros_args else [], context=context,
@@ -224,135 +222,185 @@ def _play(cfg: PlayConfig, reader: Reader, connections: list[Any], stop: StopSig
     node = None
     try:
         node = rclpy.create_node(cfg.node_name, context=context)
-        reliability = (
-            ReliabilityPolicy.RELIABLE if cfg.qos == "reliable" else ReliabilityPolicy.BEST_EFFORT
-        )
-
-        def qos(topic: str) -> QoSProfile:
-            return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depths[topic],
-                              reliability=reliability, durability=DurabilityPolicy.VOLATILE)
-
-        publishers: dict[str, Any] = {}  # topic -> publisher
-        types: dict[str, str] = {}
-        played: list[Any] = []
-        for conn in connections:
-            if conn.topic in summary.skipped:
-                continue
-            if conn.topic in types:
-                if types[conn.topic] != conn.msgtype:
-                    summary.skipped[conn.topic] = f"several types ({types[conn.topic]}, ...)"
-                    node.destroy_publisher(publishers.pop(conn.topic))
-                    played = [c for c in played if c.topic != conn.topic]
-                    continue
-                played.append(conn)
-                continue
-            try:
-                cls = message_class(conn.msgtype)
-            except (ImportError, AttributeError) as e:
-                summary.skipped[conn.topic] = f"message type {conn.msgtype} not installed ({e})"
-                continue
-            publishers[conn.topic] = node.create_publisher(cls, conn.topic, qos(conn.topic))
-            types[conn.topic] = conn.msgtype
-            played.append(conn)
+        publishers, played = _create_publishers(node, cfg.qos, connections, summary)
         for topic, why in summary.skipped.items():
             say(f"warning: not playing {topic}: {why}")
         if not played:
             raise BagError(f"nothing to play in {cfg.bag}")
         summary.counts = {t: 0 for t in publishers}
-
-        clock_pub = clock_cls = None
-        if cfg.clock_hz > 0:
-            from rosgraph_msgs.msg import Clock
-
-            clock_cls = Clock
-            clock_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
-                                   reliability=ReliabilityPolicy.RELIABLE,
-                                   durability=DurabilityPolicy.VOLATILE)  # fmt: skip
-            clock_pub = node.create_publisher(Clock, CLOCK_TOPIC, clock_qos)
-
+        clock = _ClockPublisher(node, cfg.clock_hz, summary)
         _wait_for_subscribers(cfg, publishers, summary, stop, say)
 
         start_ns, end_ns = _play_range(cfg, reader)
         summary.bag_span_s = (end_ns - start_ns) * 1e-9
         if not stop.requested:
             say(f"playing {cfg.bag}: {len(publishers)} topic(s), {summary.bag_span_s:.2f} s of bag "
-                f"at rate {cfg.rate:g}{' with /clock' if clock_pub else ''}"
+                f"at rate {cfg.rate:g}{' with /clock' if clock.enabled else ''}"
                 f"{' (looping)' if cfg.loop else ''}")  # fmt: skip
-
-        clock_period = 1.0 / cfg.clock_hz if cfg.clock_hz > 0 else math.inf
-        last_clock_ns = -1
-        period_ns = _loop_period_ns(played, start_ns, end_ns)
-        restampable = _restampable(reader, played, start_ns) if cfg.restamp else set()
-        shift = 0  # ns added to every stamp of this pass (restamp)
-
-        def send_clock(ns: int) -> None:
-            nonlocal last_clock_ns
-            if clock_pub is None or ns <= last_clock_ns:
-                return
-            assert clock_cls is not None
-            msg = clock_cls()
-            msg.clock.sec, msg.clock.nanosec = divmod(int(ns), 1_000_000_000)
-            clock_pub.publish(msg)
-            summary.clock += 1
-            last_clock_ns = ns
-
-        first_wall = last_wall = None
-        wall0 = time.monotonic()
-        while not stop.requested:
-            if not cfg.restamp or summary.loops == 0:
-                wall0 = time.monotonic()
-            next_tick = time.monotonic()
-            if not cfg.restamp:
-                last_clock_ns = -1  # a new pass starts the clock again from the bag's start
-            send_clock(start_ns + shift)
-            for conn, stamp, raw in reader.messages(connections=played, start=start_ns):
-                target = wall0 + (stamp - start_ns) * 1e-9 / cfg.rate
-                while not stop.requested:
-                    now = time.monotonic()
-                    if now >= next_tick:
-                        bag_now = start_ns + int((now - wall0) * cfg.rate * 1e9)
-                        send_clock(min(bag_now, stamp) + shift)
-                        next_tick = now + clock_period
-                    if now >= target:
-                        break
-                    time.sleep(min(target - now, next_tick - now, 0.05))
-                if stop.requested:
-                    break
-                send_clock(stamp + shift)
-                if shift and conn.topic in restampable:
-                    publishers[conn.topic].publish(shifted(raw, shift))
-                else:
-                    publishers[conn.topic].publish(bytes(raw))
-                summary.counts[conn.topic] += 1
-                last_wall = time.monotonic()
-                if first_wall is None:
-                    first_wall = last_wall
-            else:
-                summary.loops += 1
-                if cfg.loop and not cfg.restamp:
-                    say(f"pass {summary.loops} done")
-                if cfg.restamp:
-                    shift += period_ns
-                    # the next pass starts one period after this one did, not when it ended
-                    wall0 += period_ns * 1e-9 / cfg.rate
-            if not cfg.loop:
-                break
+        player = _Passes(cfg, reader, played, publishers, clock, summary, stop, say)
+        player.run(start_ns, end_ns)
         summary.interrupted = stop.requested
-        if first_wall is not None and last_wall is not None:
-            summary.wall_s = last_wall - first_wall
-
-        # Let reliable readers fetch what they have not acknowledged before the writers vanish.
-        if cfg.qos == "reliable" and first_wall is not None:
+        if player.first_wall is not None and player.last_wall is not None:
+            summary.wall_s = player.last_wall - player.first_wall
+        if cfg.qos == "reliable" and player.first_wall is not None:
             budget = min(cfg.ack_timeout_s, 1.0) if stop.requested else cfg.ack_timeout_s
-            deadline = time.monotonic() + budget
-            for pub in publishers.values():
-                left = max(0.0, deadline - time.monotonic())
-                pub.wait_for_all_acked(Duration(nanoseconds=int(left * 1e9)))
+            _wait_for_acks(publishers, budget)
         return summary
     finally:
         if node is not None:
             node.destroy_node()
         rclpy.shutdown(context=context)
+
+
+def _create_publishers(node: Any, qos_choice: str, connections: list[Any],
+                       summary: PlaySummary) -> tuple[dict[str, Any], list[Any]]:  # fmt: skip
+    """One publisher per topic whose message type is installed and unique in the bag: (topic ->
+    publisher, connections to play). Topics left out are named in ``summary.skipped``."""
+    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+    reliability = (
+        ReliabilityPolicy.RELIABLE if qos_choice == "reliable" else ReliabilityPolicy.BEST_EFFORT
+    )
+    publishers: dict[str, Any] = {}
+    types: dict[str, str] = {}
+    played: list[Any] = []
+    for conn in connections:
+        if conn.topic in summary.skipped:
+            continue
+        if conn.topic in types:  # a second connection of a topic: same type, or neither plays
+            if types[conn.topic] != conn.msgtype:
+                summary.skipped[conn.topic] = f"several types ({types[conn.topic]}, ...)"
+                node.destroy_publisher(publishers.pop(conn.topic))
+                played = [c for c in played if c.topic != conn.topic]
+                continue
+            played.append(conn)
+            continue
+        try:
+            cls = message_class(conn.msgtype)
+        except (ImportError, AttributeError) as e:
+            summary.skipped[conn.topic] = f"message type {conn.msgtype} not installed ({e})"
+            continue
+        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=summary.history[conn.topic],
+                         reliability=reliability, durability=DurabilityPolicy.VOLATILE)
+        publishers[conn.topic] = node.create_publisher(cls, conn.topic, qos)
+        types[conn.topic] = conn.msgtype
+        played.append(conn)
+    return publishers, played
+
+
+class _ClockPublisher:
+    """/clock with the bag time (``clock_hz`` > 0), never going back within a pass."""
+
+    def __init__(self, node: Any, clock_hz: float, summary: PlaySummary) -> None:
+        self.summary = summary
+        self.period_s = 1.0 / clock_hz if clock_hz > 0 else math.inf
+        self.last_ns = -1
+        self._pub = self._cls = None
+        if clock_hz > 0:
+            from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+            from rosgraph_msgs.msg import Clock
+
+            self._cls = Clock
+            qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+                             reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.VOLATILE)  # fmt: skip
+            self._pub = node.create_publisher(Clock, CLOCK_TOPIC, qos)
+
+    @property
+    def enabled(self) -> bool:
+        return self._pub is not None
+
+    def restart(self) -> None:
+        """A new pass over the bag starts the clock again from the bag's start."""
+        self.last_ns = -1
+
+    def send(self, ns: int) -> None:
+        if self._pub is None or self._cls is None or ns <= self.last_ns:
+            return
+        msg = self._cls()
+        msg.clock.sec, msg.clock.nanosec = divmod(int(ns), 1_000_000_000)
+        self._pub.publish(msg)
+        self.summary.clock += 1
+        self.last_ns = ns
+
+
+class _Passes:
+    """The timed playback: one pass over the bag, or passes until stopped (``loop``)."""
+
+    def __init__(self, cfg: PlayConfig, reader: Reader, played: list[Any],
+                 publishers: dict[str, Any], clock: _ClockPublisher, summary: PlaySummary,
+                 stop: StopSignals, say: Callable[[str], None]) -> None:  # fmt: skip
+        self.cfg, self.reader, self.played = cfg, reader, played
+        self.publishers, self.clock, self.summary = publishers, clock, summary
+        self.stop, self.say = stop, say
+        self.first_wall: float | None = None  # first and last publish of a bag message
+        self.last_wall: float | None = None
+
+    def run(self, start_ns: int, end_ns: int) -> None:
+        cfg = self.cfg
+        period_ns = _loop_period_ns(self.played, start_ns, end_ns)
+        restampable = _restampable(self.reader, self.played, start_ns) if cfg.restamp else set()
+        shift = 0  # ns added to every stamp of this pass (restamp)
+        wall0 = time.monotonic()
+        while not self.stop.requested:
+            if not cfg.restamp or self.summary.loops == 0:
+                wall0 = time.monotonic()
+            if not cfg.restamp:
+                self.clock.restart()
+            if not self._one_pass(start_ns, wall0, shift, restampable):
+                break  # stopped
+            self.summary.loops += 1
+            if cfg.loop and not cfg.restamp:
+                self.say(f"pass {self.summary.loops} done")
+            if cfg.restamp:
+                shift += period_ns
+                # the next pass starts one period after this one did, not when it ended
+                wall0 += period_ns * 1e-9 / cfg.rate
+            if not cfg.loop:
+                break
+
+    def _one_pass(self, start_ns: int, wall0: float, shift: int, restampable: set[str]) -> bool:
+        """Publish every message at its time; False when stopped before the end."""
+        next_tick = time.monotonic()
+        self.clock.send(start_ns + shift)
+        for conn, stamp, raw in self.reader.messages(connections=self.played, start=start_ns):
+            target = wall0 + (stamp - start_ns) * 1e-9 / self.cfg.rate
+            next_tick = self._wait_until(target, next_tick, start_ns, wall0, stamp, shift)
+            if self.stop.requested:
+                return False
+            self.clock.send(stamp + shift)
+            restamp = shift and conn.topic in restampable
+            self.publishers[conn.topic].publish(shifted(raw, shift) if restamp else bytes(raw))
+            self.summary.counts[conn.topic] += 1
+            self.last_wall = time.monotonic()
+            if self.first_wall is None:
+                self.first_wall = self.last_wall
+        return True
+
+    def _wait_until(self, target: float, next_tick: float, start_ns: int, wall0: float,
+                    stamp: int, shift: int) -> float:  # fmt: skip
+        """Sleep until ``target`` (wall time), ticking /clock on the way; returns the next tick.
+        The clock never runs past the message about to be published."""
+        while not self.stop.requested:
+            now = time.monotonic()
+            if now >= next_tick:
+                bag_now = start_ns + int((now - wall0) * self.cfg.rate * 1e9)
+                self.clock.send(min(bag_now, stamp) + shift)
+                next_tick = now + self.clock.period_s
+            if now >= target:
+                break
+            time.sleep(min(target - now, next_tick - now, 0.05))
+        return next_tick
+
+
+def _wait_for_acks(publishers: dict[str, Any], budget_s: float) -> None:
+    """Let reliable readers fetch what they have not acknowledged before the writers vanish."""
+    from rclpy.duration import Duration
+
+    deadline = time.monotonic() + budget_s
+    for pub in publishers.values():
+        left = max(0.0, deadline - time.monotonic())
+        pub.wait_for_all_acked(Duration(nanoseconds=int(left * 1e9)))
 
 
 _CDR_LE = b"\x00\x01\x00\x00"
