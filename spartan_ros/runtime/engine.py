@@ -171,14 +171,7 @@ def read_model_json(model_dir: str | os.PathLike[str]) -> dict[str, Any]:
     path = directory / MODEL_JSON
     if not directory.is_dir():
         raise ModelLoadError(f"{directory}: model directory does not exist")
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as e:
-        raise _fail(path, "missing (not an exported model directory? run spartan-export)") from e
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise _fail(path, f"unreadable ({e})") from e
-    if not isinstance(meta, dict):
-        raise _fail(path, "expected a JSON object")
+    meta = _load_json_object(path)
     if meta.get("format") != FORMAT_NAME:
         raise _fail(path, f"field 'format' is {meta.get('format')!r}, expected {FORMAT_NAME!r}")
     version = _field(meta, "format_version", int, path)
@@ -188,19 +181,40 @@ def read_model_json(model_dir: str | os.PathLike[str]) -> dict[str, Any]:
             f"unsupported format_version {version}; this code reads 1..{FORMAT_VERSION} "
             "(re-export the model with this version of spartan-export)",
         )
+    _check_sizes_and_choices(meta, version, path)
+    _check_normalization(meta, path)
+    _check_graphs(meta, path)
+    return meta
+
+
+def _load_json_object(path: Path) -> dict[str, Any]:
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as e:
+        raise _fail(path, "missing (not an exported model directory? run spartan-export)") from e
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise _fail(path, f"unreadable ({e})") from e
+    if not isinstance(meta, dict):
+        raise _fail(path, "expected a JSON object")
+    return meta
+
+
+# model.json fields with a fixed set of values: (field, allowed values, first format version).
+_CHOICE_FIELDS = (("mode", MODES, 1), ("pose_convention", CONVENTIONS, 1), ("image_fit", FITS, 2))
+
+
+def _check_sizes_and_choices(meta: dict[str, Any], version: int, path: Path) -> None:
     for key in ("embed_dim", "image_resolution", "context_length", "window"):
         _positive_int(meta, key, path)
     rate = _field(meta, "window_rate_hz", (int, float), path)
     if not (math.isfinite(rate) and rate > 0):
         raise _fail(path, f"field 'window_rate_hz' must be positive, got {rate}")
-    if _field(meta, "mode", str, path) not in MODES:
-        raise _fail(path, f"field 'mode' is {meta['mode']!r}, expected one of {MODES}")
-    if _field(meta, "pose_convention", str, path) not in CONVENTIONS:
-        raise _fail(
-            path, f"field 'pose_convention' is {meta['pose_convention']!r}, not in {CONVENTIONS}"
-        )
-    if version >= 2 and _field(meta, "image_fit", str, path) not in FITS:
-        raise _fail(path, f"field 'image_fit' is {meta['image_fit']!r}, not in {FITS}")
+    for key, allowed, since in _CHOICE_FIELDS:
+        if version >= since and _field(meta, key, str, path) not in allowed:
+            raise _fail(path, f"field {key!r} is {meta[key]!r}, expected one of {allowed}")
+
+
+def _check_normalization(meta: dict[str, Any], path: Path) -> None:
     norm = _field(meta, "normalization", dict, path)
     for key, ours in (("mean", CLIP_MEAN), ("std", CLIP_STD)):
         values = norm.get(key)
@@ -209,6 +223,10 @@ def read_model_json(model_dir: str | os.PathLike[str]) -> dict[str, Any]:
             # the engine preprocesses with spartan_ros.preprocess; another normalisation would
             # silently give other features
             raise _fail(path, f"field normalization.{key} is {values!r}, preprocess uses {ours}")
+
+
+def _check_graphs(meta: dict[str, Any], path: Path) -> None:
+    """The graph files of each precision (float32 complete), the fusion file and the hashes."""
     _field(meta, "model_hash", str, path)
     graphs = _field(meta, "graphs", dict, path)
     base = graphs.get("float32")
@@ -233,7 +251,6 @@ def read_model_json(model_dir: str | os.PathLike[str]) -> dict[str, Any]:
             raise _fail(path, f"field 'model_hashes.{precision}' is missing")
     if meta["model_hash"] != hashes["float32"]:
         raise _fail(path, "field 'model_hash' differs from 'model_hashes.float32'")
-    return meta
 
 
 def graph_set(meta: Mapping[str, Any], precision: str) -> dict[str, dict[str, str]]:
@@ -331,6 +348,25 @@ class FeatureCache:
         return self._lru.keys()
 
 
+def _session_options(
+    given: ort.SessionOptions | None, threads: int | None, text_threads: int | None,
+    spinning: bool,
+) -> tuple[ort.SessionOptions, ort.SessionOptions]:
+    """(options of the image and pose graphs, options of the text graph)."""
+    options = given or ort.SessionOptions()
+    if threads is not None:
+        options.intra_op_num_threads = int(threads)
+    text_options = options
+    if text_threads is not None:  # queries: one thread each, side by side in a pool
+        text_options = ort.SessionOptions()
+        text_options.graph_optimization_level = options.graph_optimization_level
+        text_options.intra_op_num_threads = int(text_threads)
+    if not spinning:  # idle ONNX Runtime threads sleep: other threads want the cores
+        for opts in {id(options): options, id(text_options): text_options}.values():
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options, text_options
+
+
 class Engine:
     """Image, text, pose and query encoders of one exported SPARTAN model (numpy in and out).
 
@@ -369,7 +405,28 @@ class Engine:
         self.model_dir = Path(model_dir)
         self.precision = precision
         self.batch_size = batch_size
-        meta = read_model_json(self.model_dir)
+        self._read_meta(read_model_json(self.model_dir))
+        paths, fusion_path = self._verified_files(precision)
+        self.fusion_head = self._load_fusion(fusion_path)
+
+        wanted, unavailable = resolve_providers(providers)
+        options, text_options = _session_options(session_options, threads, text_threads,
+                                                 spinning)  # fmt: skip
+        self.sessions = {role: self._session(paths[role], role, wanted,
+                                             text_options if role == "text" else options)
+                         for role in ROLES}
+        self._text_cache = FeatureCache(text_cache)
+        self.providers: list[str] = list(self.sessions["image"].get_providers())
+        self._report_providers(list(providers), wanted, unavailable)
+        self._check_fusion(fusion_path)
+        self.log.info(
+            "loaded %s (%s, mode %s, pose convention %s, E=%d, R=%d, T=%d) hash %s on %s",
+            self.model_dir, precision, self.mode, self.pose_convention, self.embed_dim,
+            self.image_resolution, self.window, self.model_hash[:12], ", ".join(self.providers),
+        )  # fmt: skip
+
+    # ----------------------------------------------------------------- loading helpers
+    def _read_meta(self, meta: dict[str, Any]) -> None:
         self.meta = meta
         self.name = str(meta.get("name", self.model_dir.name))
         self.embed_dim = int(meta["embed_dim"])
@@ -387,7 +444,10 @@ class Engine:
                 self.model_dir,
             )
 
-        # every file is hashed before anything is parsed
+    def _verified_files(self, precision: str) -> tuple[dict[str, Path], Path]:
+        """(graph path per role, fusion path), every file hashed before anything is parsed;
+        sets ``model_hash`` and checks it against the one model.json declares."""
+        meta = self.meta
         entries = graph_set(meta, precision)
         paths = {role: _verified_file(self.model_dir, entries[role]) for role in ROLES}
         fusion_path = _verified_file(self.model_dir, meta["fusion"])
@@ -399,34 +459,8 @@ class Engine:
                 self.model_dir / MODEL_JSON,
                 f"model_hashes.{precision} is {declared}, but the files give {self.model_hash}",
             )
-        self.fusion_head = self._load_fusion(fusion_path)
+        return paths, fusion_path
 
-        wanted, unavailable = resolve_providers(providers)
-        options = session_options or ort.SessionOptions()
-        if threads is not None:
-            options.intra_op_num_threads = int(threads)
-        text_options = options
-        if text_threads is not None:  # queries: one thread each, side by side in a pool
-            text_options = ort.SessionOptions()
-            text_options.graph_optimization_level = options.graph_optimization_level
-            text_options.intra_op_num_threads = int(text_threads)
-        if not spinning:  # idle ONNX Runtime threads sleep: other threads want the cores
-            for opts in {id(options): options, id(text_options): text_options}.values():
-                opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.sessions = {role: self._session(paths[role], role, wanted,
-                                             text_options if role == "text" else options)
-                         for role in ROLES}
-        self._text_cache = FeatureCache(text_cache)
-        self.providers: list[str] = list(self.sessions["image"].get_providers())
-        self._report_providers(list(providers), wanted, unavailable)
-        self._check_fusion(fusion_path)
-        self.log.info(
-            "loaded %s (%s, mode %s, pose convention %s, E=%d, R=%d, T=%d) hash %s on %s",
-            self.model_dir, precision, self.mode, self.pose_convention, self.embed_dim,
-            self.image_resolution, self.window, self.model_hash[:12], ", ".join(self.providers),
-        )  # fmt: skip
-
-    # ----------------------------------------------------------------- loading helpers
     def _load_fusion(self, path: Path) -> FusionHead:
         try:
             tensors = load_file(str(path))
