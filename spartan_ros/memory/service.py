@@ -185,6 +185,19 @@ def check_rgb(image: object) -> np.ndarray:
     return image
 
 
+def _check_config(cfg: ServiceConfig) -> None:
+    if not 1 <= cfg.stride_frames <= cfg.window_frames:
+        raise ValueError(f"stride_frames must be in [1, window_frames], got {cfg.stride_frames}")
+    for name in ("max_pending_frames", "encode_batch_size", "default_top_k"):
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+    if not 1 <= cfg.encode_every <= cfg.window_frames:
+        raise ValueError(f"encode_every must be in [1, window_frames={cfg.window_frames}], "
+                         f"got {cfg.encode_every}")
+    if cfg.max_segments < 0:
+        raise ValueError(f"max_segments must be >= 0, got {cfg.max_segments}")
+
+
 class MemoryService:
     """Ingest and query, driven by plain calls. Thread-safe: any number of threads may call
     ``add_*`` and ``query``; ``process`` runs in one thread at a time."""
@@ -208,17 +221,7 @@ class MemoryService:
         self.config = cfg = config or ServiceConfig()
         if store.model_hash != engine.model_hash or store.embed_dim != engine.embed_dim:
             raise ValueError("the store was opened for another model than the engine")
-        if not 1 <= cfg.stride_frames <= cfg.window_frames:
-            raise ValueError(
-                f"stride_frames must be in [1, window_frames], got {cfg.stride_frames}")
-        for name in ("max_pending_frames", "encode_batch_size", "default_top_k"):
-            if getattr(cfg, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
-        if not 1 <= cfg.encode_every <= cfg.window_frames:
-            raise ValueError(f"encode_every must be in [1, window_frames={cfg.window_frames}], "
-                             f"got {cfg.encode_every}")
-        if cfg.max_segments < 0:
-            raise ValueError(f"max_segments must be >= 0, got {cfg.max_segments}")
+        _check_config(cfg)
         self.log: Log = log or logging.getLogger("spartan_ros.memory")
         self.odometry = OdometryBuffer(max_age_s=cfg.odometry_history_s)
         self.sampler = FrameSampler(cfg.sample_rate_hz, max_gap_s=cfg.window_span_s)

@@ -225,22 +225,7 @@ class SegmentStore:
         existing = None if fresh else self._open_existing()
         fresh = existing is None  # a file killed before its schema was written starts afresh
         self.index = existing if existing is not None else self._new_index()
-        try:
-            if fresh and not self.in_memory:
-                os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-            self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
-            if fresh:
-                self._create_schema()
-            else:
-                self._migrate()
-        except (sqlite3.Error, OSError) as exc:
-            if hasattr(self, "_conn"):
-                self._conn.close()
-            if is_storage_failure(exc):
-                raise MemoryFileError(str(storage_error(exc, self.path, "opening"))) from exc
-            raise MemoryFileError(f"{self.path}: cannot open for writing: {exc}") from exc
+        self._open_writer(fresh)
         self._read_conn: sqlite3.Connection | None = None
         self._read_lock = threading.Lock()
         if not self.in_memory:
@@ -251,6 +236,25 @@ class SegmentStore:
                 self._read_conn = None  # reads share the writer's connection
 
     # -- opening ------------------------------------------------------------------------------
+
+    def _open_writer(self, fresh: bool) -> None:
+        """The writing connection, with the schema created (fresh) or brought up to date."""
+        try:
+            if fresh and not self.in_memory:
+                os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+            self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute(f"PRAGMA synchronous={self.synchronous.upper()}")
+            if fresh:
+                self._create_schema()
+            else:
+                self._migrate()
+        except (sqlite3.Error, OSError) as exc:
+            if hasattr(self, "_conn"):
+                self._conn.close()
+            if is_storage_failure(exc):
+                raise MemoryFileError(str(storage_error(exc, self.path, "opening"))) from exc
+            raise MemoryFileError(f"{self.path}: cannot open for writing: {exc}") from exc
 
     def _new_index(self) -> ScoreIndex:
         return ScoreIndex(

@@ -91,8 +91,15 @@ def diagnostic_array(
         ingest.level = DiagnosticStatus.WARN
         ingest.message = "no model loaded: ingest is off"
         memory.level, memory.message = DiagnosticStatus.WARN, "no memory open"
-        msg.status = [ingest, memory]
-        return msg
+    else:
+        _fill_ingest(ingest, stats, problems, timing or {})
+        _fill_memory(memory, stats, info)
+    msg.status = [ingest, memory]
+    return msg
+
+
+def _fill_ingest(ingest: DiagnosticStatus, stats: dict[str, Any], problems: list[str],
+                 timing: dict[str, float]) -> None:  # fmt: skip
     counts = stats["counts"]
     for key in sorted(counts):
         ingest.values.append(_kv(key, counts[key]))
@@ -101,7 +108,7 @@ def diagnostic_array(
         _kv("inference ms per frame (mean)", float(stats["latency_ms"])),
         _kv("inference ms per frame (last)", float(stats["last_latency_ms"])),
     ]
-    ingest.values += [_kv(key, value) for key, value in (timing or {}).items()]
+    ingest.values += [_kv(key, value) for key, value in timing.items()]
     dropped = sum(v for k, v in counts.items() if k.startswith("dropped"))
     problems = problems + list(stats.get("warnings", []))
     if problems:
@@ -111,6 +118,10 @@ def diagnostic_array(
         ingest.level = DiagnosticStatus.OK
         ingest.message = (f"{counts.get('frames taken', 0)} frames taken, {dropped} dropped, "
                           f"{counts.get('segments stored', 0)} segments stored")
+
+
+def _fill_memory(memory: DiagnosticStatus, stats: dict[str, Any], info: dict[str, Any]) -> None:
+    counts = stats["counts"]
     last = stats["last_segment"]
     memory.level = DiagnosticStatus.OK
     memory.message = f"{stats['segments']} segments"
@@ -131,5 +142,3 @@ def diagnostic_array(
         if problem:
             memory.level = DiagnosticStatus.ERROR
             memory.message += f"; {problem}"
-    msg.status = [ingest, memory]
-    return msg
