@@ -574,6 +574,31 @@ class Trainer:
     def __init__(self, args: argparse.Namespace, started: float) -> None:
         self.args = args
         self.started = started
+        self._setup_device()
+        self.out = Path(args.out)
+        if self.d.main:
+            self._prepare_out()
+        self._setup_model()
+        self._setup_data()
+        self._setup_optimisation()
+        if self.state is not None:
+            self._restore_state(self.state)
+        step_module = ContrastiveStep(self.model, self.loss_config)
+        self.net: torch.nn.Module = step_module
+        if self.d.world > 1:
+            ids = [self.d.local_rank] if self.device.type == "cuda" else None
+            # Buffers are not synced at each forward (every rank starts from the same weights).
+            self.net = DistributedDataParallel(step_module, device_ids=ids,
+                                               forward_sync_buffers=False)
+        self.runlog: RunLog | None = None
+        self.still = torch.from_numpy(
+            still_poses(1, self.model.num_frames, self.model.config.pose_convention)
+        ).to(self.device)
+
+    # -- set-up steps ----------------------------------------------------------------------
+
+    def _setup_device(self) -> None:
+        args = self.args
         cuda = torch.cuda.is_available() if args.device is None else args.device.startswith("cuda")
         self.d = setup_distributed("cuda" if cuda else "cpu")
         if cuda:
@@ -583,17 +608,21 @@ class Trainer:
             self.device = torch.device(args.device or "cpu")
         torch.set_num_threads(args.threads or default_threads(self.d.local_world))
         self.amp = self.device.type == "cuda"
-        self.out = Path(args.out)
-        if self.d.main:
-            self.out.mkdir(parents=True, exist_ok=True)
-            if not (args.resume or args.cache_only) and (self.out / "log.csv").exists():
-                if not args.overwrite:
-                    raise TrainError(f"{self.out} holds an earlier run: continue it with --resume "
-                                     f"{self.out}, or start afresh with --overwrite")
-                for name in ("log.csv", "val.csv"):
-                    (self.out / name).unlink(missing_ok=True)
 
-        # model (+ resumed state)
+    def _prepare_out(self) -> None:
+        """The output folder; an earlier run's logs there need --resume or --overwrite."""
+        args = self.args
+        self.out.mkdir(parents=True, exist_ok=True)
+        if not (args.resume or args.cache_only) and (self.out / "log.csv").exists():
+            if not args.overwrite:
+                raise TrainError(f"{self.out} holds an earlier run: continue it with --resume "
+                                 f"{self.out}, or start afresh with --overwrite")
+            for name in ("log.csv", "val.csv"):
+                (self.out / name).unlink(missing_ok=True)
+
+    def _setup_model(self) -> None:
+        """A fresh model, or the checkpoint to resume (its train state kept in ``self.state``)."""
+        args = self.args
         self.state: dict[str, Any] | None = None
         if args.resume:
             ckpt = find_resume_dir(args.resume)
@@ -620,7 +649,9 @@ class Trainer:
             log.info("model: %s mode, %s poses, %.1fM parameters", cfg.mode, cfg.pose_convention,
                      sum(p.numel() for p in self.model.parameters()) / 1e6)
 
-        # data
+    def _setup_data(self) -> None:
+        """Training (and validation) windows, the batch size and the batches of an epoch."""
+        args = self.args
         self.train_set = self._dataset(args.train_list, train=True)
         self.val_set = None
         if self.d.main and args.val_list and args.val_list.lower() != "none":
@@ -637,22 +668,24 @@ class Trainer:
             self._grouped_steps("--drive-group", args.drive_group,
                                 drive_group_count(self.train_seqs, args.drive_group))
         if args.look_alike > 1:
-            self.train_looks = self._look_alike_ids(args.data)
-            groups, alike = look_alike_group_count(self.train_seqs, self.train_looks,
-                                                   args.look_alike)
-            self._grouped_steps("--look-alike", args.look_alike, groups)
-            if self.d.main:
-                log.info("look-alike batches: %d groups of %d look-alike windows per epoch, "
-                         "%d groups in all", alike, args.look_alike, groups)
-                if not alike:
-                    log.warning("--look-alike %d: no place of the training set was seen by %d "
-                                "drives, so every batch is random", args.look_alike,
-                                args.look_alike)
+            self._setup_look_alike(args.look_alike)
         self.sampler: DistributedSampler[int] = DistributedSampler(
             self.train_set, num_replicas=self.d.world, rank=self.d.rank, shuffle=True,
             seed=args.seed)
 
-        # optimisation
+    def _setup_look_alike(self, k: int) -> None:
+        self.train_looks = self._look_alike_ids(self.args.data)
+        groups, alike = look_alike_group_count(self.train_seqs, self.train_looks, k)
+        self._grouped_steps("--look-alike", k, groups)
+        if self.d.main:
+            log.info("look-alike batches: %d groups of %d look-alike windows per epoch, "
+                     "%d groups in all", alike, k, groups)
+            if not alike:
+                log.warning("--look-alike %d: no place of the training set was seen by %d "
+                            "drives, so every batch is random", k, k)
+
+    def _setup_optimisation(self) -> None:
+        args = self.args
         self.loss_config = LossConfig(kind=args.loss, short=not args.no_short,
                                       pose_terms=not (args.no_pose_terms or args.no_pose),
                                       own_motion=args.own_motion,
@@ -671,35 +704,26 @@ class Trainer:
         self.step = 0
         self.elapsed_before = 0.0  # training seconds of earlier runs (resume)
         self.best: float | None = None
-        if self.state is not None:
-            self.optimizer.load_state_dict(self.state["optimizer"])
-            self.scaler.load_state_dict(self.state["scaler"])
-            try:
-                self.schedule.load_state_dict(self.state["schedule"])
-            except ValueError as e:
-                raise TrainError(f"cannot resume with --schedule {args.schedule}: {e}") from e
-            if args.schedule_steps and isinstance(self.schedule, WarmupCosine):
-                self.schedule.total = args.schedule_steps
-            self.step = int(self.state["step"])
-            self.elapsed_before = float(self.state.get("seconds", 0.0))
-            self.best = self.state.get("best_val_top1")
-            if self.state.get("steps_per_epoch") != self.steps_per_epoch:
-                raise TrainError(
-                    f"cannot resume exactly: the checkpoint had {self.state.get('steps_per_epoch')}"
-                    f" steps per epoch, this run has {self.steps_per_epoch} (same data, batch size"
-                    " and process count needed)")
 
-        step_module = ContrastiveStep(self.model, self.loss_config)
-        self.net: torch.nn.Module = step_module
-        if self.d.world > 1:
-            ids = [self.d.local_rank] if self.device.type == "cuda" else None
-            # Buffers are not synced at each forward (every rank starts from the same weights).
-            self.net = DistributedDataParallel(step_module, device_ids=ids,
-                                               forward_sync_buffers=False)
-        self.runlog: RunLog | None = None
-        self.still = torch.from_numpy(
-            still_poses(1, self.model.num_frames, cfg.pose_convention)
-        ).to(self.device)
+    def _restore_state(self, state: dict[str, Any]) -> None:
+        """Optimiser, scaler, schedule and counters of the run being resumed."""
+        args = self.args
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        try:
+            self.schedule.load_state_dict(state["schedule"])
+        except ValueError as e:
+            raise TrainError(f"cannot resume with --schedule {args.schedule}: {e}") from e
+        if args.schedule_steps and isinstance(self.schedule, WarmupCosine):
+            self.schedule.total = args.schedule_steps
+        self.step = int(state["step"])
+        self.elapsed_before = float(state.get("seconds", 0.0))
+        self.best = state.get("best_val_top1")
+        if state.get("steps_per_epoch") != self.steps_per_epoch:
+            raise TrainError(
+                f"cannot resume exactly: the checkpoint had {state.get('steps_per_epoch')}"
+                f" steps per epoch, this run has {self.steps_per_epoch} (same data, batch size"
+                " and process count needed)")
 
     # -- set-up helpers ---------------------------------------------------------------------
 
