@@ -347,6 +347,12 @@ class Check:
             f"{self.max_abs:.3g}, min cosine {self.min_cos:.7f}  {verdict}"
         )
 
+    def as_record(self) -> dict[str, Any]:
+        """The entry of model.json's "checks"."""
+        return {"graph": self.graph, "precision": self.precision, "batches": self.batches,
+                "max_abs": self.max_abs, "min_cosine": self.min_cos,
+                "seconds": round(self.seconds, 2)}  # fmt: skip
+
 
 def check_graph(
     spec: GraphSpec,
@@ -518,15 +524,7 @@ def export_model(
     ``model`` skips loading when the caller already holds the checkpoint's model (it must be the
     one stored at ``checkpoint``: the source sha256 is read from the file).
     """
-    if opset < MIN_OPSET:
-        raise ExportError(f"--opset must be >= {MIN_OPSET} (LayerNormalization), got {opset}")
-    if int8_method not in INT8_METHODS:
-        raise ExportError(f"int8 method must be one of {INT8_METHODS}, got {int8_method!r}")
-    if exporter not in EXPORTERS:
-        raise ExportError(f"unknown exporter {exporter!r}; use one of {', '.join(EXPORTERS)}")
-    if exporter == "dynamo" and opset < MIN_DYNAMO_OPSET:
-        raise ExportError(f"--opset {opset} needs --exporter torchscript: the dynamo exporter "
-                          f"writes opset >= {MIN_DYNAMO_OPSET}")
+    _check_options(opset, int8_method, exporter)
     source, out = Path(checkpoint), Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise ExportError(f"{out}: exists and is not empty (use --overwrite)")
@@ -548,73 +546,13 @@ def export_model(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
-        jobs: list[tuple[str, str, SpartanModel]] = [(r, "float32", model) for r in ROLES]
-        if fp16:
-            half = half_copy(model)
-            jobs += [("image", "float16", half), ("text", "float16", half)]
-        checks: list[Check] = []
-        graphs: dict[str, dict[str, dict[str, Any]]] = {}
-        for role, precision, source_model in jobs:
-            path = tmp / graph_file(role, precision)
-            example = sample_inputs(model, role, 2, seed=0)  # batch 2: never traced as 1
-            make = functools.partial(export_graph, SPECS[role], source_model, example, path, opset,
-                                     exporter)
-            stamp = graph_metadata(meta, role, precision)
-            checks.append(_build(SPECS[role], model, path, precision, atol, log, make, stamp))
-            graphs.setdefault(precision, {})[role] = {"file": path.name}
-        if int8:
-            path = tmp / graph_file("image", "int8")
-            src = tmp / graph_file("image", "float32")
-            if int8_method == "static":  # activation ranges calibrated on sample pictures
-                calibration = sample_images(16, cfg.image_resolution, 1234, cfg.image_fit)
-                make = functools.partial(quantize_image_static, src, path, calibration)
-            else:
-                make = functools.partial(quantize_image, src, path)
-            stamp = graph_metadata(meta, "image", "int8")
-            checks.append(_build(SPECS["image"], model, path, "int8", atol, log, make, stamp))
-            graphs["int8"] = {"image": {"file": path.name}}
-        failed = [c for c in checks if not c.passed]
-        if failed:
-            bars = {"float32": f"max|diff| <= {atol:g}", "float16": f"cosine >= {FP16_MIN_COSINE}",
-                    "int8": f"cosine >= {INT8_MIN_COSINE}"}  # fmt: skip
-            what = "; ".join(
-                f"{graph_file(c.graph, c.precision)} (needs {bars[c.precision]})" for c in failed
-            )
-            raise ExportError(f"parity check failed, nothing written: {what}")
-
-        weight = model.projection.weight.detach().float().numpy()
-        bias = model.projection.bias.detach().float().numpy()
-        save_file({FUSION_WEIGHT: np.ascontiguousarray(weight), FUSION_BIAS: bias},
-                  str(tmp / FUSION_FILE), metadata={"format": FORMAT_NAME})  # fmt: skip
-        fusion_sha = file_sha256(tmp / FUSION_FILE)
-        for entries in graphs.values():
-            for entry in entries.values():
-                entry["sha256"] = file_sha256(tmp / entry["file"])
-                entry["bytes"] = (tmp / entry["file"]).stat().st_size
-        hashes = {}
-        for precision in graphs:
-            chosen = {**graphs["float32"], **graphs[precision]}
-            hashes[precision] = compute_model_hash(
-                {r: chosen[r]["sha256"] for r in ROLES}, fusion_sha
-            )
-        meta.update(
-            model_hash=hashes["float32"],
-            model_hashes=hashes,
-            graphs=graphs,
-            fusion={"file": FUSION_FILE, "sha256": fusion_sha},
-            checks=[
-                {
-                    "graph": c.graph,
-                    "precision": c.precision,
-                    "batches": c.batches,
-                    "max_abs": c.max_abs,
-                    "min_cosine": c.min_cos,
-                    "seconds": round(c.seconds, 2),
-                }
-                for c in checks
-            ],  # fmt: skip
-            export_seconds=round(time.perf_counter() - t_start, 2),
-        )
+        build = _GraphBuilder(model, meta, tmp, opset, exporter, atol, log)
+        build.all_graphs(fp16, int8, int8_method)
+        build.raise_on_failed_checks()
+        fusion_sha = _write_fusion(model, tmp)
+        meta.update(_file_hashes(build.graphs, tmp, fusion_sha),
+                    checks=[c.as_record() for c in build.checks],
+                    export_seconds=round(time.perf_counter() - t_start, 2))  # fmt: skip
         text = json.dumps(meta, indent=2) + "\n"
         (tmp / MODEL_JSON).write_text(text, encoding="utf-8")
         _install(tmp, out, overwrite)
@@ -623,6 +561,97 @@ def export_model(
         raise
     log(f"wrote {out} in {meta['export_seconds']:.1f} s: model_hash {meta['model_hash']}")
     return meta
+
+
+def _check_options(opset: int, int8_method: str, exporter: str) -> None:
+    if opset < MIN_OPSET:
+        raise ExportError(f"--opset must be >= {MIN_OPSET} (LayerNormalization), got {opset}")
+    if int8_method not in INT8_METHODS:
+        raise ExportError(f"int8 method must be one of {INT8_METHODS}, got {int8_method!r}")
+    if exporter not in EXPORTERS:
+        raise ExportError(f"unknown exporter {exporter!r}; use one of {', '.join(EXPORTERS)}")
+    if exporter == "dynamo" and opset < MIN_DYNAMO_OPSET:
+        raise ExportError(f"--opset {opset} needs --exporter torchscript: the dynamo exporter "
+                          f"writes opset >= {MIN_DYNAMO_OPSET}")
+
+
+# What each precision's parity check asks of a graph (the failure message names it).
+def _parity_bar(precision: str, atol: float) -> str:
+    return {"float32": f"max|diff| <= {atol:g}", "float16": f"cosine >= {FP16_MIN_COSINE}",
+            "int8": f"cosine >= {INT8_MIN_COSINE}"}[precision]  # fmt: skip
+
+
+class _GraphBuilder:
+    """Writes each graph into the temporary folder and checks it against the PyTorch model."""
+
+    def __init__(self, model: SpartanModel, meta: dict[str, Any], tmp: Path, opset: int,
+                 exporter: str, atol: float, log: Log) -> None:  # fmt: skip
+        self.model, self.meta, self.tmp = model, meta, tmp
+        self.opset, self.exporter, self.atol, self.log = opset, exporter, atol, log
+        self.checks: list[Check] = []
+        self.graphs: dict[str, dict[str, dict[str, Any]]] = {}  # precision -> role -> entry
+
+    def all_graphs(self, fp16: bool, int8: bool, int8_method: str) -> None:
+        jobs: list[tuple[str, str, SpartanModel]] = [(r, "float32", self.model) for r in ROLES]
+        if fp16:
+            half = half_copy(self.model)
+            jobs += [("image", "float16", half), ("text", "float16", half)]
+        for role, precision, source_model in jobs:
+            path = self.tmp / graph_file(role, precision)
+            example = sample_inputs(self.model, role, 2, seed=0)  # batch 2: never traced as 1
+            self._add(role, precision, functools.partial(
+                export_graph, SPECS[role], source_model, example, path, self.opset,
+                self.exporter))  # fmt: skip
+        if int8:
+            self._add("image", "int8", self._int8_image(int8_method))
+
+    def _int8_image(self, method: str) -> Callable[[], None]:
+        path = self.tmp / graph_file("image", "int8")
+        src = self.tmp / graph_file("image", "float32")
+        if method == "static":  # activation ranges calibrated on sample pictures
+            cfg = self.model.config
+            calibration = sample_images(16, cfg.image_resolution, 1234, cfg.image_fit)
+            return functools.partial(quantize_image_static, src, path, calibration)
+        return functools.partial(quantize_image, src, path)
+
+    def _add(self, role: str, precision: str, make: Callable[[], None]) -> None:
+        path = self.tmp / graph_file(role, precision)
+        stamp = graph_metadata(self.meta, role, precision)
+        self.checks.append(_build(SPECS[role], self.model, path, precision, self.atol, self.log,
+                                  make, stamp))  # fmt: skip
+        self.graphs.setdefault(precision, {})[role] = {"file": path.name}
+
+    def raise_on_failed_checks(self) -> None:
+        failed = [c for c in self.checks if not c.passed]
+        if failed:
+            what = "; ".join(f"{graph_file(c.graph, c.precision)} (needs "
+                             f"{_parity_bar(c.precision, self.atol)})" for c in failed)
+            raise ExportError(f"parity check failed, nothing written: {what}")
+
+
+def _write_fusion(model: SpartanModel, tmp: Path) -> str:
+    """The fusion projection as safetensors; returns its sha256."""
+    weight = model.projection.weight.detach().float().numpy()
+    bias = model.projection.bias.detach().float().numpy()
+    save_file({FUSION_WEIGHT: np.ascontiguousarray(weight), FUSION_BIAS: bias},
+              str(tmp / FUSION_FILE), metadata={"format": FORMAT_NAME})  # fmt: skip
+    return file_sha256(tmp / FUSION_FILE)
+
+
+def _file_hashes(graphs: dict[str, dict[str, dict[str, Any]]], tmp: Path,
+                 fusion_sha: str) -> dict[str, Any]:  # fmt: skip
+    """model.json's file entries and hashes: each graph's sha256 and size, and one model hash
+    per precision (its graphs, float32 where it has none, and the fusion)."""
+    for entries in graphs.values():
+        for entry in entries.values():
+            entry["sha256"] = file_sha256(tmp / entry["file"])
+            entry["bytes"] = (tmp / entry["file"]).stat().st_size
+    hashes = {}
+    for precision in graphs:
+        chosen = {**graphs["float32"], **graphs[precision]}
+        hashes[precision] = compute_model_hash({r: chosen[r]["sha256"] for r in ROLES}, fusion_sha)
+    return {"model_hash": hashes["float32"], "model_hashes": hashes, "graphs": graphs,
+            "fusion": {"file": FUSION_FILE, "sha256": fusion_sha}}
 
 
 # --------------------------------------------------------------------------- CLI
