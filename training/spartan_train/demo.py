@@ -650,6 +650,19 @@ def _fresh(cfg: DemoConfig) -> None:
         shutil.rmtree(p, ignore_errors=True)
 
 
+@dataclass
+class _Drive:
+    """The generated drive, as the node and the questions see it."""
+
+    root: Path  # the generated dataset
+    bag: Path
+    captions: dict[str, Any]
+    params: dict[str, Any]  # the node's parameters
+    expected: int  # segments the node should store
+    period_ns: int  # between two window starts
+    timeline: Timeline
+
+
 def run(cfg: DemoConfig) -> DemoResult:
     cfg.check()
     if cfg.fresh:
@@ -666,97 +679,21 @@ def run(cfg: DemoConfig) -> DemoResult:
     t0 = step(2, f"drive: {cfg.sequences} sequences x {cfg.frames} frames, seed {cfg.seed} "
                  f"(a {seed_set(cfg.seed)} seed of the evaluation protocol; the shipped model "
                  f"was trained on seeds {seeds}), into a rosbag2")
-    root, bag = make_drive(cfg)
+    drive = _drive(cfg, model_dir)
     timings["drive_s"] = time.monotonic() - t0
-    from spartan_train.bag.write import read_captions
 
-    captions = read_captions(bag)
-    params = node_parameters(cfg)
-    expected = expected_segments(captions, params)
-    model_meta = json.loads((model_dir / "model.json").read_text())
-    period_ns = int(round(1e9 / float(model_meta.get("window_rate_hz", 10.0))))
-
-    timeline = Timeline(captions)
-    env = ros_env(cfg.domain_id)
-    t0 = step(3, f"node: spartan_node (ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']}, localhost only, "
-                 f"params {cfg.params_file.name}, sim time)")
     memory = cfg.work / "memory.db"
-    node = start_node(cfg, env, model_dir, memory, captions)
-    segments = SegmentWatch(env, cfg.work / "logs" / "segments.log", SEGMENTS)
-    try:
-        wait_for("active node", lambda: node_active(node), [node], cfg.start_timeout_s)
-        say(f"   active in {time.monotonic() - t0:.1f} s; log {node.log_path}")
-        timings["node_start_s"] = time.monotonic() - t0
-
-        span = (captions["sequences"][-1]["end_ns"] - captions["sequences"][0]["start_ns"]) * 1e-9
-        t0 = step(4, f"replay: {bag.name} ({span:.0f} s of drive) at {cfg.rate:g}x with /clock")
-        summary = replay(cfg, env, bag, node, segments, expected)
-        say(f"   played {summary['total']} messages in {summary['wall_s']:.1f} s")
-        timings["play_s"] = time.monotonic() - t0
-
-        t0 = step(5, "ingest: waiting for the node to encode and store the last frames")
-        stored, waited = wait_ingested(cfg, node, segments, expected)
-        timings["ingest_wait_s"] = waited
-        say(f"   {stored} of {expected} segments stored ({waited:.1f} s after playback)")
-        if stored == 0:
-            raise DemoError(f"the node stored no segment; see {node.log_path}:\n{node.tail()}")
-        drops = drop_warnings(node.output())
-        if stored < expected or drops:
-            why = (f"it logged {len(drops)} drop warning(s), the first: {drops[0]}" if drops
-                   else "frames were lost in transport")
-            say(f"   warning: the node did not get every frame ({why}); try a lower --rate")
-
-        windows = pick_windows(captions, cfg.queries)
-        questions = [Question(i, w["caption"], w) for i, w in enumerate(windows, 1)]
-        free = free_questions(cfg)
-        questions += [Question(len(questions) + i, f if isinstance(f, str) else f.text,
-                               free=None if isinstance(f, str) else f)
-                      for i, f in enumerate(free, 1)]
-        facts = DriveFacts(captions) if captions.get("facts") else None
-        if facts is None:
-            say("   note: this drive has no recorded facts (written before they were kept); "
-                "free text is not scored: run with --fresh")
-        t0 = step(6, f"queries: {len(windows)} annotated captions of the drive (validation "
-                     f"windows) + {len(free)} free text, through {SERVICE}")
-        # A few clients at once: their start-up (rclpy, discovery) overlaps; printed in order.
-        pool = ThreadPoolExecutor(max_workers=cfg.jobs)
-        try:
-            asked = [pool.submit(ask, env, q, cfg.top_k) for q in questions]
-            for q, done in zip(questions, asked, strict=True):
-                done.result()
-                score(q, period_ns, cfg.top_k)
-                score_free(q, facts, int(params["window_frames"]), int(params["stride_frames"]),
-                           cfg.top_k)
-                print_answer(q, timeline, cfg.top_k)
-        finally:
-            pool.shutdown(cancel_futures=True)  # on an error or Ctrl-C: ask nothing more
-        timings["queries_s"] = time.monotonic() - t0
-    finally:
-        code = node.stop()
-        segments.stop()
-        say(f"\n   spartan_node stopped (exit code {code})")
+    stored, questions, node_log = _node_session(cfg, model_dir, drive, memory, timings)
 
     t0 = step(7, "picture")
-    picture = draw(cfg.work / "demo.png", root, timeline, drawn(questions, cfg.drawn),
-                   cfg.top_k)
+    picture = draw(cfg.work / "demo.png", drive.root, drive.timeline,
+                   drawn(questions, cfg.drawn), cfg.top_k)  # fmt: skip
     timings["picture_s"] = time.monotonic() - t0
     timings["total_s"] = time.monotonic() - t_all
 
-    result = DemoResult(questions, stored, expected, picture, cfg.work / "answers.json", timings,
-                        cfg.top_k)
-    result.answers.write_text(json.dumps({
-        "checkpoint": str(cfg.checkpoint), "model_dir": str(model_dir), "bag": str(bag),
-        "segments_stored": stored, "segments_expected": expected, "top_k": cfg.top_k,
-        "min_overlap": MIN_OVERLAP, "annotated_in_top_k": result.hit_rate, "timings": timings,
-        "free_text_hits": dict(zip(("top1", f"top{cfg.top_k}", "answerable"), result.free_hits,
-                                   strict=True)),
-        "questions": [{"text": q.text, "window": q.window, "rank": q.rank,
-                       "overlaps": q.overlaps, "answer": q.answer,
-                       "facts": None if q.free is None else sorted(q.free.facts),
-                       "answering_windows": q.answering, "returned_facts": q.returned_facts}
-                      for q in questions],
-    }, indent=1) + "\n")
-
+    result = DemoResult(questions, stored, drive.expected, picture, cfg.work / "answers.json",
+                        timings, cfg.top_k)  # fmt: skip
+    _write_answers(cfg, result, model_dir, drive.bag)
     step(8, "done")
     hits, n = result.hits
     say(f"   annotated span in the top {cfg.top_k}: {hits} of {n} ({result.hit_rate:.0%})")
@@ -764,8 +701,116 @@ def run(cfg: DemoConfig) -> DemoResult:
     say(f"   free text (scored by the drive's facts): answered at rank 1 {top1} of {answerable}, "
         f"in the top {cfg.top_k} {topk} of {answerable} answerable")
     say(f"   picture   {picture}\n   answers   {result.answers}\n   memory    {memory}\n"
-        f"   node log  {node.log_path}\n   total {timings['total_s']:.0f} s")
+        f"   node log  {node_log}\n   total {timings['total_s']:.0f} s")
     return result
+
+
+def _drive(cfg: DemoConfig, model_dir: Path) -> _Drive:
+    from spartan_train.bag.write import read_captions
+
+    root, bag = make_drive(cfg)
+    captions = read_captions(bag)
+    params = node_parameters(cfg)
+    model_meta = json.loads((model_dir / "model.json").read_text())
+    period_ns = int(round(1e9 / float(model_meta.get("window_rate_hz", 10.0))))
+    return _Drive(root, bag, captions, params, expected_segments(captions, params), period_ns,
+                  Timeline(captions))
+
+
+def _node_session(cfg: DemoConfig, model_dir: Path, drive: _Drive, memory: Path,
+                  timings: dict[str, float]) -> tuple[int, list[Question], Path]:  # fmt: skip
+    """Steps 3 to 6: start the node, replay the drive, wait for its segments, ask the
+    questions; the node is stopped whatever happens. Returns (segments stored, questions
+    answered, node log)."""
+    env = ros_env(cfg.domain_id)
+    t0 = step(3, f"node: spartan_node (ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']}, localhost only, "
+                 f"params {cfg.params_file.name}, sim time)")
+    node = start_node(cfg, env, model_dir, memory, drive.captions)
+    segments = SegmentWatch(env, cfg.work / "logs" / "segments.log", SEGMENTS)
+    try:
+        wait_for("active node", lambda: node_active(node), [node], cfg.start_timeout_s)
+        say(f"   active in {time.monotonic() - t0:.1f} s; log {node.log_path}")
+        timings["node_start_s"] = time.monotonic() - t0
+        stored = _replay_and_ingest(cfg, env, drive, node, segments, timings)
+        t0 = time.monotonic()
+        questions = _ask_questions(cfg, env, drive)
+        timings["queries_s"] = time.monotonic() - t0
+    finally:
+        code = node.stop()
+        segments.stop()
+        say(f"\n   spartan_node stopped (exit code {code})")
+    return stored, questions, node.log_path
+
+
+def _replay_and_ingest(cfg: DemoConfig, env: dict[str, str], drive: _Drive, node: Process,
+                       segments: SegmentWatch, timings: dict[str, float]) -> int:  # fmt: skip
+    """Steps 4 and 5: play the bag, then wait for the last segments; returns how many."""
+    seqs = drive.captions["sequences"]
+    span = (seqs[-1]["end_ns"] - seqs[0]["start_ns"]) * 1e-9
+    t0 = step(4, f"replay: {drive.bag.name} ({span:.0f} s of drive) at {cfg.rate:g}x with /clock")
+    summary = replay(cfg, env, drive.bag, node, segments, drive.expected)
+    say(f"   played {summary['total']} messages in {summary['wall_s']:.1f} s")
+    timings["play_s"] = time.monotonic() - t0
+
+    step(5, "ingest: waiting for the node to encode and store the last frames")
+    stored, waited = wait_ingested(cfg, node, segments, drive.expected)
+    timings["ingest_wait_s"] = waited
+    say(f"   {stored} of {drive.expected} segments stored ({waited:.1f} s after playback)")
+    if stored == 0:
+        raise DemoError(f"the node stored no segment; see {node.log_path}:\n{node.tail()}")
+    drops = drop_warnings(node.output())
+    if stored < drive.expected or drops:
+        why = (f"it logged {len(drops)} drop warning(s), the first: {drops[0]}" if drops
+               else "frames were lost in transport")
+        say(f"   warning: the node did not get every frame ({why}); try a lower --rate")
+    return stored
+
+
+def _ask_questions(cfg: DemoConfig, env: dict[str, str], drive: _Drive) -> list[Question]:
+    """Step 6: annotated captions and free text through the service, scored and printed."""
+    windows = pick_windows(drive.captions, cfg.queries)
+    questions = [Question(i, w["caption"], w) for i, w in enumerate(windows, 1)]
+    free = free_questions(cfg)
+    questions += [Question(len(questions) + i, f if isinstance(f, str) else f.text,
+                           free=None if isinstance(f, str) else f)
+                  for i, f in enumerate(free, 1)]
+    facts = DriveFacts(drive.captions) if drive.captions.get("facts") else None
+    if facts is None:
+        say("   note: this drive has no recorded facts (written before they were kept); "
+            "free text is not scored: run with --fresh")
+    step(6, f"queries: {len(windows)} annotated captions of the drive (validation "
+            f"windows) + {len(free)} free text, through {SERVICE}")
+    window, stride = int(drive.params["window_frames"]), int(drive.params["stride_frames"])
+    # A few clients at once: their start-up (rclpy, discovery) overlaps; printed in order.
+    pool = ThreadPoolExecutor(max_workers=cfg.jobs)
+    try:
+        asked = [pool.submit(ask, env, q, cfg.top_k) for q in questions]
+        for q, done in zip(questions, asked, strict=True):
+            done.result()
+            score(q, drive.period_ns, cfg.top_k)
+            score_free(q, facts, window, stride, cfg.top_k)
+            print_answer(q, drive.timeline, cfg.top_k)
+    finally:
+        pool.shutdown(cancel_futures=True)  # on an error or Ctrl-C: ask nothing more
+    return questions
+
+
+def _write_answers(cfg: DemoConfig, result: DemoResult, model_dir: Path, bag: Path) -> None:
+    """answers.json: every question with its answer and how it was scored, and the timings."""
+    top_k = cfg.top_k
+    result.answers.write_text(json.dumps({
+        "checkpoint": str(cfg.checkpoint), "model_dir": str(model_dir), "bag": str(bag),
+        "segments_stored": result.stored, "segments_expected": result.expected,
+        "top_k": top_k, "min_overlap": MIN_OVERLAP, "annotated_in_top_k": result.hit_rate,
+        "timings": result.timings,
+        "free_text_hits": dict(zip(("top1", f"top{top_k}", "answerable"), result.free_hits,
+                                   strict=True)),
+        "questions": [{"text": q.text, "window": q.window, "rank": q.rank,
+                       "overlaps": q.overlaps, "answer": q.answer,
+                       "facts": None if q.free is None else sorted(q.free.facts),
+                       "answering_windows": q.answering, "returned_facts": q.returned_facts}
+                      for q in result.questions],
+    }, indent=1) + "\n")  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -56,7 +56,7 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image as PILImage
@@ -75,6 +75,9 @@ from spartan_ros.query import Query
 from spartan_train.bag.write import COMPRESSED_IMAGE, IMAGE, ODOMETRY, read_captions
 from spartan_train.evaluate import questions as questions_mod
 from spartan_train.evaluate import report, retrieval, trajectory
+
+if TYPE_CHECKING:  # onnxruntime is imported only when a model is loaded
+    from spartan_ros.runtime.engine import Engine
 
 SPLITS = ("val", "train", "all")
 KS = retrieval.KS  # R@1, R@5, R@10
@@ -374,8 +377,8 @@ def evaluate_bag(cfg: BagEvalConfig) -> tuple[dict[str, Any], dict[str, Path], d
     doc = read_captions(bag)
     where = bag / "captions.json"
     windows = select_windows(doc, cfg.split, where)
-    image_topic = cfg.image_topic or str(doc.get("image_topic") or "/camera/image_raw")
-    odom_topic = cfg.odom_topic or str(doc.get("odom_topic") or "/odom")
+    topics = (cfg.image_topic or str(doc.get("image_topic") or "/camera/image_raw"),
+              cfg.odom_topic or str(doc.get("odom_topic") or "/odom"))  # fmt: skip
 
     t0 = time.perf_counter()
     engine = load_engine(cfg)
@@ -383,77 +386,18 @@ def evaluate_bag(cfg: BagEvalConfig) -> tuple[dict[str, Any], dict[str, Path], d
     if int(doc["window"]) != engine.window:
         raise ValueError(f"{where}: windows have {doc['window']} frames, the model "
                          f"{cfg.model} takes {engine.window}")
-    service_cfg = ServiceConfig(
-        sample_rate_hz=engine.window_rate_hz,
-        window_frames=engine.window,
-        stride_frames=cfg.stride_frames,
-        encode_batch_size=cfg.batch_size,
-        encode_every=cfg.encode_every,
-        # Offline nothing falls behind: never drop a frame for queue length.
-        max_pending_frames=max(256, 4 * cfg.batch_size),
-        default_top_k=cfg.depth,
-    )
+    service_cfg = _service_config(cfg, engine)
     period_ns = int(round(1e9 / service_cfg.sample_rate_hz))
 
     reader = open_bag(bag)
     try:
-        image_conns = topic_connections(reader, bag, image_topic, (IMAGE, COMPRESSED_IMAGE),
+        image_conns = topic_connections(reader, bag, topics[0], (IMAGE, COMPRESSED_IMAGE),
                                         "image")
-        odom_conns = topic_connections(reader, bag, odom_topic, (ODOMETRY,), "odom")
-        try:
-            store = SegmentStore(None if cfg.memory is None else str(cfg.memory),
-                                 engine.model_hash, engine.embed_dim, head=engine.fusion_head)
-        except MemoryFileError as e:
-            raise ValueError(str(e)) from None
-        try:
-            service = MemoryService(engine, store, service_cfg)
-            t0 = time.perf_counter()
-            drive = ingest_bag(reader, service, image_conns, odom_conns, cfg.batch_size,
-                               cfg.progress)
-            timings["ingest_s"] = time.perf_counter() - t0
-            stats = service.stats()
-            if len(store) == 0:
-                raise BagError(f"no segment was stored from {bag}: "
-                               f"{json.dumps(dict(sorted(stats['counts'].items())))}")
-            t0 = time.perf_counter()
-            results, evidence = _run_queries(cfg, service, windows, drive, period_ns)
-            timings["queries_s"] = time.perf_counter() - t0
-            free = _free_text(cfg, doc, service)
-            if free is not None:
-                results["free_text"] = free
-        finally:
-            store.close()
-        results["meta"] = {
-            "bag": str(bag),
-            "model_dir": str(cfg.model),
-            "model_name": engine.name,
-            "model_hash": engine.model_hash,
-            "mode": engine.mode,
-            "pose_convention": engine.pose_convention,
-            "split": cfg.split,
-            "image_topic": image_topic,
-            "odom_topic": odom_topic,
-            "bag_start_ns": int(reader.start_time),
-            "bag_end_ns": int(reader.end_time),
-            "memory": "RAM" if cfg.memory is None else str(cfg.memory),
-            "settings": {
-                "sample_rate_hz": service_cfg.sample_rate_hz,
-                "window_frames": service_cfg.window_frames,
-                "stride_frames": service_cfg.stride_frames,
-                "encode_batch_size": service_cfg.encode_batch_size,
-                "max_pose_gap_s": service_cfg.max_pose_gap_s,
-                "top_k": cfg.top_k,
-                "depth": cfg.depth,
-                "min_overlap": cfg.min_overlap,
-                "frame_period_ns": period_ns,
-            },
-            "overlap_rule": OVERLAP_RULE,
-        }
-        results["ingest"] = {
-            "messages": drive.messages,
-            "counts": dict(sorted(stats["counts"].items())),
-            "segments": int(stats["segments"]),
-        }
+        odom_conns = topic_connections(reader, bag, topics[1], (ODOMETRY,), "odom")
+        results, evidence, ingest = _ingest_and_ask(cfg, engine, service_cfg, reader, doc,
+                                                    (image_conns, odom_conns), windows, timings)
+        results["meta"] = _meta(cfg, engine, service_cfg, reader, topics, period_ns)
+        results["ingest"] = ingest
         results = {k: results[k] for k in ("meta", "ingest", "retrieval", "by_split",
                                            "trajectory", "free_text", "queries") if k in results}
         t0 = time.perf_counter()
@@ -468,6 +412,84 @@ def evaluate_bag(cfg: BagEvalConfig) -> tuple[dict[str, Any], dict[str, Path], d
     timings["ingest_frames_per_s"] = frames / timings["ingest_s"] if timings["ingest_s"] else 0.0
     paths["timings"] = report.write_json(Path(cfg.out) / "timings.json", timings)
     return results, paths, timings
+
+
+def _service_config(cfg: BagEvalConfig, engine: Engine) -> ServiceConfig:
+    return ServiceConfig(
+        sample_rate_hz=engine.window_rate_hz,
+        window_frames=engine.window,
+        stride_frames=cfg.stride_frames,
+        encode_batch_size=cfg.batch_size,
+        encode_every=cfg.encode_every,
+        # Offline nothing falls behind: never drop a frame for queue length.
+        max_pending_frames=max(256, 4 * cfg.batch_size),
+        default_top_k=cfg.depth,
+    )
+
+
+def _ingest_and_ask(cfg: BagEvalConfig, engine: Engine, service_cfg: ServiceConfig,
+                    reader: Any, doc: dict[str, Any], conns: tuple[list[Any], list[Any]],
+                    windows: list[dict[str, Any]], timings: dict[str, float],
+                    ) -> tuple[dict[str, Any], Any, dict[str, Any]]:  # fmt: skip
+    """The bag through the node's MemoryService into a store, then the questions; returns
+    (results, evidence for the report, what ingest counted)."""
+    try:
+        store = SegmentStore(None if cfg.memory is None else str(cfg.memory),
+                             engine.model_hash, engine.embed_dim, head=engine.fusion_head)
+    except MemoryFileError as e:
+        raise ValueError(str(e)) from None
+    try:
+        service = MemoryService(engine, store, service_cfg)
+        t0 = time.perf_counter()
+        drive = ingest_bag(reader, service, conns[0], conns[1], cfg.batch_size, cfg.progress)
+        timings["ingest_s"] = time.perf_counter() - t0
+        stats = service.stats()
+        if len(store) == 0:
+            raise BagError(f"no segment was stored from {cfg.bag}: "
+                           f"{json.dumps(dict(sorted(stats['counts'].items())))}")
+        t0 = time.perf_counter()
+        period_ns = int(round(1e9 / service_cfg.sample_rate_hz))
+        results, evidence = _run_queries(cfg, service, windows, drive, period_ns)
+        timings["queries_s"] = time.perf_counter() - t0
+        free = _free_text(cfg, doc, service)
+        if free is not None:
+            results["free_text"] = free
+    finally:
+        store.close()
+    ingest = {"messages": drive.messages, "counts": dict(sorted(stats["counts"].items())),
+              "segments": int(stats["segments"])}
+    return results, evidence, ingest
+
+
+def _meta(cfg: BagEvalConfig, engine: Engine, service_cfg: ServiceConfig, reader: Any,
+          topics: tuple[str, str], period_ns: int) -> dict[str, Any]:  # fmt: skip
+    """What was evaluated, with which model and settings (the report's "meta")."""
+    return {
+        "bag": str(cfg.bag),
+        "model_dir": str(cfg.model),
+        "model_name": engine.name,
+        "model_hash": engine.model_hash,
+        "mode": engine.mode,
+        "pose_convention": engine.pose_convention,
+        "split": cfg.split,
+        "image_topic": topics[0],
+        "odom_topic": topics[1],
+        "bag_start_ns": int(reader.start_time),
+        "bag_end_ns": int(reader.end_time),
+        "memory": "RAM" if cfg.memory is None else str(cfg.memory),
+        "settings": {
+            "sample_rate_hz": service_cfg.sample_rate_hz,
+            "window_frames": service_cfg.window_frames,
+            "stride_frames": service_cfg.stride_frames,
+            "encode_batch_size": service_cfg.encode_batch_size,
+            "max_pose_gap_s": service_cfg.max_pose_gap_s,
+            "top_k": cfg.top_k,
+            "depth": cfg.depth,
+            "min_overlap": cfg.min_overlap,
+            "frame_period_ns": period_ns,
+        },
+        "overlap_rule": OVERLAP_RULE,
+    }
 
 
 def _free_text(cfg: BagEvalConfig, doc: dict[str, Any], service: MemoryService
