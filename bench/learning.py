@@ -305,9 +305,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="input side in pixels (default: tiny's 64)")
     ap.add_argument("--patch-size", type=int, default=None, metavar="PX",
                     help="vision patch side (default: tiny's 8; 12 at 96 px keeps the 8x8 grid)")
-    ap.add_argument("--image-fit", choices=FITS, default=None,
-                    help="how frames become square (default: crop, the reference's centre "
-                         "square; squash keeps the whole width)")
+    ap.add_argument("--image-fit", choices=FITS, default="squash",
+                    help="how frames become square (default: squash, the whole frame, chosen on "
+                         "the selection set; crop is the reference's centre square)")
     ap.add_argument("--width", type=int, default=None, metavar="W",
                     help="width of both towers (default: tiny's 128; a multiple of 64)")
     ap.add_argument("--layers", type=int, default=None, metavar="N",

@@ -265,13 +265,13 @@ def test_learning_bench_commands() -> None:
     assert "--look-alike" not in cmd  # random batches, as the reference
     assert "--pose-weight" not in cmd  # the trainer's default, SPARTAN's weight
     assert "--image-resolution" not in cmd and "--patch-size" not in cmd  # tiny's own
-    assert "--image-fit" not in cmd
+    assert cmd[cmd.index("--image-fit") + 1] == "squash"  # the whole frame (selection set)
     args = learning.build_parser().parse_args(["--image-resolution", "96", "--patch-size", "12",
-                                               "--image-fit", "squash"])
+                                               "--image-fit", "crop"])
     cmd = learning.train_cmd(Path("d"), Path("o/pose"), "pose", args)
     assert cmd[cmd.index("--image-resolution") + 1] == "96"
     assert cmd[cmd.index("--patch-size") + 1] == "12"
-    assert cmd[cmd.index("--image-fit") + 1] == "squash"
+    assert cmd[cmd.index("--image-fit") + 1] == "crop"
     assert "--width" not in cmd and "--layers" not in cmd  # tiny's towers
     args = learning.build_parser().parse_args(["--width", "192", "--layers", "6"])
     cmd = learning.train_cmd(Path("d"), Path("o/pose"), "pose", args)
