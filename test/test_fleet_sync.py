@@ -52,17 +52,20 @@ def test_push_is_resumable_after_a_kill_and_idempotent(tmp_path, fleet):
     memory_file(tmp_path / "car1.db", n)
     cmd = [sys.executable, "-m", "spartan_ros.fleet.cli", "push", str(tmp_path / "car1.db"),
            "--uri", uri, "--vehicle", "car1", "--batch-size", "2"]
-    pusher = Process(cmd, env, tmp_path / "push.log")
-    try:
-        with MilvusSegmentStore(uri, "m-sync", 32, vehicle_id="watcher") as watch:
+    # The watcher connects (and creates the collection) before the push starts: opening it
+    # takes about a second, and a push started first could finish in that time (800 segments
+    # take 0.8 s on an idle machine), leaving nothing to kill mid-way.
+    with MilvusSegmentStore(uri, "m-sync", 32, vehicle_id="watcher") as watch:
+        pusher = Process(cmd, env, tmp_path / "push.log")
+        try:
             deadline = time.monotonic() + 120
             while watch.count("car1") < 100 and time.monotonic() < deadline:
                 assert pusher.alive(), pusher.output()
                 time.sleep(0.05)
             pusher.signal(signal.SIGKILL)
             pusher.popen.wait(10)
-    finally:
-        pusher.stop()
+        finally:
+            pusher.stop()
     rows, ids = fleet_rows(uri, "m-sync", 32, "car1")
     assert 100 <= rows < n and rows == len(ids)  # killed mid-way, nothing doubled
     assert "push car1" in pusher.output()  # the progress bar
