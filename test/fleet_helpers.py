@@ -33,6 +33,13 @@ def start_milvus_server(tmp_path: Path, env: dict[str, str], data_dir: Path,
     return proc, f"http://127.0.0.1:{port}"
 
 
+def restart_milvus_server(tmp_path: Path, env: dict[str, str], uri: str, data_dir: Path):
+    """The server of ``uri`` started again on its port and data (after ``stop()``)."""
+    port = int(uri.rsplit(":", 1)[1])
+    proc, _ = start_milvus_server(tmp_path, env, data_dir, port, name="milvus-restarted")
+    return proc
+
+
 def random_segments(n: int, embed_dim: int, seed: int = 0,
                     head: FusionHead | None = None) -> tuple[FusionHead, list[Segment]]:
     """Segments with clustered video features (places seen again) along random drives."""

@@ -9,7 +9,13 @@ import time
 
 import numpy as np
 import pytest
-from fleet_helpers import drive_memory, random_segments, start_milvus_server, text_queries
+from fleet_helpers import (
+    drive_memory,
+    random_segments,
+    restart_milvus_server,
+    start_milvus_server,
+    text_queries,
+)
 from ros_graph import QUAT, START_NS
 from spartan_train.processes import Process, ros_env
 
@@ -114,9 +120,7 @@ def test_outbox_keeps_segments_while_the_fleet_store_is_down(tmp_path, fleet):
         assert mirror.stats.failures > 0 and mirror.stats.pending == 20
         assert "unreachable" in mirror.stats.last_error or mirror.stats.last_error
 
-        port = uri.rsplit(":", 1)[1]
-        server2, _ = start_milvus_server(tmp_path, env, tmp_path / "fleet-data", int(port),
-                                         name="milvus-restarted")
+        server2 = restart_milvus_server(tmp_path, env, uri, tmp_path / "fleet-data")
         try:
             for s in segs[50:]:
                 store.add(s)
@@ -152,9 +156,7 @@ def test_a_fleet_query_right_after_the_store_comes_back_is_answered(tmp_path, fl
             with pytest.raises(QueryError, match="fleet store unreachable"):
                 reader.search(5, t)
             time.sleep(1.0)
-        port = int(uri.rsplit(":", 1)[1])
-        server, _ = start_milvus_server(tmp_path, env, tmp_path / "fleet-data", port,
-                                        name="milvus-restarted")
+        server = restart_milvus_server(tmp_path, env, uri, tmp_path / "fleet-data")
         try:
             t1 = time.monotonic()
             assert len(reader.search(5, t).found) == 5

@@ -4,7 +4,7 @@ that store restarts, then killed mid-drive: nothing lost, nothing duplicated."""
 import sqlite3
 import time
 
-from fleet_helpers import start_milvus_server
+from fleet_helpers import restart_milvus_server, start_milvus_server
 from ros_graph import helper, node_params, query, ros_env, start_node, watch_segments
 
 from spartan_ros.fleet.outbox import FleetMirror
@@ -32,7 +32,6 @@ def test_node_mirrors_across_a_store_restart_and_a_kill(tmp_path, model_dir):
 def check_mirroring(tmp_path, model_dir, env, servers):
     server, uri = start_milvus_server(tmp_path, env, tmp_path / "fleet-data")
     servers.append(server)
-    port = int(uri.rsplit(":", 1)[1])
     memory = tmp_path / "car1.db"
     node = start_node(tmp_path, env, *node_params(model_dir, memory, vehicle_id="car1",
                                                   fleet_uri=uri, input_timeout_s=600.0))
@@ -52,8 +51,7 @@ def check_mirroring(tmp_path, model_dir, env, servers):
         before = len(segments.ids())
         wait_until(lambda: len(segments.ids()) >= before + 4, 60,
                    "segments stored while the fleet store is down")
-        server, _ = start_milvus_server(tmp_path, env, tmp_path / "fleet-data", port,
-                                        name="milvus-restarted")
+        server = restart_milvus_server(tmp_path, env, uri, tmp_path / "fleet-data")
         servers.append(server)
         # The segments stored while the store was down reach it: the mirror reconnected.
         wait_until(lambda: fleet_count(uri, model) >= before + 4, 90, "the queue sent")
