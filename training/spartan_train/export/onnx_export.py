@@ -575,8 +575,8 @@ def _check_options(opset: int, int8_method: str, exporter: str) -> None:
                           f"writes opset >= {MIN_DYNAMO_OPSET}")
 
 
-# What each precision's parity check asks of a graph (the failure message names it).
 def _parity_bar(precision: str, atol: float) -> str:
+    """What a precision's parity check asks of a graph (the failure message names it)."""
     return {"float32": f"max|diff| <= {atol:g}", "float16": f"cosine >= {FP16_MIN_COSINE}",
             "int8": f"cosine >= {INT8_MIN_COSINE}"}[precision]  # fmt: skip
 
@@ -599,14 +599,14 @@ class _GraphBuilder:
         for role, precision, source_model in jobs:
             path = self.tmp / graph_file(role, precision)
             example = sample_inputs(self.model, role, 2, seed=0)  # batch 2: never traced as 1
-            self._add(role, precision, functools.partial(
+            self._add(role, precision, path, functools.partial(
                 export_graph, SPECS[role], source_model, example, path, self.opset,
                 self.exporter))  # fmt: skip
         if int8:
-            self._add("image", "int8", self._int8_image(int8_method))
+            path = self.tmp / graph_file("image", "int8")
+            self._add("image", "int8", path, self._int8_image(path, int8_method))
 
-    def _int8_image(self, method: str) -> Callable[[], None]:
-        path = self.tmp / graph_file("image", "int8")
+    def _int8_image(self, path: Path, method: str) -> Callable[[], None]:
         src = self.tmp / graph_file("image", "float32")
         if method == "static":  # activation ranges calibrated on sample pictures
             cfg = self.model.config
@@ -614,8 +614,8 @@ class _GraphBuilder:
             return functools.partial(quantize_image_static, src, path, calibration)
         return functools.partial(quantize_image, src, path)
 
-    def _add(self, role: str, precision: str, make: Callable[[], None]) -> None:
-        path = self.tmp / graph_file(role, precision)
+    def _add(self, role: str, precision: str, path: Path, make: Callable[[], None]) -> None:
+        """``make`` writes the graph at ``path``; then it is checked and listed."""
         stamp = graph_metadata(self.meta, role, precision)
         self.checks.append(_build(SPECS[role], self.model, path, precision, self.atol, self.log,
                                   make, stamp))  # fmt: skip
