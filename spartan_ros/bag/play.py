@@ -364,8 +364,7 @@ class _Passes:
         next_tick = time.monotonic()
         self.clock.send(start_ns + shift)
         for conn, stamp, raw in self.reader.messages(connections=self.played, start=start_ns):
-            target = wall0 + (stamp - start_ns) * 1e-9 / self.cfg.rate
-            next_tick = self._wait_until(target, next_tick, start_ns, wall0, stamp, shift)
+            next_tick = self._wait_for(stamp, next_tick, start_ns, wall0, shift)
             if self.stop.requested:
                 return False
             self.clock.send(stamp + shift)
@@ -377,10 +376,12 @@ class _Passes:
                 self.first_wall = self.last_wall
         return True
 
-    def _wait_until(self, target: float, next_tick: float, start_ns: int, wall0: float,
-                    stamp: int, shift: int) -> float:  # fmt: skip
-        """Sleep until ``target`` (wall time), ticking /clock on the way; returns the next tick.
-        The clock never runs past the message about to be published."""
+    def _wait_for(self, stamp: int, next_tick: float, start_ns: int, wall0: float,
+                  shift: int) -> float:  # fmt: skip
+        """Sleep until the wall time of the message stamped ``stamp`` (the pass started at
+        ``wall0``), ticking /clock on the way; returns the next tick. The clock never runs past
+        the message about to be published."""
+        target = wall0 + (stamp - start_ns) * 1e-9 / self.cfg.rate
         while not self.stop.requested:
             now = time.monotonic()
             if now >= next_tick:
