@@ -125,6 +125,23 @@ def test_frame_offsets() -> None:
         frame_offsets(24, 0, None)
 
 
+def test_segment_sampling_spans_the_window() -> None:
+    """--frame-sampling segments: one frame in each of K equal stretches, every frame reachable;
+    evaluation (no rng) stays evenly spaced whatever the sampling."""
+    rng = np.random.default_rng(0)
+    draws = np.stack([frame_offsets(24, 2, rng, "segments") for _ in range(500)])
+    assert draws[:, 0].min() == 0 and draws[:, 0].max() == 11
+    assert draws[:, 1].min() == 12 and draws[:, 1].max() == 23
+    five = np.stack([frame_offsets(24, 5, rng, "segments") for _ in range(500)])
+    assert np.all(np.diff(five, axis=1) > 0) and set(five.ravel().tolist()) == set(range(24))
+    # random sampling draws both frames from one half in about half the clips; segments never do
+    random = np.stack([frame_offsets(24, 2, rng, "random") for _ in range(500)])
+    assert np.mean((random[:, 1] < 12) | (random[:, 0] >= 12)) > 0.3
+    assert frame_offsets(24, 3, None, "segments").tolist() == [0, 12, 23]
+    with pytest.raises(ValueError, match="frame sampling"):
+        frame_offsets(24, 2, rng, "uniform")
+
+
 def test_trimmed_text_features_match_the_model() -> None:
     torch.manual_seed(0)
     model = build_model(MICRO).eval()
@@ -393,6 +410,19 @@ def test_look_alike_batches(data_root: Path, micro_ckpt: Path, cache_dir: Path, 
     bare = tmp_path / "bare"  # a set without look-alike groups (real sets have none)
     shutil.copytree(data_root, bare, ignore=shutil.ignore_patterns("meta"))
     assert main(_args(bare, tmp_path / "bad", cache_dir, micro_ckpt, "--look-alike", "2")) != 0
+
+
+def test_segment_frame_sampling_trains(data_root: Path, micro_ckpt: Path, cache_dir: Path,
+                                       tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="spartan_train.train")
+    result = train(_args(data_root, tmp_path / "seg", cache_dir, micro_ckpt, "--max-steps", "2",
+                         "--frame-sampling", "segments"))
+    assert result.step == 2 and math.isfinite(result.last_loss)
+    assert "frames per clip: 2 of 24, drawn segments" in caplog.text
+    with pytest.raises(SystemExit) as bad:  # argparse's choices: a usage error
+        main(_args(data_root, tmp_path / "bad", cache_dir, micro_ckpt,
+                   "--frame-sampling", "uniform"))
+    assert bad.value.code == 2
 
 
 def test_max_minutes_stops_cleanly_with_no_pose(data_root: Path, micro_ckpt: Path,

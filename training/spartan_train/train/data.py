@@ -243,16 +243,28 @@ def still_poses(batch: int, window: int, convention: str) -> np.ndarray:
 # --------------------------------------------------------------------------- dataset
 
 
-def frame_offsets(window: int, k: int | None, rng: np.random.Generator | None) -> np.ndarray:
-    """Which of the ``window`` frames to use: all (k None or >= window); a sorted random k
-    (``rng`` given, training); or k evenly spaced from first to last (evaluation)."""
+# How training draws a clip's K frames: any K of the window ("random"), or one in each of K
+# equal stretches of it ("segments", so the K frames always span the window, as evaluation's
+# evenly spaced frames do, and the motion between them is always there to see).
+FRAME_SAMPLINGS = ("random", "segments")
+
+
+def frame_offsets(window: int, k: int | None, rng: np.random.Generator | None,
+                  sampling: str = "random") -> np.ndarray:
+    """Which of the ``window`` frames to use: all (k None or >= window); k drawn with ``rng``
+    (training) as ``sampling`` says; or k evenly spaced from first to last (evaluation)."""
+    if sampling not in FRAME_SAMPLINGS:
+        raise ValueError(f"frame sampling must be one of {FRAME_SAMPLINGS}, got {sampling!r}")
     if k is None or k >= window:
         return np.arange(window, dtype=np.int64)
     if k < 1:
         raise ValueError(f"frames per clip must be >= 1, got {k}")
-    if rng is not None:
-        return np.sort(rng.choice(window, size=k, replace=False)).astype(np.int64)
-    return np.linspace(0, window - 1, k).round().astype(np.int64)
+    if rng is None:
+        return np.linspace(0, window - 1, k).round().astype(np.int64)
+    if sampling == "segments":
+        edges = np.floor(np.linspace(0, window, k + 1)).astype(np.int64)
+        return edges[:-1] + rng.integers(0, np.diff(edges))
+    return np.sort(rng.choice(window, size=k, replace=False)).astype(np.int64)
 
 
 class ClipDataset(Dataset):
@@ -270,10 +282,12 @@ class ClipDataset(Dataset):
         frames: int | None = None,
         train: bool = True,
         seed: int = 0,
+        sampling: str = "random",
     ) -> None:
         self.reader = reader
         self.cache = cache
         self.frames = frames
+        self.sampling = sampling
         self.train = train
         self.seed = seed
         self.epoch = 0
@@ -296,7 +310,7 @@ class ClipDataset(Dataset):
 
     def offsets(self, index: int) -> np.ndarray:
         rng = np.random.default_rng([self.seed, self.epoch, index]) if self.train else None
-        return frame_offsets(self.window, self.frames, rng)
+        return frame_offsets(self.window, self.frames, rng, self.sampling)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
         rows = self.rows[index, self.offsets(index)]

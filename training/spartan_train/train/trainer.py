@@ -77,6 +77,7 @@ from spartan_train.model import (
     save_checkpoint,
 )
 from spartan_train.train.data import (
+    FRAME_SAMPLINGS,
     ClipDataset,
     FrameCache,
     collate,
@@ -125,6 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--frames", type=int, default=None,
                    help="frames per clip: random K of 24 in training, evenly spaced K at "
                         "validation (default all 24)")
+    d.add_argument("--frame-sampling", choices=FRAME_SAMPLINGS, default="random",
+                   help="how training draws --frames K: any K of the window (random) or one in "
+                        "each of K equal stretches of it (segments: the K frames always span "
+                        "the window, as the evenly spaced frames of evaluation do)")
     d.add_argument("--cache-dir", default=None,
                    help="frame cache directory (default $SPARTAN_CACHE_DIR or "
                         "~/.cache/spartan_ros/frames)")
@@ -653,6 +658,10 @@ class Trainer:
         """Training (and validation) windows, the batch size and the batches of an epoch."""
         args = self.args
         self.train_set = self._dataset(args.train_list, train=True)
+        if self.d.main:
+            window, k = self.train_set.window, args.frames
+            log.info("frames per clip: %s", f"all {window}" if k is None or k >= window else
+                     f"{k} of {window}, drawn {args.frame_sampling}")
         self.val_set = None
         if self.d.main and args.val_list and args.val_list.lower() != "none":
             self.val_set = self._dataset(args.val_list, train=False)
@@ -789,7 +798,8 @@ class Trainer:
                 cache = FrameCache.build_or_open(reader, cfg.image_resolution, args.cache_dir,
                                                  fit=cfg.image_fit)
         assert cache is not None
-        return ClipDataset(reader, cache, frames=args.frames, train=train, seed=args.seed)
+        return ClipDataset(reader, cache, frames=args.frames, train=train, seed=args.seed,
+                           sampling=args.frame_sampling)
 
     def epoch_batches(self, epoch: int) -> list[list[int]]:
         """This rank's batches of ``epoch``: a shuffled split of the set (or of its drive
