@@ -333,6 +333,8 @@ def test_spartan_eval_end_to_end(tiny_setup, capsys):
     assert results["meta"]["n_clips"] == 16
     assert results["meta"]["frames_per_clip"] == 6  # offsets 0, 4, ..., 20
     assert results["meta"]["groups"] == {"look_group": 16, "motion_group": 16}
+    # the look-alike windows here lie on different roads: no two move the same, no draw
+    assert results["meta"]["same_motion_ceiling_R@1"] == {"look_group": 1.0}
     for name in ("pose", "no_pose"):
         v = results["variants"][name]
         assert v["paper"]["t2v"]["averaged"]["gallery_sizes"] == [10, 6]
@@ -347,6 +349,21 @@ def test_spartan_eval_end_to_end(tiny_setup, capsys):
         assert v["groups"]["look_group"]["n_groups"] == 4  # starts // 10, both sequences
         assert v["groups"]["motion_group"]["n_groups"] == 2
     assert results["clips"][3]["name"] == "carla_01/000015.png"
+
+
+def test_same_motion_ceiling_counts_clips_that_move_the_same_as_a_draw():
+    from spartan_train.evaluate.summary import same_motion_ceiling
+
+    t = np.arange(24, dtype=float)
+    straight = np.stack([t, 0 * t, 0 * t], axis=1)  # 1 m per frame along x
+    left = np.stack([t, 0.05 * t**2, 0 * t], axis=1)  # parts from it, 29 m off at the end
+    nudged = straight + np.array([0.0, 0.3, 0.0])  # the same drive, 0.3 m to the side
+    positions = np.stack([straight, nudged, left, straight, left])
+    ids = np.array([0, 0, 0, -1, 3])
+    # group 0: the two straight ones are a 1-in-2 draw, the left one is told apart
+    assert same_motion_ceiling(ids, positions) == pytest.approx((0.5 + 0.5 + 1.0) / 3)
+    assert same_motion_ceiling(ids, positions, tol_m=0.2) == 1.0
+    assert same_motion_ceiling(np.array([0, 1, 2, -1, -1]), positions) is None  # no group of 2
 
 
 def test_queries_are_encoded_in_the_paper_batches(tiny_setup):

@@ -46,7 +46,11 @@ from spartan_ros.tokenizer import tokenize
 from spartan_train.data import DatasetError, DrivingDataset, windows_meta_by_name
 from spartan_train.evaluate.report import write_report
 from spartan_train.evaluate.retrieval import PAPER_GALLERY
-from spartan_train.evaluate.summary import evaluate_embeddings
+from spartan_train.evaluate.summary import (
+    MOTION_SEPARATED_GROUPS,
+    evaluate_embeddings,
+    same_motion_ceiling,
+)
 from spartan_train.model import CheckpointError, SpartanModel, load_checkpoint, sha256
 from spartan_train.train.data import still_poses
 
@@ -153,6 +157,12 @@ def trajectory_rows(ds: DrivingDataset, n: int) -> np.ndarray:
     return rows
 
 
+def window_positions(ds: DrivingDataset, n: int) -> np.ndarray:
+    """Each clip's positions over its window, as recorded ``[n, T, 3]`` (the set's one frame)."""
+    return np.stack([ds.pose_table(e.seq)[e.start : e.start + ds.window, 1:4]
+                     for e in ds.entries[:n]])
+
+
 def load_groups(root: str | Path, ds: DrivingDataset, n: int) -> dict[str, np.ndarray]:
     """Group ids per clip from a synthetic set's ``meta/windows.jsonl``: every field named
     ``*_group`` (``look_group``: first frames look alike; ``motion_group``: same manoeuvre and
@@ -213,6 +223,9 @@ def evaluate(cfg: EvalConfig) -> tuple[dict[str, Any], dict[str, Path]]:
     variants = {
         v: evaluate_embeddings(q, videos, rows, groups, cfg.gallery) for v, q in queries.items()
     }
+    positions = window_positions(ds, n) if groups else None
+    ceilings = {name: same_motion_ceiling(groups[name], positions)
+                for name in MOTION_SEPARATED_GROUPS if name in groups and positions is not None}
     timings["metrics_s"] = time.perf_counter() - t0
 
     meta = {
@@ -226,6 +239,7 @@ def evaluate(cfg: EvalConfig) -> tuple[dict[str, Any], dict[str, Path]]:
         "frames_per_clip": int(len(ds.frame_offsets)),
         "settings": {k: v for k, v in asdict(cfg).items() if k not in ("checkpoint", "data")},
         "groups": {k: int((v >= 0).sum()) for k, v in groups.items()},
+        "same_motion_ceiling_R@1": ceilings,
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "timings": timings,
     }

@@ -25,6 +25,32 @@ def _ranking_rows(ranking: retrieval.Ranking, k: int) -> dict[str, list[Any]]:
     }
 
 
+# Groups whose clips look alike and differ only in how the car moves (generated sets: windows
+# that start at one place, e.g. the drives of a family before and as they part). Two of their
+# clips whose positions stay within SAME_MOTION_M of each other over the whole window are the
+# same clip to any model.
+MOTION_SEPARATED_GROUPS = ("look_group",)
+SAME_MOTION_M = 0.5
+
+
+def same_motion_ceiling(ids: np.ndarray, positions: np.ndarray,
+                        tol_m: float = SAME_MOTION_M) -> float | None:
+    """The best R@1 within groups (``ids``, negative = none) a model can expect when it tells
+    apart every two clips of a group except those that move the same: a query with k such clips
+    in its group (itself included) is a 1-in-k draw. ``positions``: each clip's positions over
+    its window ``[N, T, 3]``, in one frame for the whole set (metres). None without a group of
+    two or more."""
+    draws: list[float] = []
+    for g in np.unique(ids[ids >= 0]):
+        members = np.flatnonzero(ids == g)
+        if len(members) < 2:
+            continue
+        pos = positions[members]
+        apart = np.abs(pos[:, None] - pos[None]).max(axis=(2, 3))  # [k, k] largest gap, m
+        draws.extend((1.0 / (apart <= tol_m).sum(axis=1)).tolist())
+    return float(np.mean(draws)) if draws else None
+
+
 def evaluate_embeddings(
     queries: np.ndarray,
     videos: np.ndarray,
