@@ -252,6 +252,7 @@ def test_learning_bench_commands() -> None:
     assert cmd[cmd.index("--look-alike") + 1] == "2" and "--drive-group" not in cmd
     # 2 frames per clip, the cosine ending with the 20 minutes on the trainer's clock
     assert cmd[cmd.index("--frames") + 1] == "2"
+    assert cmd[cmd.index("--frame-sampling") + 1] == "segments"  # they span the clip (selection)
     assert cmd[cmd.index("--schedule") + 1] == "clock" and "--schedule-steps" not in cmd
     args = learning.build_parser().parse_args(["--steps", "300"])
     cmd = learning.train_cmd(Path("d"), Path("o/pose"), "pose", args)
@@ -272,6 +273,9 @@ def test_learning_bench_commands() -> None:
     assert cmd[cmd.index("--image-resolution") + 1] == "96"
     assert cmd[cmd.index("--patch-size") + 1] == "12"
     assert cmd[cmd.index("--image-fit") + 1] == "crop"
+    args = learning.build_parser().parse_args(["--frame-sampling", "random"])
+    cmd = learning.train_cmd(Path("d"), Path("o/pose"), "pose", args)
+    assert cmd[cmd.index("--frame-sampling") + 1] == "random"
     assert "--width" not in cmd and "--layers" not in cmd  # tiny's towers
     args = learning.build_parser().parse_args(["--width", "192", "--layers", "6"])
     cmd = learning.train_cmd(Path("d"), Path("o/pose"), "pose", args)
@@ -284,10 +288,12 @@ def test_learning_bench_commands() -> None:
     assert cmd[cmd.index("--own-motion") + 1] == "1.0"
     assert cmd[cmd.index("--pose-weight") + 1] == "0.25"
     row = {"R@1": 0.5, "R@5": 0.8, "R@10": 0.9, "median_rank": 2.0, "n": 700,
-           "look_alike_R@1": 0.4, "ape_m": 1.0, "rpe_deg": 0.1, "steps": 300}
+           "look_alike_R@1": 0.4, "look_alike_ceiling": 0.8, "ape_m": 1.0, "rpe_deg": 0.1,
+           "steps": 300}
     text = learning.table({"pose": row, "no_pose": {**row, "look_alike_R@1": 0.3}}, "20 min",
                           "torchrun", "test", learning.PAPER_TEST)
     assert "test set seed 211" in text and "| no (-0.100) |" in text and "(+0.100) |" in text
+    assert "(clips that move the same are a draw) | 0.800 |" in text
     assert f"trained on {learning.PAPER_TRAINING.label};" in text
     text = learning.table({"pose": row}, "20 min", "torchrun", "test", learning.PAPER_TEST,
                           training=learning.DriveSpec(0, 40, 400))
@@ -311,7 +317,8 @@ def test_learning_bench_reads_the_goals_from_the_default_convention() -> None:
     from bench import learning
 
     row = {"R@1": 0.5, "R@5": 0.8, "R@10": 0.9, "median_rank": 2.0, "n": 700,
-           "look_alike_R@1": 0.4, "ape_m": 1.0, "rpe_deg": 0.1, "steps": 300}
+           "look_alike_R@1": 0.4, "look_alike_ceiling": 0.8, "ape_m": 1.0, "rpe_deg": 0.1,
+           "steps": 300}
     rows = {"pose_reference": {**row, "look_alike_R@1": 0.9}, "pose_heading": row,
             "no_pose": {**row, "look_alike_R@1": 0.2}}
     assert learning.pose_variant(rows, "heading") == "pose_heading"
@@ -395,8 +402,10 @@ def test_learning_bench_reuses_an_evaluation_of_the_same_checkpoint(tmp_path: Pa
     out.mkdir()
     figures = {"n": 3, "marker": "earlier run"}
     (out / "results.json").write_text(json.dumps({
-        "meta": {"checkpoint_sha256": sha256(DEFAULT_CHECKPOINT), "data": str(data)},
+        "meta": {"checkpoint_sha256": sha256(DEFAULT_CHECKPOINT), "data": str(data),
+                 "same_motion_ceiling_R@1": {"look_group": 0.7}},
         "variants": {"pose": figures}}))
-    assert learning.evaluate(DEFAULT_CHECKPOINT, data, out, False, reuse=True) == figures
+    again = learning.evaluate(DEFAULT_CHECKPOINT, data, out, False, reuse=True)
+    assert again == figures | {"ceilings": {"look_group": 0.7}}  # the set's, beside the model's
     assert not learning._evaluated(DEFAULT_CHECKPOINT, tmp_path, out, "pose")  # other data
     assert not learning._evaluated(DEFAULT_CHECKPOINT, data, out, "no_pose")  # not evaluated
