@@ -157,10 +157,16 @@ def trajectory_rows(ds: DrivingDataset, n: int) -> np.ndarray:
     return rows
 
 
-def window_positions(ds: DrivingDataset, n: int) -> np.ndarray:
-    """Each clip's positions over its window, as recorded ``[n, T, 3]`` (the set's one frame)."""
-    return np.stack([ds.pose_table(e.seq)[e.start : e.start + ds.window, 1:4]
-                     for e in ds.entries[:n]])
+def group_ceilings(ds: DrivingDataset, n: int,
+                   groups: dict[str, np.ndarray]) -> dict[str, float | None]:
+    """``same_motion_ceiling`` of each motion-separated group the set has (generated sets), from
+    the clips' positions over their windows as recorded (the set's one frame)."""
+    names = [name for name in MOTION_SEPARATED_GROUPS if name in groups]
+    if not names:
+        return {}
+    positions = np.stack([ds.pose_table(e.seq)[e.start : e.start + ds.window, 1:4]
+                          for e in ds.entries[:n]])
+    return {name: same_motion_ceiling(groups[name], positions) for name in names}
 
 
 def load_groups(root: str | Path, ds: DrivingDataset, n: int) -> dict[str, np.ndarray]:
@@ -223,9 +229,7 @@ def evaluate(cfg: EvalConfig) -> tuple[dict[str, Any], dict[str, Path]]:
     variants = {
         v: evaluate_embeddings(q, videos, rows, groups, cfg.gallery) for v, q in queries.items()
     }
-    positions = window_positions(ds, n) if groups else None
-    ceilings = {name: same_motion_ceiling(groups[name], positions)
-                for name in MOTION_SEPARATED_GROUPS if name in groups and positions is not None}
+    ceilings = group_ceilings(ds, n, groups)
     timings["metrics_s"] = time.perf_counter() - t0
 
     meta = {
