@@ -116,8 +116,11 @@ def train_cmd(data: Path, out: Path, variant: str, args) -> list[str]:
                     "--threads", str(threads), "--no-progress",
                     "--warmup", str(args.warmup), *schedule_flags(args),
                     "--cache-dir", str(out.parent / "cache"), "--seed", str(args.seed)]
-    if args.lr is not None:
-        cmd += ["--lr", str(args.lr)]
+    given = (("--lr", args.lr), ("--wd", args.wd), ("--caption-drop", args.caption_drop),
+             ("--shift", args.shift))
+    for flag, value in given:  # the trainer's own defaults unless given
+        if value is not None:
+            cmd += [flag, str(value)]
     if args.own_motion:
         cmd += ["--own-motion", str(args.own_motion)]
     if args.pose_weight is not None:
@@ -304,6 +307,13 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--epochs", type=int, default=1000, help="upper bound; time budget rules")
     ap.add_argument("--batch-size", type=int, default=32, help="global batch")
     ap.add_argument("--lr", type=float, default=None)
+    ap.add_argument("--wd", type=float, default=None,
+                    help="AdamW weight decay (default: the trainer's)")
+    ap.add_argument("--caption-drop", type=float, default=None, metavar="P",
+                    help="drop each caption sentence but the first with probability P in "
+                         "training (default: the trainer's, none)")
+    ap.add_argument("--shift", type=int, default=None, metavar="PX",
+                    help="move training frames by up to PX pixels (default: the trainer's, none)")
     ap.add_argument("--own-motion", type=float, default=0.0, help="weight of the own-motion term")
     ap.add_argument("--pose-weight", type=float, default=None,
                     help="weight of each pose term (default: the trainer's, SPARTAN's 0.01)")

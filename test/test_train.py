@@ -28,10 +28,12 @@ from spartan_train.train.data import (
     decode_frames,
     drive_group_count,
     drive_groups,
+    drop_sentences,
     encode_codes,
     frame_offsets,
     look_alike_group_count,
     look_alike_groups,
+    shift_frames,
     still_poses,
 )
 from spartan_train.train.step import text_features
@@ -113,6 +115,64 @@ def test_frame_cache_and_dataset(data_root: Path, tmp_path: Path) -> None:
     assert len(set(ds.offsets(1))) == 5
     evens = ClipDataset(reader, cache, frames=4, train=False).offsets(0)
     assert evens.tolist() == [0, 8, 15, 23]
+
+
+def test_caption_drop_keeps_the_first_sentence() -> None:
+    caption = ("The car turns left at a crossroads. On the left, there is a red house. "
+               "The sky is clear. It slows from 2.5 to 0 m/s. At the end it is in the right lane.")
+    sentences = ["On the left, there is a red house.", "The sky is clear.",
+                 "It slows from 2.5 to 0 m/s.", "At the end it is in the right lane."]
+    rng = np.random.default_rng(0)
+    draws = [drop_sentences(caption, 0.5, rng) for _ in range(400)]
+    assert all(d.startswith("The car turns left at a crossroads.") for d in draws)
+    for s in sentences:  # each later sentence is kept about half the time, never cut inside
+        assert 120 < sum(s in d for d in draws) < 280
+    for d in draws:  # what is kept keeps its order
+        kept = [s for s in sentences if s in d]
+        assert d == " ".join(["The car turns left at a crossroads.", *kept])
+    assert drop_sentences(caption, 0.0, rng) == caption
+    assert drop_sentences("One sentence only", 0.9, rng) == "One sentence only"
+
+
+def test_shift_frames_moves_all_frames_alike() -> None:
+    codes = np.arange(2 * 3 * 8 * 8, dtype=np.uint8).reshape(2, 3, 8, 8)
+    rng = np.random.default_rng(1)
+    moves = set()
+    for _ in range(200):
+        out = shift_frames(codes, 2, rng)
+        assert out.shape == codes.shape and out.flags.c_contiguous
+        # every moved frame is a window of the edge-padded frame; both frames by the same move
+        padded = np.pad(codes, ((0, 0), (0, 0), (2, 2), (2, 2)), mode="edge")
+        hits = [(dy, dx) for dy in range(5) for dx in range(5)
+                if np.array_equal(out, padded[:, :, dy:dy + 8, dx:dx + 8])]
+        assert len(hits) == 1
+        moves.add(hits[0])
+    assert len(moves) == 25  # every move up to 2 px each way is drawn
+
+
+def test_dataset_augmentations_are_seeded_and_off_outside_training(data_root: Path,
+                                                                  tmp_path: Path) -> None:
+    reader = DrivingDataset(data_root, "config/val.txt")
+    cache = FrameCache.build_or_open(reader, 32, tmp_path)
+    whole = tokenize([reader.entries[0].caption])[0]
+    ds = ClipDataset(reader, cache, frames=2, train=True, seed=3, caption_drop=0.6, shift=3)
+    items = [ds[i] for i in range(len(ds))]
+    again = [ds[i] for i in range(len(ds))]  # same epoch: the same draw, in any process
+    assert all(torch.equal(a[k], b[k]) for a, b in zip(items, again, strict=True)
+               for k in range(4))
+    assert any(not torch.equal(it[1], torch.from_numpy(tokenize([e.caption])[0]))
+               for it, e in zip(items, reader.entries, strict=True))  # some sentences dropped
+    plain = ClipDataset(reader, cache, frames=2, train=True, seed=3)
+    assert any(not torch.equal(a[0], plain[i][0]) for i, a in enumerate(items))  # shifted
+    ds.set_epoch(1)
+    assert any(not torch.equal(ds[i][1], items[i][1]) for i in range(len(ds)))  # a new draw
+    evaluation = ClipDataset(reader, cache, frames=2, train=False, caption_drop=0.6, shift=3)
+    assert torch.equal(evaluation[0][1], torch.from_numpy(whole))
+    assert torch.equal(evaluation[0][0], ClipDataset(reader, cache, frames=2, train=False)[0][0])
+    with pytest.raises(ValueError, match="caption drop"):
+        ClipDataset(reader, cache, caption_drop=1.0)
+    with pytest.raises(ValueError, match="shift"):
+        ClipDataset(reader, cache, shift=-1)
 
 
 def test_frame_offsets() -> None:
@@ -423,6 +483,20 @@ def test_segment_frame_sampling_trains(data_root: Path, micro_ckpt: Path, cache_
         main(_args(data_root, tmp_path / "bad", cache_dir, micro_ckpt,
                    "--frame-sampling", "uniform"))
     assert bad.value.code == 2
+
+
+def test_augmented_training(data_root: Path, micro_ckpt: Path, cache_dir: Path,
+                            tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                            capsys: pytest.CaptureFixture[str]) -> None:
+    caplog.set_level(logging.INFO, logger="spartan_train.train")
+    result = train(_args(data_root, tmp_path / "aug", cache_dir, micro_ckpt, "--max-steps", "2",
+                         "--caption-drop", "0.3", "--shift", "2"))
+    assert result.step == 2 and math.isfinite(result.last_loss)
+    assert "caption sentences dropped with p 0.30, frames shifted by up to 2 px" in caplog.text
+    for flags, message in ((("--caption-drop", "1"), "--caption-drop must be a probability"),
+                           (("--shift", "-2"), "--shift must be >= 0")):
+        assert main(_args(data_root, tmp_path / "bad", cache_dir, micro_ckpt, *flags)) == 2
+        assert message in capsys.readouterr().err
 
 
 def test_max_minutes_stops_cleanly_with_no_pose(data_root: Path, micro_ckpt: Path,

@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -267,12 +268,38 @@ def frame_offsets(window: int, k: int | None, rng: np.random.Generator | None,
     return np.sort(rng.choice(window, size=k, replace=False)).astype(np.int64)
 
 
+# A caption is a list of facts, one sentence each (scene and manoeuvre first, then buildings,
+# lights, weather, speed). A sentence ends at a "." followed by white space, so "2.5" stays whole.
+_SENTENCE_END = re.compile(r"(?<=\.)\s+")
+
+
+def drop_sentences(caption: str, p: float, rng: np.random.Generator) -> str:
+    """``caption`` without some of its sentences: the first (the short caption) always kept,
+    each later one dropped with probability ``p``. A model that has to match a clip from any
+    subset of its facts cannot identify it by the whole caption's wording."""
+    first, *rest = _SENTENCE_END.split(caption.strip())
+    kept = [s for s in rest if rng.random() >= p]
+    return " ".join([first, *kept])
+
+
+def shift_frames(codes: np.ndarray, px: int, rng: np.random.Generator) -> np.ndarray:
+    """``codes`` [K, 3, R, R] moved by up to ``px`` pixels in x and y (the same move for all K
+    frames, as a camera mounted a little differently), the border repeated into the gap."""
+    r = codes.shape[-1]
+    padded = np.pad(codes, ((0, 0), (0, 0), (px, px), (px, px)), mode="edge")
+    dy, dx = rng.integers(0, 2 * px + 1, size=2)
+    return np.ascontiguousarray(padded[:, :, dy:dy + r, dx:dx + r])
+
+
 class ClipDataset(Dataset):
     """Items ``(frames uint8 [K, 3, R, R], long tokens [248], short tokens [248], poses [T, 8])``.
 
     Captions are tokenised and pose windows made relative once, up front. In training the K frames
     are a fresh random subset per epoch, drawn from a generator seeded by (seed, epoch, index), so
-    an item is the same whichever process or worker loads it and whenever (resume is exact).
+    an item is the same whichever process or worker loads it and whenever (resume is exact). The
+    augmentations (``caption_drop``: sentences left out of the long caption; ``shift``: the
+    frames moved by a few pixels) draw from their own generators seeded the same way, and are
+    off outside training.
     """
 
     def __init__(
@@ -283,7 +310,15 @@ class ClipDataset(Dataset):
         train: bool = True,
         seed: int = 0,
         sampling: str = "random",
+        caption_drop: float = 0.0,
+        shift: int = 0,
     ) -> None:
+        if not 0.0 <= caption_drop < 1.0:
+            raise ValueError(f"caption drop must be in [0, 1), got {caption_drop}")
+        if shift < 0:
+            raise ValueError(f"shift must be >= 0 pixels, got {shift}")
+        self.caption_drop = caption_drop if train else 0.0
+        self.shift = shift if train else 0
         self.reader = reader
         self.cache = cache
         self.frames = frames
@@ -312,12 +347,24 @@ class ClipDataset(Dataset):
         rng = np.random.default_rng([self.seed, self.epoch, index]) if self.train else None
         return frame_offsets(self.window, self.frames, rng, self.sampling)
 
+    def _rng(self, index: int, stream: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, self.epoch, index, stream])
+
+    def long_tokens(self, index: int) -> np.ndarray:
+        """The long caption's tokens, with sentences left out when ``caption_drop`` is on."""
+        if not self.caption_drop:
+            return self.tokens_long[index]
+        caption = self.reader.entries[index].caption
+        return tokenize(drop_sentences(caption, self.caption_drop, self._rng(index, 1)))[0]
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
         rows = self.rows[index, self.offsets(index)]
         frames = np.ascontiguousarray(self.cache.codes[rows])
+        if self.shift:
+            frames = shift_frames(frames, self.shift, self._rng(index, 2))
         return (
             torch.from_numpy(frames),
-            torch.from_numpy(self.tokens_long[index]),
+            torch.from_numpy(self.long_tokens(index)),
             torch.from_numpy(self.tokens_short[index]),
             torch.from_numpy(self.poses[index]),
         )

@@ -130,6 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how training draws --frames K: any K of the window (random) or one in "
                         "each of K equal stretches of it (segments: the K frames always span "
                         "the window, as the evenly spaced frames of evaluation do)")
+    d.add_argument("--caption-drop", type=float, default=0.0, metavar="P",
+                   help="leave each sentence of a training caption but the first out with "
+                        "probability P, drawn afresh every epoch (default 0: whole captions)")
+    d.add_argument("--shift", type=int, default=0, metavar="PX",
+                   help="move a training clip's frames by up to PX pixels in x and y, drawn "
+                        "afresh every epoch (default 0: as cached)")
     d.add_argument("--cache-dir", default=None,
                    help="frame cache directory (default $SPARTAN_CACHE_DIR or "
                         "~/.cache/spartan_ros/frames)")
@@ -274,6 +280,10 @@ def check_args(args: argparse.Namespace) -> None:
     for flag, weight in (("--own-motion", args.own_motion), ("--pose-weight", args.pose_weight)):
         if not (weight >= 0 and math.isfinite(weight)):
             bad(f"{flag} must be a finite weight >= 0, got {weight}")
+    if not 0.0 <= args.caption_drop < 1.0:
+        bad(f"--caption-drop must be a probability in [0, 1), got {args.caption_drop}")
+    if args.shift < 0:
+        bad(f"--shift must be >= 0 pixels, got {args.shift}")
     _check_fresh_sizes(args, bad)
     if args.val_batch < 1:
         bad(f"--val-batch must be >= 1, got {args.val_batch}")
@@ -662,6 +672,9 @@ class Trainer:
             window, k = self.train_set.window, args.frames
             log.info("frames per clip: %s", f"all {window}" if k is None or k >= window else
                      f"{k} of {window}, drawn {args.frame_sampling}")
+            if args.caption_drop or args.shift:
+                log.info("augmentation: caption sentences dropped with p %.2f, frames shifted "
+                         "by up to %d px", args.caption_drop, args.shift)
         self.val_set = None
         if self.d.main and args.val_list and args.val_list.lower() != "none":
             self.val_set = self._dataset(args.val_list, train=False)
@@ -758,7 +771,7 @@ class Trainer:
     def _check_resume_args(self, saved: dict[str, Any]) -> None:
         keys = ("data", "frames", "batch_size", "seed", "loss", "no_short", "no_pose",
                 "no_pose_terms", "pose_weight", "decay", "wd", "own_motion", "drive_group",
-                "look_alike")
+                "look_alike", "caption_drop", "shift")
         for k in keys:
             if k in saved and saved[k] != getattr(self.args, k) and self.d.main:
                 log.warning("--resume: %s was %r, now %r", k, saved[k], getattr(self.args, k))
@@ -799,7 +812,8 @@ class Trainer:
                                                  fit=cfg.image_fit)
         assert cache is not None
         return ClipDataset(reader, cache, frames=args.frames, train=train, seed=args.seed,
-                           sampling=args.frame_sampling)
+                           sampling=args.frame_sampling, caption_drop=args.caption_drop,
+                           shift=args.shift)
 
     def epoch_batches(self, epoch: int) -> list[list[int]]:
         """This rank's batches of ``epoch``: a shuffled split of the set (or of its drive
