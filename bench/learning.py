@@ -116,8 +116,8 @@ def train_cmd(data: Path, out: Path, variant: str, args) -> list[str]:
                     "--threads", str(threads), "--no-progress",
                     "--warmup", str(args.warmup), *schedule_flags(args),
                     "--cache-dir", str(out.parent / "cache"), "--seed", str(args.seed)]
-    given = (("--lr", args.lr), ("--wd", args.wd), ("--caption-drop", args.caption_drop),
-             ("--shift", args.shift))
+    given = (("--lr", args.lr), ("--wd", args.wd), ("--logit-scale", args.logit_scale),
+             ("--caption-drop", args.caption_drop), ("--shift", args.shift))
     for flag, value in given:  # the trainer's own defaults unless given
         if value is not None:
             cmd += [flag, str(value)]
@@ -309,6 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--lr", type=float, default=None)
     ap.add_argument("--wd", type=float, default=None,
                     help="AdamW weight decay (default: the trainer's)")
+    ap.add_argument("--logit-scale", type=float, default=None,
+                    help="initial logit_scale (default: the trainer's, ln 100 as the reference)")
     ap.add_argument("--caption-drop", type=float, default=None, metavar="P",
                     help="drop each caption sentence but the first with probability P in "
                          "training (default: the trainer's, none)")

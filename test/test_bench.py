@@ -287,10 +287,11 @@ def test_learning_bench_commands() -> None:
     assert cmd[cmd.index("--threads") + 1] == "2" and cmd[cmd.index("--batch-size") + 1] == "32"
     assert cmd[cmd.index("--own-motion") + 1] == "1.0"
     assert cmd[cmd.index("--pose-weight") + 1] == "0.25"
-    assert not {"--wd", "--caption-drop", "--shift", "--lr"} & set(cmd)  # the trainer's own
+    assert not {"--wd", "--caption-drop", "--shift", "--lr", "--logit-scale"} & set(cmd)
     args = learning.build_parser().parse_args(["--wd", "0", "--caption-drop", "0.3",
-                                               "--shift", "4"])
+                                               "--shift", "4", "--logit-scale", "2.659"])
     cmd = learning.train_cmd(Path("d"), Path("o/pose"), "pose", args)
+    assert cmd[cmd.index("--logit-scale") + 1] == "2.659"
     assert cmd[cmd.index("--wd") + 1] == "0.0"  # a weight decay of 0 is a value, passed on
     assert cmd[cmd.index("--caption-drop") + 1] == "0.3" and cmd[cmd.index("--shift") + 1] == "4"
     row = {"R@1": 0.5, "R@5": 0.8, "R@10": 0.9, "median_rank": 2.0, "n": 700,
