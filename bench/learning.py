@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 from spartan_train.protocol import DRIVES, PAPER_SELECTION, PAPER_TEST, PAPER_TRAINING, DriveSpec
+from spartan_train.train.data import FRAME_SAMPLINGS
 
 from bench.report import earlier_results
 from spartan_ros.preprocess import FITS
@@ -297,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--frames", type=int, default=2,
                     help="frames per clip in training (2: 1.2 to 2 times the steps of 4 in "
                          "the budget, by the machine's load; 4 measured no better)")
-    ap.add_argument("--frame-sampling", choices=("random", "segments"), default="segments",
+    ap.add_argument("--frame-sampling", choices=FRAME_SAMPLINGS, default="segments",
                     help="how training draws a clip's frames (spartan-train --frame-sampling; "
                          "segments: they always span the clip; random: the reference's any K)")
     ap.add_argument("--warmup", type=int, default=50, help="warm-up steps")
