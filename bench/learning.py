@@ -118,10 +118,13 @@ def train_cmd(data: Path, out: Path, variant: str, args) -> list[str]:
                     "--warmup", str(args.warmup), *schedule_flags(args),
                     "--cache-dir", str(out.parent / "cache"), "--seed", str(args.seed)]
     given = (("--lr", args.lr), ("--wd", args.wd), ("--logit-scale", args.logit_scale),
-             ("--caption-drop", args.caption_drop), ("--shift", args.shift))
+             ("--caption-drop", args.caption_drop), ("--shift", args.shift),
+             ("--word-loss", args.word_loss))
     for flag, value in given:  # the trainer's own defaults unless given
         if value is not None:
             cmd += [flag, str(value)]
+    if args.word_sides:
+        cmd += ["--word-sides"]
     if args.own_motion:
         cmd += ["--own-motion", str(args.own_motion)]
     if args.pose_weight is not None:
@@ -317,6 +320,10 @@ def build_parser() -> argparse.ArgumentParser:
                          "training (default: the trainer's, none)")
     ap.add_argument("--shift", type=int, default=None, metavar="PX",
                     help="move training frames by up to PX pixels (default: the trainer's, none)")
+    ap.add_argument("--word-loss", type=float, default=None, metavar="W",
+                    help="weight of the caption-word term (default: the trainer's, off)")
+    ap.add_argument("--word-sides", action="store_true",
+                    help="with --word-loss: words carry the side their sentence names")
     ap.add_argument("--own-motion", type=float, default=0.0, help="weight of the own-motion term")
     ap.add_argument("--pose-weight", type=float, default=None,
                     help="weight of each pose term (default: the trainer's, SPARTAN's 0.01)")

@@ -287,13 +287,16 @@ def test_learning_bench_commands() -> None:
     assert cmd[cmd.index("--threads") + 1] == "2" and cmd[cmd.index("--batch-size") + 1] == "32"
     assert cmd[cmd.index("--own-motion") + 1] == "1.0"
     assert cmd[cmd.index("--pose-weight") + 1] == "0.25"
-    assert not {"--wd", "--caption-drop", "--shift", "--lr", "--logit-scale"} & set(cmd)
+    assert not {"--wd", "--caption-drop", "--shift", "--lr", "--logit-scale", "--word-loss",
+                "--word-sides"} & set(cmd)
     args = learning.build_parser().parse_args(["--wd", "0", "--caption-drop", "0.3",
-                                               "--shift", "4", "--logit-scale", "2.659"])
+                                               "--shift", "4", "--logit-scale", "2.659",
+                                               "--word-loss", "1", "--word-sides"])
     cmd = learning.train_cmd(Path("d"), Path("o/pose"), "pose", args)
     assert cmd[cmd.index("--logit-scale") + 1] == "2.659"
     assert cmd[cmd.index("--wd") + 1] == "0.0"  # a weight decay of 0 is a value, passed on
     assert cmd[cmd.index("--caption-drop") + 1] == "0.3" and cmd[cmd.index("--shift") + 1] == "4"
+    assert cmd[cmd.index("--word-loss") + 1] == "1.0" and "--word-sides" in cmd
     row = {"R@1": 0.5, "R@5": 0.8, "R@10": 0.9, "median_rank": 2.0, "n": 700,
            "look_alike_R@1": 0.4, "look_alike_ceiling": 0.8, "ape_m": 1.0, "rpe_deg": 0.1,
            "steps": 300}

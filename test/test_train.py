@@ -38,9 +38,10 @@ from spartan_train.train.data import (
 )
 from spartan_train.train.step import text_features
 from spartan_train.train.trainer import STATE_FILE, main, train
+from spartan_train.train.words import WordHead, side_codes
 
 from spartan_ros.preprocess import preprocess_batch
-from spartan_ros.tokenizer import tokenize
+from spartan_ros.tokenizer import get_tokenizer, tokenize
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -187,7 +188,7 @@ def test_frame_offsets() -> None:
 
 def test_segment_sampling_spans_the_window() -> None:
     """--frame-sampling segments: one frame in each of K equal stretches, every frame reachable;
-    evaluation (no rng) stays evenly spaced whatever the sampling."""
+    evaluation (no rng) stays evenly spaced whatever the sampling, and so does even."""
     rng = np.random.default_rng(0)
     draws = np.stack([frame_offsets(24, 2, rng, "segments") for _ in range(500)])
     assert draws[:, 0].min() == 0 and draws[:, 0].max() == 11
@@ -198,6 +199,9 @@ def test_segment_sampling_spans_the_window() -> None:
     random = np.stack([frame_offsets(24, 2, rng, "random") for _ in range(500)])
     assert np.mean((random[:, 1] < 12) | (random[:, 0] >= 12)) > 0.3
     assert frame_offsets(24, 3, None, "segments").tolist() == [0, 12, 23]
+    # even: the frames of evaluation, every epoch
+    assert frame_offsets(24, 2, rng, "even").tolist() == [0, 23]
+    assert frame_offsets(24, 3, rng, "even").tolist() == [0, 12, 23]
     with pytest.raises(ValueError, match="frame sampling"):
         frame_offsets(24, 2, rng, "uniform")
 
@@ -497,6 +501,78 @@ def test_augmented_training(data_root: Path, micro_ckpt: Path, cache_dir: Path,
                            (("--shift", "-2"), "--shift must be >= 0")):
         assert main(_args(data_root, tmp_path / "bad", cache_dir, micro_ckpt, *flags)) == 2
         assert message in capsys.readouterr().err
+
+
+def test_word_head_targets_weigh_rare_words() -> None:
+    # three captions: word 7 in all, word 8 in two, word 9 in one (SOT 49406, EOT 49407, pad 0)
+    captions = np.array([[49406, 7, 8, 9, 49407, 0],
+                         [49406, 7, 8, 49407, 0, 0],
+                         [49406, 7, 7, 49407, 0, 0]])
+    head = WordHead(captions, embed_dim=4, min_captions=1)
+    assert head.words == 3  # markers and padding are not words
+    target = head.targets(torch.from_numpy(captions))
+    idf8, idf9 = math.log(3 / 2), math.log(3)
+    expected = torch.tensor([[0, idf8, idf9], [0, 1, 0], [0, 0, 0]])
+    expected[0] /= idf8 + idf9
+    assert torch.allclose(target, expected.float())  # a word in every caption weighs nothing
+    loss = head(torch.randn(3, 4), torch.from_numpy(captions))
+    assert loss.dim() == 0 and math.isfinite(float(loss.detach()))
+    assert WordHead(captions, embed_dim=4, min_captions=2).words == 2  # word 9 is too rare
+    with pytest.raises(ValueError, match="no word appears"):
+        WordHead(captions, embed_dim=4, min_captions=4)
+    with pytest.raises(ValueError, match="token ids"):
+        WordHead(captions, embed_dim=4, vocab_size=9)
+
+
+def test_word_sides_follow_the_sentence_that_names_them() -> None:
+    caption = ("On the left, there is a pink house. To the right of the road, a pink house. "
+               "A white house on the right or the left. Two trees.")
+    tokens = torch.from_numpy(tokenize([caption])).long()
+    stop = get_tokenizer().encode(".")[0]
+    codes, sentences, current = side_codes(tokens)[0].tolist(), [], set()
+    for token, code in zip(tokens[0, 1:].tolist(), codes[1:], strict=True):
+        current.add(code)
+        if token == stop:
+            sentences.append(sorted(current))
+            current = set()
+    assert sentences == [[1], [2], [2], [0]]  # the first side a sentence names decides
+    # with sides, "pink house" on the left and on the right are different outputs
+    captions = tokenize([caption] * 5)
+    assert WordHead(captions, 4, sides=True).words > WordHead(captions, 4).words
+    with pytest.raises(ValueError, match="no word appears"):
+        WordHead(captions[:1], 4, sides=True)
+
+
+def test_word_loss_trains_and_resumes_exactly(data_root: Path, micro_ckpt: Path,
+                                              cache_dir: Path, tmp_path: Path,
+                                              caplog: pytest.LogCaptureFixture,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    caplog.set_level(logging.INFO, logger="spartan_train.train")
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    words = ("--word-loss", "0.5", "--word-sides", "--max-steps")
+    train(_args(data_root, straight, cache_dir, micro_ckpt, *words, "4"))
+    assert re.search(r"caption words: a head over \d+ words with their sides", caplog.text)
+    train(_args(data_root, split, cache_dir, micro_ckpt, *words, "2"))
+    assert "word_head" in torch.load(split / "last" / STATE_FILE, weights_only=True)
+    train(_args(data_root, split, cache_dir, micro_ckpt, *words, "4", "--resume", str(split)))
+    a = load_file(straight / "last" / "model.safetensors")
+    b = load_file(split / "last" / "model.safetensors")
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-6
+    plain = tmp_path / "plain"
+    train(_args(data_root, plain, cache_dir, micro_ckpt, "--max-steps", "4"))
+    c = load_file(plain / "last" / "model.safetensors")
+    assert a.keys() == c.keys()  # the head is not part of the model
+    assert float((a["visual.proj"] - c["visual.proj"]).abs().max()) > 1e-6  # but it trains it
+    assert main(_args(data_root, tmp_path / "bad", cache_dir, micro_ckpt, "--word-loss", "-1")) == 2
+    assert "--word-loss must be a finite weight >= 0" in capsys.readouterr().err
+    assert main(_args(data_root, tmp_path / "bad", cache_dir, micro_ckpt, "--word-sides")) == 2
+    assert "--word-sides needs --word-loss" in capsys.readouterr().err
+    assert main(_args(data_root, plain, cache_dir, micro_ckpt, *words, "6", "--resume",
+                      str(plain))) == 2
+    assert "trained with --word-loss and this run is not" in capsys.readouterr().err
+    assert main(_args(data_root, split, cache_dir, micro_ckpt, "--max-steps", "6", "--resume",
+                      str(split))) == 2
+    assert "trained with --word-loss and this run is not" in capsys.readouterr().err
 
 
 def test_max_minutes_stops_cleanly_with_no_pose(data_root: Path, micro_ckpt: Path,

@@ -247,20 +247,21 @@ def still_poses(batch: int, window: int, convention: str) -> np.ndarray:
 # How training draws a clip's K frames: any K of the window ("random"), or one in each of K
 # equal stretches of it ("segments", so the K frames always span the window, as evaluation's
 # evenly spaced frames do, and the motion between them is always there to see).
-FRAME_SAMPLINGS = ("random", "segments")
+FRAME_SAMPLINGS = ("random", "segments", "even")
 
 
 def frame_offsets(window: int, k: int | None, rng: np.random.Generator | None,
                   sampling: str = "random") -> np.ndarray:
     """Which of the ``window`` frames to use: all (k None or >= window); k drawn with ``rng``
-    (training) as ``sampling`` says; or k evenly spaced from first to last (evaluation)."""
+    (training) as ``sampling`` says; or k evenly spaced from first to last (evaluation, and
+    training with ``even``: always the frames evaluation and the node use)."""
     if sampling not in FRAME_SAMPLINGS:
         raise ValueError(f"frame sampling must be one of {FRAME_SAMPLINGS}, got {sampling!r}")
     if k is None or k >= window:
         return np.arange(window, dtype=np.int64)
     if k < 1:
         raise ValueError(f"frames per clip must be >= 1, got {k}")
-    if rng is None:
+    if rng is None or sampling == "even":
         return np.linspace(0, window - 1, k).round().astype(np.int64)
     if sampling == "segments":
         edges = np.floor(np.linspace(0, window, k + 1)).astype(np.int64)

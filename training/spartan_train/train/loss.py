@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.distributed as dist
@@ -59,6 +59,7 @@ class LossConfig:
     label_smoothing: float = LABEL_SMOOTHING
     own_motion: float = 0.0  # weight of the own-motion term (ours; 0 = the reference loss)
     pose_weight: float = POSE_WEIGHT  # weight of each pose term
+    words: float = 0.0  # weight of the caption-word term (ours, train/words.py; 0 = off)
 
     def __post_init__(self) -> None:
         if self.kind not in LOSS_KINDS:
@@ -67,7 +68,9 @@ class LossConfig:
             raise ValueError(f"pca_dim must be >= 1, got {self.pca_dim}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
-        for name, weight in (("own_motion", self.own_motion), ("pose_weight", self.pose_weight)):
+        weights = (("own_motion", self.own_motion), ("pose_weight", self.pose_weight),
+                   ("words", self.words))
+        for name, weight in weights:
             if not (weight >= 0.0 and math.isfinite(weight)):
                 raise ValueError(f"{name} must be a finite weight >= 0, got {weight}")
 
@@ -78,10 +81,11 @@ class LossConfig:
 
 @dataclass
 class LossParts:
-    loss: Tensor  # long + short (+ own_motion x own), what is optimised
+    loss: Tensor  # long + short (+ own_motion x own + words x words), what is optimised
     long: Tensor
     short: Tensor
     own: Tensor | None = None  # the own-motion term, unweighted (None when its weight is 0)
+    words: Tensor | None = None  # the caption-word term, unweighted (None when its weight is 0)
 
 
 def pca(x: Tensor, k: int = PCA_DIM) -> Tensor:
@@ -190,9 +194,10 @@ def contrastive_loss(
     return LossParts(loss=long + short, long=long, short=short)
 
 
-def with_own_motion(parts: LossParts, own: Tensor, weight: float) -> LossParts:
-    """``parts`` with the weighted own-motion term added to the optimised loss."""
-    return LossParts(loss=parts.loss + weight * own, long=parts.long, short=parts.short, own=own)
+def with_term(parts: LossParts, name: str, term: Tensor, weight: float) -> LossParts:
+    """``parts`` with an optional term (``own`` or ``words``) kept and, weighted, added to the
+    optimised loss."""
+    return replace(parts, loss=parts.loss + weight * term, **{name: term})
 
 
 def own_motion_loss(

@@ -15,8 +15,9 @@ from spartan_train.train.loss import (
     LossParts,
     contrastive_loss,
     own_motion_loss,
-    with_own_motion,
+    with_term,
 )
+from spartan_train.train.words import WordHead
 
 
 def text_features(model: SpartanModel, tokens: Tensor) -> Tensor:
@@ -47,18 +48,24 @@ class ContrastiveStep(nn.Module):
 
     Long and short captions are fused with the same poses, each through its own pose-branch pass
     (independent dropout, Q9), plus a third pass for the pose terms. In reference mode each pass
-    sees the whole local batch, as the reference's does (Q1).
+    sees the whole local batch, as the reference's does (Q1). ``words`` is the head of the
+    caption-word term, needed when ``loss.words`` > 0.
     """
 
-    def __init__(self, model: SpartanModel, loss: LossConfig) -> None:
+    def __init__(self, model: SpartanModel, loss: LossConfig,
+                 words: WordHead | None = None) -> None:
         super().__init__()
+        if loss.words > 0 and words is None:
+            raise ValueError("the caption-word term needs a WordHead")
         self.model = model
         self.loss = loss
+        self.words = words
 
     def forward(self, frames: Tensor, tokens_long: Tensor, tokens_short: Tensor,
                 poses: Tensor) -> LossParts:
         m = self.model
-        video = F.normalize(m.encode_video(frames), dim=-1)
+        video_raw = m.encode_video(frames)
+        video = F.normalize(video_raw, dim=-1)
         t_long, p_long = text_features(m, tokens_long), m.encode_pose(poses)
         text_long = F.normalize(m.fuse(t_long, p_long), dim=-1)
         text_short = pose = None
@@ -72,7 +79,10 @@ class ContrastiveStep(nn.Module):
             text_part, motion_part = fusion_parts(m, t_long, p_long)
             own = own_motion_loss(text_part, motion_part, video, m.logit_scale,
                                   self.loss.label_smoothing)
-            parts = with_own_motion(parts, own, self.loss.own_motion)
+            parts = with_term(parts, "own", own, self.loss.own_motion)
+        if self.loss.words > 0:
+            assert self.words is not None
+            parts = with_term(parts, "words", self.words(video_raw, tokens_long), self.loss.words)
         return parts
 
 

@@ -58,6 +58,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
@@ -91,6 +92,7 @@ from spartan_train.train.data import (
 from spartan_train.train.loss import LOSS_KINDS, POSE_WEIGHT, LossConfig
 from spartan_train.train.schedule import ClockCosine, Schedule, WarmupCosine
 from spartan_train.train.step import ContrastiveStep, gallery_top1
+from spartan_train.train.words import WordHead
 
 log = logging.getLogger("spartan_train.train")
 
@@ -127,9 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="frames per clip: random K of 24 in training, evenly spaced K at "
                         "validation (default all 24)")
     d.add_argument("--frame-sampling", choices=FRAME_SAMPLINGS, default="random",
-                   help="how training draws --frames K: any K of the window (random) or one in "
+                   help="how training draws --frames K: any K of the window (random), one in "
                         "each of K equal stretches of it (segments: the K frames always span "
-                        "the window, as the evenly spaced frames of evaluation do)")
+                        "the window), or always the K evenly spaced frames that evaluation and "
+                        "the node use (even: first and last for K = 2)")
     d.add_argument("--caption-drop", type=float, default=0.0, metavar="P",
                    help="leave each sentence of a training caption but the first out with "
                         "probability P, drawn afresh every epoch (default 0: whole captions)")
@@ -188,6 +191,13 @@ def build_parser() -> argparse.ArgumentParser:
                     help="weight of the own-motion term (ours, not SPARTAN's): each caption "
                          "against every clip fused with that clip's own motion, as the node "
                          "scores its memory (default 0: the reference loss)")
+    lo.add_argument("--word-loss", type=float, default=0.0, metavar="W",
+                    help="weight of the caption-word term (ours): each clip's feature predicts "
+                         "the words of its own caption through a training-only head, rare words "
+                         "weighing most (default 0: off)")
+    lo.add_argument("--word-sides", action="store_true",
+                    help="with --word-loss: a word also carries the side (left, right, centre) "
+                         "its sentence names, so the clip has to say where things are")
 
     o = ap.add_argument_group("optimisation")
     o.add_argument("--epochs", type=int, default=2)
@@ -277,9 +287,13 @@ def check_args(args: argparse.Namespace) -> None:
             f"got {args.look_alike}")
     if args.look_alike > 1 and args.drive_group > 1:
         bad("--look-alike and --drive-group each build the batches: choose one")
-    for flag, weight in (("--own-motion", args.own_motion), ("--pose-weight", args.pose_weight)):
+    weights = (("--own-motion", args.own_motion), ("--pose-weight", args.pose_weight),
+               ("--word-loss", args.word_loss))
+    for flag, weight in weights:
         if not (weight >= 0 and math.isfinite(weight)):
             bad(f"{flag} must be a finite weight >= 0, got {weight}")
+    if args.word_sides and not args.word_loss > 0:
+        bad("--word-sides needs --word-loss W > 0")
     if not 0.0 <= args.caption_drop < 1.0:
         bad(f"--caption-drop must be a probability in [0, 1), got {args.caption_drop}")
     if args.shift < 0:
@@ -508,8 +522,13 @@ def make_model(args: argparse.Namespace) -> SpartanModel:
     return model
 
 
-def make_optimizer(model: SpartanModel, lr: float, wd: float, decay: str) -> torch.optim.AdamW:
+def make_optimizer(model: SpartanModel, lr: float, wd: float, decay: str,
+                   extra: nn.Module | None = None) -> torch.optim.AdamW:
+    """AdamW over the model's trainable parameters and those of ``extra`` (a training-only
+    head), its matrices decayed (``decay`` "all": every parameter)."""
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if extra is not None:
+        params += list(extra.named_parameters())
     if decay == "all":
         groups: list[dict[str, Any]] = [{"params": [p for _, p in params], "weight_decay": wd}]
     else:
@@ -598,7 +617,7 @@ class Trainer:
         self._setup_optimisation()
         if self.state is not None:
             self._restore_state(self.state)
-        step_module = ContrastiveStep(self.model, self.loss_config)
+        step_module = ContrastiveStep(self.model, self.loss_config, self.word_head)
         self.net: torch.nn.Module = step_module
         if self.d.world > 1:
             ids = [self.d.local_rank] if self.device.type == "cuda" else None
@@ -711,7 +730,8 @@ class Trainer:
         self.loss_config = LossConfig(kind=args.loss, short=not args.no_short,
                                       pose_terms=not (args.no_pose_terms or args.no_pose),
                                       own_motion=args.own_motion,
-                                      pose_weight=args.pose_weight)
+                                      pose_weight=args.pose_weight, words=args.word_loss)
+        self.word_head = self._word_head() if args.word_loss > 0 else None
         lr = args.lr
         if lr is None:
             lr = DEFAULT_LR_FRESH if fresh_model(args) else DEFAULT_LR_FINETUNE
@@ -721,15 +741,35 @@ class Trainer:
         else:
             total = args.schedule_steps or args.epochs * self.steps_per_epoch
             self.schedule = WarmupCosine(lr, args.warmup, total)
-        self.optimizer = make_optimizer(self.model, lr, args.wd, args.decay)
+        self.optimizer = make_optimizer(self.model, lr, args.wd, args.decay, self.word_head)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.step = 0
         self.elapsed_before = 0.0  # training seconds of earlier runs (resume)
         self.best: float | None = None
 
+    def _word_head(self) -> WordHead:
+        """The caption-word term's head, over the words of the training captions."""
+        args, cfg = self.args, self.model.config
+        head = WordHead(self.train_set.tokens_long, cfg.embed_dim, cfg.vocab_size,
+                        sides=args.word_sides).to(self.device)
+        if self.d.main:
+            log.info("caption words: a head over %d %s of the training captions, weight %g",
+                     head.words, "words with their sides" if args.word_sides else "words",
+                     args.word_loss)
+        return head
+
     def _restore_state(self, state: dict[str, Any]) -> None:
         """Optimiser, scaler, schedule and counters of the run being resumed."""
         args = self.args
+        if (self.word_head is None) != ("word_head" not in state):
+            raise TrainError("cannot resume: the checkpoint was trained with --word-loss and "
+                             "this run is not, or the other way round")
+        if self.word_head is not None:
+            try:
+                self.word_head.load_state_dict(state["word_head"])
+            except RuntimeError as e:
+                raise TrainError(f"cannot resume the caption-word head (were the training "
+                                 f"captions changed?): {e}") from None
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         try:
@@ -771,7 +811,7 @@ class Trainer:
     def _check_resume_args(self, saved: dict[str, Any]) -> None:
         keys = ("data", "frames", "batch_size", "seed", "loss", "no_short", "no_pose",
                 "no_pose_terms", "pose_weight", "decay", "wd", "own_motion", "drive_group",
-                "look_alike", "caption_drop", "shift")
+                "look_alike", "caption_drop", "shift", "word_loss", "word_sides")
         for k in keys:
             if k in saved and saved[k] != getattr(self.args, k) and self.d.main:
                 log.warning("--resume: %s was %r, now %r", k, saved[k], getattr(self.args, k))
@@ -894,6 +934,8 @@ class Trainer:
                 "best_val_top1": self.best,
                 "args": _plain_args(self.args),
             }
+            if self.word_head is not None:
+                state["word_head"] = self.word_head.state_dict()
             torch.save(state, staged / STATE_FILE)
             meta = {
                 "step": self.step,
