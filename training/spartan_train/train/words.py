@@ -25,8 +25,6 @@ from torch import Tensor, nn
 
 from spartan_ros.tokenizer import get_tokenizer
 
-# Token ids that say nothing about the scene: padding, start and end of text.
-PAD, SOT, EOT = 0, 49406, 49407
 MIN_CAPTIONS = 5  # a word must appear in this many training captions to get an output
 SIDE_WORDS = (("left",), ("right",), ("center", "centre"))  # side codes 1, 2, 3; 0 is none
 
@@ -68,9 +66,11 @@ class WordHead(nn.Module):
     same captions give the same head on every rank.
     """
 
-    def __init__(self, captions: np.ndarray, embed_dim: int, vocab_size: int = EOT + 1,
+    def __init__(self, captions: np.ndarray, embed_dim: int, vocab_size: int | None = None,
                  min_captions: int = MIN_CAPTIONS, sides: bool = False) -> None:
+        """``vocab_size``: the text tower's (default: the tokenizer's)."""
         super().__init__()
+        vocab_size = get_tokenizer().vocab_size if vocab_size is None else vocab_size
         if captions.ndim != 2 or len(captions) == 0:
             raise ValueError(f"captions must be a non-empty [N, L] token array, got shape "
                              f"{list(captions.shape)}")
@@ -119,12 +119,13 @@ class WordHead(nn.Module):
 
 def caption_frequencies(terms: np.ndarray, vocab_size: int,
                         span: int) -> tuple[np.ndarray, np.ndarray]:
-    """(term ids, number of captions holding each) over term ids in [0, span), padding and text
-    markers (on any side) left out."""
+    """(term ids, number of captions holding each) over term ids in [0, span), padding (id 0)
+    and the start and end of text (on any side) left out: they say nothing about the scene."""
     present = np.zeros(span, dtype=np.int64)
     for row in terms:
         present[np.unique(row)] += 1
-    markers = np.array([PAD, SOT, EOT])
+    tokenizer = get_tokenizer()
+    markers = np.array([0, tokenizer.sot, tokenizer.eot])
     present[(markers[:, None] + np.arange(0, span, vocab_size)[None]).ravel()] = 0
     words = np.flatnonzero(present)
     return words, present[words]
